@@ -29,25 +29,15 @@ pub(crate) fn datatype_of(ty: TensorElementType) -> Option<DataType> {
 }
 
 fn inference_err(e: ort::Error) -> EngineError {
-    EngineError::Inference {
-        engine: ENGINE,
-        source: Box::new(e),
-    }
+    EngineError::Inference { engine: ENGINE, source: Box::new(e) }
 }
 
 /// A borrowed view of `t` as an ONNX Runtime input (strings are copied: ONNX Runtime keeps its own).
 pub(crate) fn to_value(t: &NamedTensor) -> Result<SessionInputValue<'_>, EngineError> {
-    let shape: Vec<i64> = t
-        .tensor
-        .shape()
-        .iter()
-        .map(|&d| i64::try_from(d).unwrap_or(i64::MAX))
-        .collect();
+    let shape: Vec<i64> = t.tensor.shape().iter().map(|&d| i64::try_from(d).unwrap_or(i64::MAX)).collect();
     macro_rules! view {
         ($v:expr) => {
-            TensorRef::from_array_view((shape, $v.as_slice()))
-                .map(SessionInputValue::from)
-                .map_err(inference_err)
+            TensorRef::from_array_view((shape, $v.as_slice())).map(SessionInputValue::from).map_err(inference_err)
         };
     }
     match t.tensor.data() {
@@ -71,7 +61,10 @@ pub(crate) fn to_value(t: &NamedTensor) -> Result<SessionInputValue<'_>, EngineE
                 .enumerate()
                 .map(|(i, b)| {
                     std::str::from_utf8(b).map(str::to_owned).map_err(|_| EngineError::InvalidInput {
-                        message: format!("input {:?} element {i} is not valid UTF-8, which ONNX string tensors require", t.name),
+                        message: format!(
+                            "input {:?} element {i} is not valid UTF-8, which ONNX string tensors require",
+                            t.name
+                        ),
                     })
                 })
                 .collect::<Result<Vec<String>, _>>()?;
@@ -83,10 +76,7 @@ pub(crate) fn to_value(t: &NamedTensor) -> Result<SessionInputValue<'_>, EngineE
 }
 
 /// Moves output `name` out of the session's results into a ferry tensor.
-pub(crate) fn take_output(
-    outputs: &mut SessionOutputs<'_>,
-    name: &str,
-) -> Result<NamedTensor, EngineError> {
+pub(crate) fn take_output(outputs: &mut SessionOutputs<'_>, name: &str) -> Result<NamedTensor, EngineError> {
     let missing = || EngineError::Inference {
         engine: ENGINE,
         source: format!("ONNX Runtime returned no output named {name:?}").into(),
@@ -103,10 +93,7 @@ pub(crate) fn take_output(
         ($variant:ident, $t:ty) => {{
             let (shape, data) = value.try_extract_tensor::<$t>().map_err(inference_err)?;
             (
-                shape
-                    .iter()
-                    .map(|&d| usize::try_from(d).unwrap_or(0))
-                    .collect::<Vec<_>>(),
+                shape.iter().map(|&d| usize::try_from(d).unwrap_or(0)).collect::<Vec<_>>(),
                 TensorData::$variant(data.to_vec()),
             )
         }};
@@ -128,26 +115,18 @@ pub(crate) fn take_output(
         TensorElementType::String => {
             let (shape, strings) = value.try_extract_strings().map_err(inference_err)?;
             (
-                shape
-                    .iter()
-                    .map(|&d| usize::try_from(d).unwrap_or(0))
-                    .collect(),
+                shape.iter().map(|&d| usize::try_from(d).unwrap_or(0)).collect(),
                 TensorData::Bytes(strings.into_iter().map(String::into_bytes).collect()),
             )
         }
         other => {
             return Err(EngineError::Inference {
                 engine: ENGINE,
-                source: format!(
-                    "output {name:?} has element type {other}, which the protocol cannot carry"
-                )
-                .into(),
+                source: format!("output {name:?} has element type {other}, which the protocol cannot carry").into(),
             });
         }
     };
-    let tensor = Tensor::new(shape, data).map_err(|e| EngineError::Inference {
-        engine: ENGINE,
-        source: Box::new(e),
-    })?;
+    let tensor =
+        Tensor::new(shape, data).map_err(|e| EngineError::Inference { engine: ENGINE, source: Box::new(e) })?;
     Ok(NamedTensor::new(name, tensor))
 }

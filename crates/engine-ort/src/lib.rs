@@ -40,22 +40,17 @@ impl OrtRuntime {
         RUNTIME
             .get_or_init(|| {
                 let library = locate_library(explicit)?;
-                let builder = ort::init_from(&library.path)
-                    .map_err(|e| format!("loading {}: {e}", library.path.display()))?;
+                let builder =
+                    ort::init_from(&library.path).map_err(|e| format!("loading {}: {e}", library.path.display()))?;
                 let env = builder
                     .with_name("ferry")
                     .with_telemetry(false)
                     .build()
-                    .map_err(|e| {
-                        format!("starting ONNX Runtime from {}: {e}", library.path.display())
-                    })?;
+                    .map_err(|e| format!("starting ONNX Runtime from {}: {e}", library.path.display()))?;
                 Ok(Self { env, library })
             })
             .as_ref()
-            .map_err(|reason| EngineError::Unavailable {
-                engine: ENGINE,
-                reason: reason.clone(),
-            })
+            .map_err(|reason| EngineError::Unavailable { engine: ENGINE, reason: reason.clone() })
     }
 
     /// Which library was loaded and how it was found.
@@ -69,16 +64,8 @@ impl OrtRuntime {
     /// # Errors
     /// [`EngineError::Load`] when ONNX Runtime rejects the file (the message names a missing operator, if that is
     /// the cause), [`EngineError::UnsupportedSignature`] when an input or output is not a plain tensor.
-    pub fn load(
-        &'static self,
-        path: &Path,
-        options: &EngineOptions,
-    ) -> Result<OrtEngine, EngineError> {
-        let load_err = |e: ort::Error| EngineError::Load {
-            engine: ENGINE,
-            path: path.to_owned(),
-            source: Box::new(e),
-        };
+    pub fn load(&'static self, path: &Path, options: &EngineOptions) -> Result<OrtEngine, EngineError> {
+        let load_err = |e: ort::Error| EngineError::Load { engine: ENGINE, path: path.to_owned(), source: Box::new(e) };
         let build = || -> Result<Session, ort::Error> {
             Ok(Session::builder(&self.env)?
                 .with_optimization_level(GraphOptimizationLevel::Level3)?
@@ -91,12 +78,7 @@ impl OrtRuntime {
         let session = build().map_err(load_err)?;
         let signature = signature_of(&session, path)?;
         let all_outputs = signature.outputs.iter().map(|o| o.name.clone()).collect();
-        Ok(OrtEngine {
-            session,
-            signature,
-            all_outputs,
-            path: path.to_owned(),
-        })
+        Ok(OrtEngine { session, signature, all_outputs, path: path.to_owned() })
     }
 }
 
@@ -110,19 +92,14 @@ pub struct OrtEngine {
 
 impl std::fmt::Debug for OrtEngine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OrtEngine")
-            .field("path", &self.path)
-            .finish_non_exhaustive()
+        f.debug_struct("OrtEngine").field("path", &self.path).finish_non_exhaustive()
     }
 }
 
 fn signature_of(session: &Session, path: &Path) -> Result<ModelSignature, EngineError> {
     let spec = |outlet: &ort::value::Outlet, role: &str| -> Result<TensorSpec, EngineError> {
-        let unsupported = |what: String| EngineError::UnsupportedSignature {
-            engine: ENGINE,
-            path: path.to_owned(),
-            what,
-        };
+        let unsupported =
+            |what: String| EngineError::UnsupportedSignature { engine: ENGINE, path: path.to_owned(), what };
         match outlet.dtype() {
             ValueType::Tensor { ty, shape, .. } => {
                 let datatype = convert::datatype_of(*ty).ok_or_else(|| {
@@ -137,29 +114,16 @@ fn signature_of(session: &Session, path: &Path) -> Result<ModelSignature, Engine
                     shape: shape.iter().map(|&d| if d < 0 { -1 } else { d }).collect(),
                 })
             }
-            ValueType::Sequence(inner) if matches!(**inner, ValueType::Map { .. }) => {
-                Err(unsupported(format!(
-                    "{role} {:?} is a sequence of maps (scikit-learn's ZipMap); convert the model with skl2onnx option {{'zipmap': False}}",
-                    outlet.name()
-                )))
-            }
-            other => Err(unsupported(format!(
-                "{role} {:?} is a {other:?}, not a tensor",
+            ValueType::Sequence(inner) if matches!(**inner, ValueType::Map { .. }) => Err(unsupported(format!(
+                "{role} {:?} is a sequence of maps (scikit-learn's ZipMap); convert the model with skl2onnx option {{'zipmap': False}}",
                 outlet.name()
             ))),
+            other => Err(unsupported(format!("{role} {:?} is a {other:?}, not a tensor", outlet.name()))),
         }
     };
     Ok(ModelSignature {
-        inputs: session
-            .inputs()
-            .iter()
-            .map(|o| spec(o, "input"))
-            .collect::<Result<_, _>>()?,
-        outputs: session
-            .outputs()
-            .iter()
-            .map(|o| spec(o, "output"))
-            .collect::<Result<_, _>>()?,
+        inputs: session.inputs().iter().map(|o| spec(o, "input")).collect::<Result<_, _>>()?,
+        outputs: session.outputs().iter().map(|o| spec(o, "output")).collect::<Result<_, _>>()?,
     })
 }
 
@@ -168,39 +132,27 @@ impl Engine for OrtEngine {
         &self.signature
     }
 
-    fn infer(
-        &mut self,
-        inputs: &[NamedTensor],
-        outputs: &[String],
-    ) -> Result<Vec<NamedTensor>, EngineError> {
-        let run_err = |e: ort::Error| EngineError::Inference {
-            engine: ENGINE,
-            source: Box::new(e),
+    fn infer(&mut self, inputs: &[NamedTensor], outputs: &[String]) -> Result<Vec<NamedTensor>, EngineError> {
+        let run_err = |e: ort::Error| {
+            // ONNX Runtime says INVALID_ARGUMENT when inputs disagree with the graph (e.g. shapes that one symbolic
+            // dimension ties together): that is the caller's mistake, not the server's.
+            if e.code() == ort::ErrorCode::InvalidArgument {
+                EngineError::InvalidInput { message: e.to_string() }
+            } else {
+                EngineError::Inference { engine: ENGINE, source: Box::new(e) }
+            }
         };
-        let values: Vec<(&str, SessionInputValue<'_>)> = inputs
-            .iter()
-            .map(|t| Ok((t.name.as_str(), convert::to_value(t)?)))
-            .collect::<Result<_, EngineError>>()?;
+        let values: Vec<(&str, SessionInputValue<'_>)> =
+            inputs.iter().map(|t| Ok((t.name.as_str(), convert::to_value(t)?))).collect::<Result<_, EngineError>>()?;
         let mut result = if outputs == self.all_outputs.as_slice() {
             self.session.run(values).map_err(run_err)?
         } else {
-            let selector = outputs
-                .iter()
-                .fold(OutputSelector::no_default(), |s, name| s.with(name.clone()));
+            let selector = outputs.iter().fold(OutputSelector::no_default(), |s, name| s.with(name.clone()));
             let options = RunOptions::new().map_err(run_err)?.with_outputs(selector);
             // `run_with_options` borrows the options for the outputs' lifetime; extract before they drop.
-            let mut result = self
-                .session
-                .run_with_options(values, &options)
-                .map_err(run_err)?;
-            return outputs
-                .iter()
-                .map(|name| convert::take_output(&mut result, name))
-                .collect();
+            let mut result = self.session.run_with_options(values, &options).map_err(run_err)?;
+            return outputs.iter().map(|name| convert::take_output(&mut result, name)).collect();
         };
-        outputs
-            .iter()
-            .map(|name| convert::take_output(&mut result, name))
-            .collect()
+        outputs.iter().map(|name| convert::take_output(&mut result, name)).collect()
     }
 }

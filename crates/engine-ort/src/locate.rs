@@ -64,10 +64,7 @@ pub fn locate_library(explicit: Option<&Path>) -> Result<LocatedLibrary, String>
 }
 
 fn existing(p: &Path, source: LibrarySource) -> Option<LocatedLibrary> {
-    p.is_file().then(|| LocatedLibrary {
-        path: p.to_owned(),
-        source,
-    })
+    p.is_file().then(|| LocatedLibrary { path: p.to_owned(), source })
 }
 
 /// Asks the Python interpreters on `PATH` where the `onnxruntime` package lives and picks the library in `capi/`.
@@ -78,10 +75,7 @@ fn python_package_library() -> Option<LocatedLibrary> {
         let out = Command::new(python).args(["-c", PROBE]).output().ok()?;
         let dir = String::from_utf8(out.stdout).ok()?;
         let capi = Path::new(dir.trim()).join("capi");
-        newest_library_in(&capi).map(|path| LocatedLibrary {
-            path,
-            source: LibrarySource::PythonPackage,
-        })
+        newest_library_in(&capi).map(|path| LocatedLibrary { path, source: LibrarySource::PythonPackage })
     })
 }
 
@@ -91,11 +85,7 @@ fn newest_library_in(dir: &Path) -> Option<PathBuf> {
         .ok()?
         .filter_map(Result::ok)
         .map(|e| e.path())
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("libonnxruntime.so"))
-        })
+        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("libonnxruntime.so")))
         .collect();
     found.sort_by_key(|p| p.as_os_str().len());
     found.pop()
@@ -103,25 +93,15 @@ fn newest_library_in(dir: &Path) -> Option<PathBuf> {
 
 /// A library the system loader would find: the usual library folders, then `LD_LIBRARY_PATH`.
 fn system_library() -> Option<LocatedLibrary> {
-    let from_env = std::env::var_os("LD_LIBRARY_PATH")
-        .map(|v| std::env::split_paths(&v).collect::<Vec<_>>())
-        .unwrap_or_default();
-    let standard = [
-        "/usr/local/lib",
-        "/usr/lib",
-        "/usr/lib/x86_64-linux-gnu",
-        "/usr/lib/aarch64-linux-gnu",
-        "/lib",
-    ]
-    .map(PathBuf::from);
+    let from_env =
+        std::env::var_os("LD_LIBRARY_PATH").map(|v| std::env::split_paths(&v).collect::<Vec<_>>()).unwrap_or_default();
+    let standard = ["/usr/local/lib", "/usr/lib", "/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/lib"]
+        .map(PathBuf::from);
     from_env
         .into_iter()
         .chain(standard)
         .find_map(|d| newest_library_in(&d))
-        .map(|path| LocatedLibrary {
-            path,
-            source: LibrarySource::SystemLoader,
-        })
+        .map(|path| LocatedLibrary { path, source: LibrarySource::SystemLoader })
 }
 
 #[cfg(test)]
@@ -131,10 +111,7 @@ mod tests {
     #[test]
     fn an_explicit_path_that_does_not_exist_is_an_error_not_a_fallback() {
         let err = locate_library(Some(Path::new("/nonexistent/libonnxruntime.so"))).map(|l| l.path);
-        assert_eq!(
-            err,
-            Err("onnxruntime_lib /nonexistent/libonnxruntime.so does not exist".to_string())
-        );
+        assert_eq!(err, Err("onnxruntime_lib /nonexistent/libonnxruntime.so does not exist".to_string()));
     }
 
     #[test]
@@ -143,9 +120,6 @@ mod tests {
         for name in ["libonnxruntime.so", "libonnxruntime.so.1.32.0", "other.so"] {
             std::fs::write(dir.path().join(name), b"").expect("write");
         }
-        assert_eq!(
-            newest_library_in(dir.path()),
-            Some(dir.path().join("libonnxruntime.so.1.32.0"))
-        );
+        assert_eq!(newest_library_in(dir.path()), Some(dir.path().join("libonnxruntime.so.1.32.0")));
     }
 }

@@ -6,20 +6,11 @@ use ferry_engine_ort::OrtRuntime;
 
 #[test]
 fn onnxruntime_passes_the_conformance_suite() {
-    let runtime = OrtRuntime::init(None).expect(
-        "ONNX Runtime must be installed for the tests: python3 -m pip install -r requirements.txt",
-    );
-    let load = |p: &std::path::Path| {
-        runtime
-            .load(p, &EngineOptions::default())
-            .map(|e| Box::new(e) as Box<dyn Engine>)
-    };
+    let runtime = OrtRuntime::init(None)
+        .expect("ONNX Runtime must be installed for the tests: python3 -m pip install -r requirements.txt");
+    let load = |p: &std::path::Path| runtime.load(p, &EngineOptions::default()).map(|e| Box::new(e) as Box<dyn Engine>);
     let failures = run_suite(&load, &|_| Expectation::Runs);
-    assert!(
-        failures.is_empty(),
-        "conformance failures:\n{}",
-        failures.join("\n")
-    );
+    assert!(failures.is_empty(), "conformance failures:\n{}", failures.join("\n"));
 }
 
 #[test]
@@ -28,9 +19,7 @@ fn a_file_that_is_not_onnx_is_a_load_error() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("junk.onnx");
     std::fs::write(&path, b"definitely not protobuf").expect("write");
-    let err = runtime
-        .load(&path, &EngineOptions::default())
-        .expect_err("junk must not load");
+    let err = runtime.load(&path, &EngineOptions::default()).expect_err("junk must not load");
     let msg = ferry_engine::error_chain(&err);
     assert!(msg.contains("junk.onnx"), "{msg}");
 }

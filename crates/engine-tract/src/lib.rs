@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use ferry_engine::{Engine, EngineError};
 use ferry_types::{DataType, ModelSignature, NamedTensor, Tensor, TensorData, TensorSpec};
 use tract_onnx::prelude::{
-    Datum, DatumType, Framework, InferenceFact, InferenceModelExt, IntoRunnable, IntoTValue, TDim,
-    TValue, TVec, TypedModel, TypedRunnableModel,
+    Datum, DatumType, Framework, InferenceFact, InferenceModelExt, IntoRunnable, IntoTValue, TDim, TValue, TVec,
+    TypedModel, TypedRunnableModel,
 };
 use tract_onnx::tract_hir::infer::Factoid;
 
@@ -18,10 +18,8 @@ const ENGINE: &str = "tract";
 
 /// Operators tract implements but computes differently from ONNX Runtime, found by the conformance suite. Serving a
 /// wrong answer is worse than refusing, so models using them are refused with the reason.
-const KNOWN_WRONG: &[(&str, &str)] = &[(
-    "TreeEnsembleClassifier",
-    "tract 0.23 returns wrong class labels for it; serve this model with onnxruntime",
-)];
+const KNOWN_WRONG: &[(&str, &str)] =
+    &[("TreeEnsembleClassifier", "tract 0.23 returns wrong class labels for it; serve this model with onnxruntime")];
 
 /// A model loaded into tract.
 pub struct TractEngine {
@@ -32,9 +30,7 @@ pub struct TractEngine {
 
 impl std::fmt::Debug for TractEngine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TractEngine")
-            .field("path", &self.path)
-            .finish_non_exhaustive()
+        f.debug_struct("TractEngine").field("path", &self.path).finish_non_exhaustive()
     }
 }
 
@@ -47,11 +43,7 @@ impl TractEngine {
     pub fn load(path: &Path) -> Result<Self, EngineError> {
         // tract panics on a few unsupported tensor encodings; a bad model must be an error, never a crash.
         catch_unwind(AssertUnwindSafe(|| Self::load_inner(path))).unwrap_or_else(|panic| {
-            Err(EngineError::Load {
-                engine: ENGINE,
-                path: path.to_owned(),
-                source: panic_message(&panic).into(),
-            })
+            Err(EngineError::Load { engine: ENGINE, path: path.to_owned(), source: panic_message(&panic).into() })
         })
     }
 
@@ -86,9 +78,7 @@ impl TractEngine {
             .iter()
             .filter_map(|n| {
                 let name = n.op.name();
-                name.strip_prefix("Unimplemented(")
-                    .and_then(|s| s.strip_suffix(')'))
-                    .map(str::to_owned)
+                name.strip_prefix("Unimplemented(").and_then(|s| s.strip_suffix(')')).map(str::to_owned)
             })
             .collect();
         if !missing.is_empty() {
@@ -108,28 +98,17 @@ impl TractEngine {
                 .dims()
                 .enumerate()
                 .map(|(d, dim)| {
-                    Some(dim.concretize().unwrap_or_else(|| {
-                        model.symbols.sym(&format!("ferry_dim_{ix}_{d}")).into()
-                    }))
+                    Some(dim.concretize().unwrap_or_else(|| model.symbols.sym(&format!("ferry_dim_{ix}_{d}")).into()))
                 })
                 .collect();
             if let (Some(dt), Some(dims)) = (fact.datum_type.concretize(), dims) {
-                model
-                    .set_input_fact(ix, InferenceFact::dt_shape(dt, dims))
-                    .map_err(load_err)?;
+                model.set_input_fact(ix, InferenceFact::dt_shape(dt, dims)).map_err(load_err)?;
             }
         }
         let typed: TypedModel = model.into_typed().map_err(load_err)?;
         let signature = signature_of(&typed, path)?;
-        let plan = typed
-            .into_optimized()
-            .and_then(|m| m.into_runnable())
-            .map_err(load_err)?;
-        Ok(Self {
-            plan,
-            signature,
-            path: path.to_owned(),
-        })
+        let plan = typed.into_optimized().and_then(|m| m.into_runnable()).map_err(load_err)?;
+        Ok(Self { plan, signature, path: path.to_owned() })
     }
 }
 
@@ -142,37 +121,22 @@ fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
 }
 
 fn signature_of(model: &TypedModel, path: &Path) -> Result<ModelSignature, EngineError> {
-    let spec =
-        |outlet: tract_onnx::prelude::OutletId, role: &str| -> Result<TensorSpec, EngineError> {
-            let name = model
-                .outlet_label(outlet)
-                .map(str::to_owned)
-                .unwrap_or_else(|| model.node(outlet.node).name.clone());
-            let fact = model.outlet_fact(outlet).map_err(|e| EngineError::Load {
-                engine: ENGINE,
-                path: path.to_owned(),
-                source: e.into(),
-            })?;
-            let datatype =
-                datatype_of(fact.datum_type).ok_or_else(|| EngineError::UnsupportedSignature {
-                    engine: ENGINE,
-                    path: path.to_owned(),
-                    what: format!(
-                        "{role} {name:?} has element type {:?}, which tract cannot serve",
-                        fact.datum_type
-                    ),
-                })?;
-            let shape = fact
-                .shape
-                .iter()
-                .map(|d| d.to_i64().unwrap_or(-1))
-                .collect();
-            Ok(TensorSpec {
-                name,
-                datatype,
-                shape,
-            })
-        };
+    let spec = |outlet: tract_onnx::prelude::OutletId, role: &str| -> Result<TensorSpec, EngineError> {
+        let name =
+            model.outlet_label(outlet).map(str::to_owned).unwrap_or_else(|| model.node(outlet.node).name.clone());
+        let fact = model.outlet_fact(outlet).map_err(|e| EngineError::Load {
+            engine: ENGINE,
+            path: path.to_owned(),
+            source: e.into(),
+        })?;
+        let datatype = datatype_of(fact.datum_type).ok_or_else(|| EngineError::UnsupportedSignature {
+            engine: ENGINE,
+            path: path.to_owned(),
+            what: format!("{role} {name:?} has element type {:?}, which tract cannot serve", fact.datum_type),
+        })?;
+        let shape = fact.shape.iter().map(|d| d.to_i64().unwrap_or(-1)).collect();
+        Ok(TensorSpec { name, datatype, shape })
+    };
     Ok(ModelSignature {
         inputs: model
             .input_outlets()
@@ -209,18 +173,13 @@ fn datatype_of(dt: DatumType) -> Option<DataType> {
 }
 
 fn inference_err(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> EngineError {
-    EngineError::Inference {
-        engine: ENGINE,
-        source: e.into(),
-    }
+    EngineError::Inference { engine: ENGINE, source: e.into() }
 }
 
 fn to_tract(t: &NamedTensor) -> Result<TValue, EngineError> {
     let shape = t.tensor.shape();
     fn plain<T: Datum + Copy>(shape: &[usize], v: &[T]) -> Result<TValue, EngineError> {
-        tract_onnx::prelude::Tensor::from_shape(shape, v)
-            .map(IntoTValue::into_tvalue)
-            .map_err(|e| inference_err(e))
+        tract_onnx::prelude::Tensor::from_shape(shape, v).map(IntoTValue::into_tvalue).map_err(|e| inference_err(e))
     }
     match t.tensor.data() {
         TensorData::Bool(v) => plain(shape, v),
@@ -235,17 +194,17 @@ fn to_tract(t: &NamedTensor) -> Result<TValue, EngineError> {
         TensorData::Fp16(v) => plain(shape, v),
         TensorData::Fp32(v) => plain(shape, v),
         TensorData::Fp64(v) => plain(shape, v),
-        TensorData::Bf16(_) => Err(EngineError::UnsupportedDataType {
-            engine: ENGINE,
-            datatype: DataType::Bf16,
-        }),
+        TensorData::Bf16(_) => Err(EngineError::UnsupportedDataType { engine: ENGINE, datatype: DataType::Bf16 }),
         TensorData::Bytes(v) => {
             let strings = v
                 .iter()
                 .enumerate()
                 .map(|(i, b)| {
                     String::from_utf8(b.clone()).map_err(|_| EngineError::InvalidInput {
-                        message: format!("input {:?} element {i} is not valid UTF-8, which ONNX string tensors require", t.name),
+                        message: format!(
+                            "input {:?} element {i} is not valid UTF-8, which ONNX string tensors require",
+                            t.name
+                        ),
                     })
                 })
                 .collect::<Result<Vec<String>, _>>()?;
@@ -258,10 +217,7 @@ fn to_tract(t: &NamedTensor) -> Result<TValue, EngineError> {
 
 fn from_tract(name: &str, value: &TValue) -> Result<NamedTensor, EngineError> {
     fn plain<T: Datum + Copy>(value: &TValue) -> Result<Vec<T>, EngineError> {
-        value
-            .try_as_plain_ram()
-            .and_then(|v| v.as_slice::<T>().map(<[T]>::to_vec))
-            .map_err(|e| inference_err(e))
+        value.try_as_plain_ram().and_then(|v| v.as_slice::<T>().map(<[T]>::to_vec)).map_err(|e| inference_err(e))
     }
     let data = match value.datum_type() {
         DatumType::Bool => TensorData::Bool(plain(value)?),
@@ -279,10 +235,7 @@ fn from_tract(name: &str, value: &TValue) -> Result<NamedTensor, EngineError> {
         DatumType::String => TensorData::Bytes(
             value
                 .try_as_plain_ram()
-                .and_then(|v| {
-                    v.as_slice::<String>()
-                        .map(|s| s.iter().map(|s| s.as_bytes().to_vec()).collect())
-                })
+                .and_then(|v| v.as_slice::<String>().map(|s| s.iter().map(|s| s.as_bytes().to_vec()).collect()))
                 .map_err(|e| inference_err(e))?,
         ),
         other => {
@@ -300,11 +253,7 @@ impl Engine for TractEngine {
         &self.signature
     }
 
-    fn infer(
-        &mut self,
-        inputs: &[NamedTensor],
-        outputs: &[String],
-    ) -> Result<Vec<NamedTensor>, EngineError> {
+    fn infer(&mut self, inputs: &[NamedTensor], outputs: &[String]) -> Result<Vec<NamedTensor>, EngineError> {
         let values: TVec<TValue> = inputs.iter().map(to_tract).collect::<Result<_, _>>()?;
         let plan = &self.plan;
         let results = catch_unwind(AssertUnwindSafe(|| plan.run(values)))
@@ -319,9 +268,8 @@ impl Engine for TractEngine {
                     .iter()
                     .position(|o| &o.name == name)
                     .ok_or_else(|| inference_err(format!("the model has no output {name:?}")))?;
-                let value = results
-                    .get(ix)
-                    .ok_or_else(|| inference_err(format!("tract returned no output {name:?}")))?;
+                let value =
+                    results.get(ix).ok_or_else(|| inference_err(format!("tract returned no output {name:?}")))?;
                 from_tract(name, value)
             })
             .collect()

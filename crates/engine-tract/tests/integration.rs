@@ -19,11 +19,7 @@ fn expectation(fixture: &str) -> Expectation {
 fn tract_passes_the_conformance_suite() {
     let load = |p: &std::path::Path| TractEngine::load(p).map(|e| Box::new(e) as Box<dyn Engine>);
     let failures = run_suite(&load, &expectation);
-    assert!(
-        failures.is_empty(),
-        "conformance failures:\n{}",
-        failures.join("\n")
-    );
+    assert!(failures.is_empty(), "conformance failures:\n{}", failures.join("\n"));
 }
 
 #[test]

@@ -78,77 +78,47 @@ impl JsonTensor {
     /// # Errors
     /// A message naming the tensor when a value does not fit the datatype.
     pub fn into_named(self) -> Result<NamedTensor, String> {
-        let dt: DataType = self
-            .datatype
-            .parse()
-            .map_err(|e| format!("{}: {e}", self.name))?;
+        let dt: DataType = self.datatype.parse().map_err(|e| format!("{}: {e}", self.name))?;
         let bad = |i: usize| format!("{}: element {i} does not fit {dt}", self.name);
         let num = |i: usize, v: &serde_json::Value| v.as_f64().ok_or_else(|| bad(i));
         let int = |i: usize, v: &serde_json::Value| v.as_i64().ok_or_else(|| bad(i));
         let uint = |i: usize, v: &serde_json::Value| v.as_u64().ok_or_else(|| bad(i));
         let it = self.data.iter().enumerate();
         // Narrowing casts are safe here: values were written from tensors of the same type.
-        #[expect(
-            clippy::cast_possible_truncation,
-            reason = "fixture values come from tensors of this type"
-        )]
+        #[expect(clippy::cast_possible_truncation, reason = "fixture values come from tensors of this type")]
         let data = match dt {
-            DataType::Bool => TensorData::Bool(
-                it.map(|(i, v)| v.as_bool().ok_or_else(|| bad(i)))
-                    .collect::<Result<_, _>>()?,
-            ),
-            DataType::Uint8 => TensorData::Uint8(
-                it.map(|(i, v)| uint(i, v).map(|x| x as u8))
-                    .collect::<Result<_, _>>()?,
-            ),
-            DataType::Uint16 => TensorData::Uint16(
-                it.map(|(i, v)| uint(i, v).map(|x| x as u16))
-                    .collect::<Result<_, _>>()?,
-            ),
-            DataType::Uint32 => TensorData::Uint32(
-                it.map(|(i, v)| uint(i, v).map(|x| x as u32))
-                    .collect::<Result<_, _>>()?,
-            ),
-            DataType::Uint64 => {
-                TensorData::Uint64(it.map(|(i, v)| uint(i, v)).collect::<Result<_, _>>()?)
+            DataType::Bool => {
+                TensorData::Bool(it.map(|(i, v)| v.as_bool().ok_or_else(|| bad(i))).collect::<Result<_, _>>()?)
             }
-            DataType::Int8 => TensorData::Int8(
-                it.map(|(i, v)| int(i, v).map(|x| x as i8))
-                    .collect::<Result<_, _>>()?,
-            ),
-            DataType::Int16 => TensorData::Int16(
-                it.map(|(i, v)| int(i, v).map(|x| x as i16))
-                    .collect::<Result<_, _>>()?,
-            ),
-            DataType::Int32 => TensorData::Int32(
-                it.map(|(i, v)| int(i, v).map(|x| x as i32))
-                    .collect::<Result<_, _>>()?,
-            ),
-            DataType::Int64 => {
-                TensorData::Int64(it.map(|(i, v)| int(i, v)).collect::<Result<_, _>>()?)
+            DataType::Uint8 => {
+                TensorData::Uint8(it.map(|(i, v)| uint(i, v).map(|x| x as u8)).collect::<Result<_, _>>()?)
             }
-            DataType::Fp16 => TensorData::Fp16(
-                it.map(|(i, v)| num(i, v).map(f16::from_f64))
-                    .collect::<Result<_, _>>()?,
-            ),
-            DataType::Fp32 => TensorData::Fp32(
-                it.map(|(i, v)| num(i, v).map(|x| x as f32))
-                    .collect::<Result<_, _>>()?,
-            ),
-            DataType::Fp64 => {
-                TensorData::Fp64(it.map(|(i, v)| num(i, v)).collect::<Result<_, _>>()?)
+            DataType::Uint16 => {
+                TensorData::Uint16(it.map(|(i, v)| uint(i, v).map(|x| x as u16)).collect::<Result<_, _>>()?)
             }
-            DataType::Bf16 => TensorData::Bf16(
-                it.map(|(i, v)| num(i, v).map(bf16::from_f64))
-                    .collect::<Result<_, _>>()?,
-            ),
+            DataType::Uint32 => {
+                TensorData::Uint32(it.map(|(i, v)| uint(i, v).map(|x| x as u32)).collect::<Result<_, _>>()?)
+            }
+            DataType::Uint64 => TensorData::Uint64(it.map(|(i, v)| uint(i, v)).collect::<Result<_, _>>()?),
+            DataType::Int8 => TensorData::Int8(it.map(|(i, v)| int(i, v).map(|x| x as i8)).collect::<Result<_, _>>()?),
+            DataType::Int16 => {
+                TensorData::Int16(it.map(|(i, v)| int(i, v).map(|x| x as i16)).collect::<Result<_, _>>()?)
+            }
+            DataType::Int32 => {
+                TensorData::Int32(it.map(|(i, v)| int(i, v).map(|x| x as i32)).collect::<Result<_, _>>()?)
+            }
+            DataType::Int64 => TensorData::Int64(it.map(|(i, v)| int(i, v)).collect::<Result<_, _>>()?),
+            DataType::Fp16 => {
+                TensorData::Fp16(it.map(|(i, v)| num(i, v).map(f16::from_f64)).collect::<Result<_, _>>()?)
+            }
+            DataType::Fp32 => TensorData::Fp32(it.map(|(i, v)| num(i, v).map(|x| x as f32)).collect::<Result<_, _>>()?),
+            DataType::Fp64 => TensorData::Fp64(it.map(|(i, v)| num(i, v)).collect::<Result<_, _>>()?),
+            DataType::Bf16 => {
+                TensorData::Bf16(it.map(|(i, v)| num(i, v).map(bf16::from_f64)).collect::<Result<_, _>>()?)
+            }
             DataType::Bytes => TensorData::Bytes(
-                it.map(|(i, v)| {
-                    v.as_str()
-                        .map(|s| s.as_bytes().to_vec())
-                        .ok_or_else(|| bad(i))
-                })
-                .collect::<Result<_, _>>()?,
+                it.map(|(i, v)| v.as_str().map(|s| s.as_bytes().to_vec()).ok_or_else(|| bad(i)))
+                    .collect::<Result<_, _>>()?,
             ),
         };
         let tensor = Tensor::new(self.shape, data).map_err(|e| format!("{}: {e}", self.name))?;
@@ -163,29 +133,21 @@ impl JsonTensor {
 pub fn load_fixtures(dir: &Path) -> Result<Vec<Fixture>, String> {
     let read = |p: &Path| std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()));
     let manifest_path = dir.join("manifest.json");
-    let manifest: ManifestFile = serde_json::from_str(&read(&manifest_path)?)
-        .map_err(|e| format!("{}: {e}", manifest_path.display()))?;
+    let manifest: ManifestFile =
+        serde_json::from_str(&read(&manifest_path)?).map_err(|e| format!("{}: {e}", manifest_path.display()))?;
     manifest
         .fixtures
         .into_iter()
         .map(|entry| {
             let cases_path = dir.join(&entry.cases);
-            let files: Vec<CaseFile> = serde_json::from_str(&read(&cases_path)?)
-                .map_err(|e| format!("{}: {e}", cases_path.display()))?;
+            let files: Vec<CaseFile> =
+                serde_json::from_str(&read(&cases_path)?).map_err(|e| format!("{}: {e}", cases_path.display()))?;
             let cases = files
                 .into_iter()
                 .map(|c| {
                     Ok(Case {
-                        inputs: c
-                            .inputs
-                            .into_iter()
-                            .map(JsonTensor::into_named)
-                            .collect::<Result<_, String>>()?,
-                        outputs: c
-                            .outputs
-                            .into_iter()
-                            .map(JsonTensor::into_named)
-                            .collect::<Result<_, String>>()?,
+                        inputs: c.inputs.into_iter().map(JsonTensor::into_named).collect::<Result<_, String>>()?,
+                        outputs: c.outputs.into_iter().map(JsonTensor::into_named).collect::<Result<_, String>>()?,
                     })
                 })
                 .collect::<Result<_, String>>()?;
@@ -207,10 +169,7 @@ pub fn load_fixtures(dir: &Path) -> Result<Vec<Fixture>, String> {
 /// A message saying which case and output differ, and how.
 pub fn check_fixture(engine: &mut dyn Engine, fixture: &Fixture) -> Result<(), String> {
     let sig = engine.signature().clone();
-    let first = fixture
-        .cases
-        .first()
-        .ok_or_else(|| format!("{}: no cases", fixture.name))?;
+    let first = fixture.cases.first().ok_or_else(|| format!("{}: no cases", fixture.name))?;
     let names = |ts: &[NamedTensor]| ts.iter().map(|t| t.name.clone()).collect::<Vec<_>>();
     let sig_inputs: Vec<_> = sig.inputs.iter().map(|s| s.name.clone()).collect();
     let sig_outputs: Vec<_> = sig.outputs.iter().map(|s| s.name.clone()).collect();
@@ -222,12 +181,7 @@ pub fn check_fixture(engine: &mut dyn Engine, fixture: &Fixture) -> Result<(), S
             names(&first.outputs)
         ));
     }
-    for (spec, t) in sig
-        .inputs
-        .iter()
-        .chain(&sig.outputs)
-        .zip(first.inputs.iter().chain(&first.outputs))
-    {
+    for (spec, t) in sig.inputs.iter().chain(&sig.outputs).zip(first.inputs.iter().chain(&first.outputs)) {
         if spec.datatype != t.tensor.datatype() || !spec.accepts_shape(t.tensor.shape()) {
             return Err(format!(
                 "{}: {} is declared {} {:?} but the reference is {} {:?}",
@@ -244,33 +198,13 @@ pub fn check_fixture(engine: &mut dyn Engine, fixture: &Fixture) -> Result<(), S
         let got = engine
             .infer(&case.inputs, &sig_outputs)
             .map_err(|e| format!("{} case {i}: {}", fixture.name, error_chain(&e)))?;
-        compare(
-            &fixture.name,
-            i,
-            &got,
-            &case.outputs,
-            fixture.atol,
-            fixture.rtol,
-        )?;
+        compare(&fixture.name, i, &got, &case.outputs, fixture.atol, fixture.rtol)?;
         // Asking for the last output alone must give exactly that output.
         if let Some(last) = case.outputs.last() {
             let got = engine
                 .infer(&case.inputs, std::slice::from_ref(&last.name))
-                .map_err(|e| {
-                    format!(
-                        "{} case {i} (one output): {}",
-                        fixture.name,
-                        error_chain(&e)
-                    )
-                })?;
-            compare(
-                &fixture.name,
-                i,
-                &got,
-                std::slice::from_ref(last),
-                fixture.atol,
-                fixture.rtol,
-            )?;
+                .map_err(|e| format!("{} case {i} (one output): {}", fixture.name, error_chain(&e)))?;
+            compare(&fixture.name, i, &got, std::slice::from_ref(last), fixture.atol, fixture.rtol)?;
         }
     }
     Ok(())
@@ -285,43 +219,20 @@ fn compare(
     rtol: f64,
 ) -> Result<(), String> {
     if got.len() != want.len() {
-        return Err(format!(
-            "{fixture} case {case}: {} outputs returned, {} expected",
-            got.len(),
-            want.len()
-        ));
+        return Err(format!("{fixture} case {case}: {} outputs returned, {} expected", got.len(), want.len()));
     }
     let mut problems = Vec::new();
     for (g, w) in got.iter().zip(want) {
-        if let Err(e) = compare_one(
-            &format!("{fixture} case {case} output {}", w.name),
-            g,
-            w,
-            atol,
-            rtol,
-        ) {
+        if let Err(e) = compare_one(&format!("{fixture} case {case} output {}", w.name), g, w, atol, rtol) {
             problems.push(e);
         }
     }
-    if problems.is_empty() {
-        Ok(())
-    } else {
-        Err(problems.join("\n"))
-    }
+    if problems.is_empty() { Ok(()) } else { Err(problems.join("\n")) }
 }
 
-fn compare_one(
-    at: &str,
-    g: &NamedTensor,
-    w: &NamedTensor,
-    atol: f64,
-    rtol: f64,
-) -> Result<(), String> {
+fn compare_one(at: &str, g: &NamedTensor, w: &NamedTensor, atol: f64, rtol: f64) -> Result<(), String> {
     {
-        if g.name != w.name
-            || g.tensor.shape() != w.tensor.shape()
-            || g.tensor.datatype() != w.tensor.datatype()
-        {
+        if g.name != w.name || g.tensor.shape() != w.tensor.shape() || g.tensor.datatype() != w.tensor.datatype() {
             return Err(format!(
                 "{at}: got {} {} {:?}, expected {} {} {:?}",
                 g.name,
@@ -337,19 +248,13 @@ fn compare_one(
                 for (j, (a, b)) in gv.iter().zip(&wv).enumerate() {
                     let same = (a.is_nan() && b.is_nan()) || (a - b).abs() <= atol + rtol * b.abs();
                     if !same {
-                        return Err(format!(
-                            "{at}: element {j} is {a}, expected {b} (atol {atol}, rtol {rtol})"
-                        ));
+                        return Err(format!("{at}: element {j} is {a}, expected {b} (atol {atol}, rtol {rtol})"));
                     }
                 }
             }
             _ => {
                 if g.tensor.data() != w.tensor.data() {
-                    return Err(format!(
-                        "{at}: got {:?}, expected {:?}",
-                        g.tensor.data(),
-                        w.tensor.data()
-                    ));
+                    return Err(format!("{at}: got {:?}, expected {:?}", g.tensor.data(), w.tensor.data()));
                 }
             }
         }
@@ -395,25 +300,15 @@ pub fn run_suite(
                     failures.push(e);
                 }
             }
-            (Expectation::Runs, Err(e)) => failures.push(format!(
-                "{}: load failed: {}",
-                fixture.name,
-                error_chain(&e)
-            )),
+            (Expectation::Runs, Err(e)) => failures.push(format!("{}: load failed: {}", fixture.name, error_chain(&e))),
             (Expectation::Refuses(word), Err(e)) => {
                 let msg = error_chain(&e);
                 if !msg.contains(word) {
-                    failures.push(format!(
-                        "{}: refused, but the error does not name {word:?}: {msg}",
-                        fixture.name
-                    ));
+                    failures.push(format!("{}: refused, but the error does not name {word:?}: {msg}", fixture.name));
                 }
             }
             (Expectation::Refuses(word), Ok(_)) => {
-                failures.push(format!(
-                    "{}: expected a refusal naming {word:?}, but it loaded",
-                    fixture.name
-                ));
+                failures.push(format!("{}: expected a refusal naming {word:?}, but it loaded", fixture.name));
             }
         }
     }

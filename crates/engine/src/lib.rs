@@ -24,11 +24,7 @@ pub trait Engine: Send {
     ///
     /// # Errors
     /// [`EngineError::Inference`] when the engine fails on these inputs.
-    fn infer(
-        &mut self,
-        inputs: &[NamedTensor],
-        outputs: &[String],
-    ) -> Result<Vec<NamedTensor>, EngineError>;
+    fn infer(&mut self, inputs: &[NamedTensor], outputs: &[String]) -> Result<Vec<NamedTensor>, EngineError>;
 }
 
 /// How an engine should set up a model instance.
@@ -40,9 +36,7 @@ pub struct EngineOptions {
 
 impl Default for EngineOptions {
     fn default() -> Self {
-        Self {
-            intra_op_threads: 1,
-        }
+        Self { intra_op_threads: 1 }
     }
 }
 

@@ -11,10 +11,7 @@ pub fn decode_raw(datatype: DataType, count: usize, raw: &[u8]) -> Result<Tensor
     if let Some(size) = datatype.element_size() {
         let want = count.checked_mul(size).ok_or("shape is too large")?;
         if raw.len() != want {
-            return Err(format!(
-                "{count} {datatype} elements need {want} bytes, got {}",
-                raw.len()
-            ));
+            return Err(format!("{count} {datatype} elements need {want} bytes, got {}", raw.len()));
         }
     }
     macro_rules! le {
@@ -50,16 +47,12 @@ pub fn decode_raw(datatype: DataType, count: usize, raw: &[u8]) -> Result<Tensor
         DataType::Int64 => le!(Int64, i64),
         DataType::Fp32 => le!(Fp32, f32),
         DataType::Fp64 => le!(Fp64, f64),
-        DataType::Fp16 => TensorData::Fp16(
-            raw.chunks_exact(2)
-                .map(|c| f16::from_bits(u16::from_le_bytes([c[0], c[1]])))
-                .collect(),
-        ),
-        DataType::Bf16 => TensorData::Bf16(
-            raw.chunks_exact(2)
-                .map(|c| bf16::from_bits(u16::from_le_bytes([c[0], c[1]])))
-                .collect(),
-        ),
+        DataType::Fp16 => {
+            TensorData::Fp16(raw.chunks_exact(2).map(|c| f16::from_bits(u16::from_le_bytes([c[0], c[1]]))).collect())
+        }
+        DataType::Bf16 => {
+            TensorData::Bf16(raw.chunks_exact(2).map(|c| bf16::from_bits(u16::from_le_bytes([c[0], c[1]]))).collect())
+        }
         DataType::Bytes => TensorData::Bytes(decode_bytes(count, raw)?),
     })
 }
@@ -69,27 +62,17 @@ fn decode_bytes(count: usize, mut raw: &[u8]) -> Result<Vec<Vec<u8>>, String> {
     let mut out = Vec::with_capacity(count.min(raw.len() / 4));
     while !raw.is_empty() {
         let Some((len, rest)) = raw.split_first_chunk::<4>() else {
-            return Err(format!(
-                "BYTES element {} has a truncated 4-byte length prefix",
-                out.len()
-            ));
+            return Err(format!("BYTES element {} has a truncated 4-byte length prefix", out.len()));
         };
         let len = u32::from_le_bytes(*len) as usize;
         if rest.len() < len {
-            return Err(format!(
-                "BYTES element {} claims {len} bytes but only {} remain",
-                out.len(),
-                rest.len()
-            ));
+            return Err(format!("BYTES element {} claims {len} bytes but only {} remain", out.len(), rest.len()));
         }
         out.push(rest[..len].to_vec());
         raw = &rest[len..];
     }
     if out.len() != count {
-        return Err(format!(
-            "the shape holds {count} BYTES elements, but the data has {}",
-            out.len()
-        ));
+        return Err(format!("the shape holds {count} BYTES elements, but the data has {}", out.len()));
     }
     Ok(out)
 }
@@ -136,9 +119,7 @@ mod tests {
     fn every_datatype_round_trips() {
         for dt in DataType::ALL {
             let data = match dt {
-                DataType::Bytes => {
-                    TensorData::Bytes(vec![b"a".to_vec(), Vec::new(), "é\"\t".as_bytes().to_vec()])
-                }
+                DataType::Bytes => TensorData::Bytes(vec![b"a".to_vec(), Vec::new(), "é\"\t".as_bytes().to_vec()]),
                 DataType::Bool => TensorData::Bool(vec![true, false, true]),
                 _ => TensorData::zeros(dt, 3),
             };

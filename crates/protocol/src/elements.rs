@@ -59,17 +59,11 @@ macro_rules! float_element {
     ($t:ty, $name:literal, $from:expr) => {
         impl JsonElement for $t {
             const NAME: &'static str = $name;
-            #[expect(
-                clippy::cast_precision_loss,
-                reason = "JSON numbers become the nearest float, as in every client"
-            )]
+            #[expect(clippy::cast_precision_loss, reason = "JSON numbers become the nearest float, as in every client")]
             fn from_u64(v: u64) -> Option<Self> {
                 Some($from(v as f64))
             }
-            #[expect(
-                clippy::cast_precision_loss,
-                reason = "JSON numbers become the nearest float, as in every client"
-            )]
+            #[expect(clippy::cast_precision_loss, reason = "JSON numbers become the nearest float, as in every client")]
             fn from_i64(v: i64) -> Option<Self> {
                 Some($from(v as f64))
             }
@@ -79,10 +73,7 @@ macro_rules! float_element {
         }
     };
 }
-#[expect(
-    clippy::cast_possible_truncation,
-    reason = "FP32 input is rounded to the nearest f32"
-)]
+#[expect(clippy::cast_possible_truncation, reason = "FP32 input is rounded to the nearest f32")]
 fn to_f32(v: f64) -> f32 {
     v as f32
 }
@@ -157,10 +148,7 @@ fn flatten<T: JsonElement>(json: &str) -> Result<Vec<T>, serde_json::Error> {
 }
 
 /// Decodes a JSON `data` value (a scalar, or arrays nested to any depth) into elements of `datatype`.
-pub(crate) fn decode_json_data(
-    datatype: DataType,
-    json: &str,
-) -> Result<TensorData, serde_json::Error> {
+pub(crate) fn decode_json_data(datatype: DataType, json: &str) -> Result<TensorData, serde_json::Error> {
     Ok(match datatype {
         DataType::Bool => TensorData::Bool(flatten(json)?),
         DataType::Uint8 => TensorData::Uint8(flatten(json)?),
@@ -189,10 +177,7 @@ mod tests {
         let nested = decode_json_data(DataType::Int32, "[[1,2],[3,4]]").expect("nested");
         assert_eq!(flat, TensorData::Int32(vec![1, 2, 3, 4]));
         assert_eq!(flat, nested);
-        assert_eq!(
-            decode_json_data(DataType::Fp32, "2.5").expect("scalar"),
-            TensorData::Fp32(vec![2.5])
-        );
+        assert_eq!(decode_json_data(DataType::Fp32, "2.5").expect("scalar"), TensorData::Fp32(vec![2.5]));
     }
 
     #[test]

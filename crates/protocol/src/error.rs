@@ -53,9 +53,7 @@ pub enum ProtocolError {
         message: String,
     },
     /// An output cannot be written as JSON (BYTES that are not UTF-8).
-    #[error(
-        "output {output:?} holds bytes that are not UTF-8; request it with \"binary_data\": true"
-    )]
+    #[error("output {output:?} holds bytes that are not UTF-8; request it with \"binary_data\": true")]
     NonUtf8Output {
         /// Output name.
         output: String,

@@ -69,25 +69,17 @@ pub struct DecodedRequest {
     pub timeout: Option<Duration>,
 }
 
-fn param_bool(
-    params: Option<&Map<String, Value>>,
-    key: &str,
-    at: &str,
-) -> Result<Option<bool>, ProtocolError> {
+fn param_bool(params: Option<&Map<String, Value>>, key: &str, at: &str) -> Result<Option<bool>, ProtocolError> {
     match params.and_then(|p| p.get(key)) {
         None => Ok(None),
         Some(Value::Bool(b)) => Ok(Some(*b)),
-        Some(other) => Err(ProtocolError::Request {
-            message: format!("{at}parameter {key:?} must be true or false, got {other}"),
-        }),
+        Some(other) => {
+            Err(ProtocolError::Request { message: format!("{at}parameter {key:?} must be true or false, got {other}") })
+        }
     }
 }
 
-fn param_u64(
-    params: Option<&Map<String, Value>>,
-    key: &str,
-    at: &str,
-) -> Result<Option<u64>, ProtocolError> {
+fn param_u64(params: Option<&Map<String, Value>>, key: &str, at: &str) -> Result<Option<u64>, ProtocolError> {
     match params.and_then(|p| p.get(key)) {
         None => Ok(None),
         Some(v) => v.as_u64().map(Some).ok_or_else(|| ProtocolError::Request {
@@ -103,65 +95,42 @@ fn param_u64(
 ///
 /// # Errors
 /// [`ProtocolError`] naming the field, input or byte range that is wrong.
-pub fn decode_infer_request(
-    json_len: Option<usize>,
-    body: &[u8],
-) -> Result<DecodedRequest, ProtocolError> {
+pub fn decode_infer_request(json_len: Option<usize>, body: &[u8]) -> Result<DecodedRequest, ProtocolError> {
     let (json, mut binary) = match json_len {
         Some(n) if n > body.len() => {
             return Err(ProtocolError::Binary {
-                message: format!(
-                    "Inference-Header-Content-Length is {n} but the body has only {} bytes",
-                    body.len()
-                ),
+                message: format!("Inference-Header-Content-Length is {n} but the body has only {} bytes", body.len()),
             });
         }
         Some(n) => body.split_at(n),
         None => (body, &[][..]),
     };
-    let req: RequestJson<'_> =
-        serde_json::from_slice(json).map_err(|source| ProtocolError::Json { source })?;
+    let req: RequestJson<'_> = serde_json::from_slice(json).map_err(|source| ProtocolError::Json { source })?;
     let params = req.parameters.as_ref();
     let binary_data_output = param_bool(params, "binary_data_output", "")?.unwrap_or(false);
     let timeout = param_u64(params, "timeout", "")?.map(Duration::from_micros);
     if req.inputs.is_empty() {
-        return Err(ProtocolError::Request {
-            message: "the request has no inputs".into(),
-        });
+        return Err(ProtocolError::Request { message: "the request has no inputs".into() });
     }
 
     let mut inputs = Vec::with_capacity(req.inputs.len());
     for input in req.inputs {
         if inputs.iter().any(|t: &NamedTensor| t.name == input.name) {
-            return Err(ProtocolError::Input {
-                input: input.name,
-                message: "appears more than once".into(),
-            });
+            return Err(ProtocolError::Input { input: input.name, message: "appears more than once".into() });
         }
         let datatype: DataType =
-            input
-                .datatype
-                .parse()
-                .map_err(|source| ProtocolError::Tensor {
+            input.datatype.parse().map_err(|source| ProtocolError::Tensor { input: input.name.clone(), source })?;
+        let shape =
+            input.shape.iter().map(|&d| usize::try_from(d)).collect::<Result<Vec<usize>, _>>().map_err(|_| {
+                ProtocolError::Input {
                     input: input.name.clone(),
-                    source,
-                })?;
-        let shape = input
-            .shape
-            .iter()
-            .map(|&d| usize::try_from(d))
-            .collect::<Result<Vec<usize>, _>>()
-            .map_err(|_| ProtocolError::Input {
-                input: input.name.clone(),
-                message: format!("shape {:?} has a negative dimension", input.shape),
+                    message: format!("shape {:?} has a negative dimension", input.shape),
+                }
             })?;
-        let count = shape
-            .iter()
-            .try_fold(1usize, |a, &d| a.checked_mul(d))
-            .ok_or_else(|| ProtocolError::Input {
-                input: input.name.clone(),
-                message: format!("shape {shape:?} is too large"),
-            })?;
+        let count = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).ok_or_else(|| ProtocolError::Input {
+            input: input.name.clone(),
+            message: format!("shape {shape:?} is too large"),
+        })?;
         let at = format!("input {:?}: ", input.name);
         let binary_size = param_u64(input.parameters.as_ref(), "binary_data_size", &at)?;
         let data = match (binary_size, input.data) {
@@ -172,10 +141,7 @@ pub fn decode_infer_request(
                 });
             }
             (None, None) => {
-                return Err(ProtocolError::Input {
-                    input: input.name,
-                    message: "has no \"data\"".into(),
-                });
+                return Err(ProtocolError::Input { input: input.name, message: "has no \"data\"".into() });
             }
             (Some(size), None) => {
                 let size = usize::try_from(size).unwrap_or(usize::MAX);
@@ -190,31 +156,22 @@ pub fn decode_infer_request(
                 }
                 let (mine, rest) = binary.split_at(size);
                 binary = rest;
-                decode_raw(datatype, count, mine).map_err(|message| ProtocolError::Input {
-                    input: input.name.clone(),
-                    message,
-                })?
+                decode_raw(datatype, count, mine)
+                    .map_err(|message| ProtocolError::Input { input: input.name.clone(), message })?
             }
-            (None, Some(raw)) => {
-                decode_json_data(datatype, raw.get()).map_err(|source| ProtocolError::Data {
-                    input: input.name.clone(),
-                    datatype,
-                    source,
-                })?
-            }
+            (None, Some(raw)) => decode_json_data(datatype, raw.get()).map_err(|source| ProtocolError::Data {
+                input: input.name.clone(),
+                datatype,
+                source,
+            })?,
         };
-        let tensor = Tensor::new(shape, data).map_err(|source| ProtocolError::Tensor {
-            input: input.name.clone(),
-            source,
-        })?;
+        let tensor =
+            Tensor::new(shape, data).map_err(|source| ProtocolError::Tensor { input: input.name.clone(), source })?;
         inputs.push(NamedTensor::new(input.name, tensor));
     }
     if !binary.is_empty() {
         return Err(ProtocolError::Binary {
-            message: format!(
-                "{} bytes of binary data follow the JSON but no input claims them",
-                binary.len()
-            ),
+            message: format!("{} bytes of binary data follow the JSON but no input claims them", binary.len()),
         });
     }
 
@@ -226,31 +183,15 @@ pub fn decode_infer_request(
             });
         }
         let at = format!("output {:?}: ", out.name);
-        if out
-            .parameters
-            .as_ref()
-            .is_some_and(|p| p.contains_key("classification"))
-        {
+        if out.parameters.as_ref().is_some_and(|p| p.contains_key("classification")) {
             return Err(ProtocolError::Request {
-                message: format!(
-                    "{at}the classification extension is not supported; request the raw output"
-                ),
+                message: format!("{at}the classification extension is not supported; request the raw output"),
             });
         }
-        let binary =
-            param_bool(out.parameters.as_ref(), "binary_data", &at)?.unwrap_or(binary_data_output);
-        outputs.push(RequestedOutput {
-            name: out.name,
-            binary,
-        });
+        let binary = param_bool(out.parameters.as_ref(), "binary_data", &at)?.unwrap_or(binary_data_output);
+        outputs.push(RequestedOutput { name: out.name, binary });
     }
-    Ok(DecodedRequest {
-        id: req.id,
-        inputs,
-        outputs,
-        binary_data_output,
-        timeout,
-    })
+    Ok(DecodedRequest { id: req.id, inputs, outputs, binary_data_output, timeout })
 }
 
 #[derive(Serialize)]
@@ -285,16 +226,10 @@ impl Serialize for JsonData<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut seq = s.serialize_seq(Some(self.0.len()))?;
         match self.0 {
-            TensorData::Fp16(v) => v
-                .iter()
-                .try_for_each(|x| seq.serialize_element(&x.to_f32()))?,
-            TensorData::Bf16(v) => v
-                .iter()
-                .try_for_each(|x| seq.serialize_element(&x.to_f32()))?,
+            TensorData::Fp16(v) => v.iter().try_for_each(|x| seq.serialize_element(&x.to_f32()))?,
+            TensorData::Bf16(v) => v.iter().try_for_each(|x| seq.serialize_element(&x.to_f32()))?,
             TensorData::Bytes(v) => {
-                v.iter().try_for_each(|x| {
-                    seq.serialize_element(std::str::from_utf8(x).unwrap_or_default())
-                })?;
+                v.iter().try_for_each(|x| seq.serialize_element(std::str::from_utf8(x).unwrap_or_default()))?;
             }
             TensorData::Bool(v) => v.iter().try_for_each(|x| seq.serialize_element(x))?,
             TensorData::Uint8(v) => v.iter().try_for_each(|x| seq.serialize_element(x))?,
@@ -342,18 +277,14 @@ pub fn encode_infer_response(
                 name: &t.name,
                 datatype: data.datatype().as_str(),
                 shape: t.tensor.shape(),
-                parameters: Some(BinaryParams {
-                    binary_data_size: raw.len() - start,
-                }),
+                parameters: Some(BinaryParams { binary_data_size: raw.len() - start }),
                 data: None,
             });
         } else {
             if let TensorData::Bytes(v) = data
                 && v.iter().any(|b| std::str::from_utf8(b).is_err())
             {
-                return Err(ProtocolError::NonUtf8Output {
-                    output: t.name.clone(),
-                });
+                return Err(ProtocolError::NonUtf8Output { output: t.name.clone() });
             }
             json_outputs.push(OutputJson {
                 name: &t.name,
@@ -364,26 +295,15 @@ pub fn encode_infer_response(
             });
         }
     }
-    let response = ResponseJson {
-        model_name,
-        model_version,
-        id,
-        outputs: json_outputs,
-    };
+    let response = ResponseJson { model_name, model_version, id, outputs: json_outputs };
     let mut body = Vec::with_capacity(256 + raw.len());
     serde_json::to_writer(&mut body, &response).map_err(|source| ProtocolError::Json { source })?;
     if raw.is_empty() && !outputs.iter().any(|(_, b)| *b) {
-        return Ok(EncodedResponse {
-            body,
-            json_len: None,
-        });
+        return Ok(EncodedResponse { body, json_len: None });
     }
     let json_len = body.len();
     body.extend_from_slice(&raw);
-    Ok(EncodedResponse {
-        body,
-        json_len: Some(json_len),
-    })
+    Ok(EncodedResponse { body, json_len: Some(json_len) })
 }
 
 #[cfg(test)]
@@ -396,17 +316,8 @@ mod tests {
             "outputs":[{"name":"y","parameters":{"binary_data":false}}]}"#;
         let req = decode_infer_request(None, body).expect("decode");
         assert_eq!(req.id.as_deref(), Some("r1"));
-        assert_eq!(
-            req.inputs[0].tensor.data(),
-            &TensorData::Fp32(vec![1.0, 2.0, 3.0, 4.5])
-        );
-        assert_eq!(
-            req.outputs,
-            vec![RequestedOutput {
-                name: "y".into(),
-                binary: false
-            }]
-        );
+        assert_eq!(req.inputs[0].tensor.data(), &TensorData::Fp32(vec![1.0, 2.0, 3.0, 4.5]));
+        assert_eq!(req.outputs, vec![RequestedOutput { name: "y".into(), binary: false }]);
     }
 
     #[test]
@@ -419,10 +330,7 @@ mod tests {
         body.extend_from_slice(&[3, 0, 0, 0, b'a', b'b', b'c']);
         let req = decode_infer_request(Some(json.len()), &body).expect("decode");
         assert_eq!(req.inputs[0].tensor.data(), &TensorData::Int32(vec![1, 2]));
-        assert_eq!(
-            req.inputs[1].tensor.data(),
-            &TensorData::Bytes(vec![b"abc".to_vec()])
-        );
+        assert_eq!(req.inputs[1].tensor.data(), &TensorData::Bytes(vec![b"abc".to_vec()]));
         assert!(req.binary_data_output);
         // One byte too many is an error, not silently ignored.
         body.push(0);
@@ -444,30 +352,20 @@ mod tests {
             (br#"{"inputs":[{"name":"x","shape":[1],"datatype":"FP32","data":[1]}],"parameters":{"timeout":"soon"}}"#, "timeout"),
         ];
         for (body, want) in cases {
-            let err = decode_infer_request(None, body)
-                .expect_err("must fail")
-                .to_string();
+            let err = decode_infer_request(None, body).expect_err("must fail").to_string();
             assert!(
                 err.contains(want),
                 "{} gave {err:?}, expected it to mention {want:?}",
                 String::from_utf8_lossy(body)
             );
         }
-        let err = decode_infer_request(Some(99), b"{}")
-            .expect_err("length")
-            .to_string();
-        assert!(
-            err.contains("Inference-Header-Content-Length is 99"),
-            "{err}"
-        );
+        let err = decode_infer_request(Some(99), b"{}").expect_err("length").to_string();
+        assert!(err.contains("Inference-Header-Content-Length is 99"), "{err}");
     }
 
     #[test]
     fn responses_encode_as_json_or_binary() {
-        let t = NamedTensor::new(
-            "y",
-            Tensor::new(vec![2], TensorData::Fp32(vec![1.0, 0.5])).expect("t"),
-        );
+        let t = NamedTensor::new("y", Tensor::new(vec![2], TensorData::Fp32(vec![1.0, 0.5])).expect("t"));
         let json = encode_infer_response("m", "1", Some("r"), &[(t.clone(), false)]).expect("json");
         assert_eq!(json.json_len, None);
         assert_eq!(
@@ -476,15 +374,9 @@ mod tests {
         );
         let bin = encode_infer_response("m", "1", None, &[(t, true)]).expect("binary");
         let n = bin.json_len.expect("binary part");
-        assert!(
-            String::from_utf8_lossy(&bin.body[..n])
-                .contains(r#""parameters":{"binary_data_size":8}"#)
-        );
+        assert!(String::from_utf8_lossy(&bin.body[..n]).contains(r#""parameters":{"binary_data_size":8}"#));
         assert_eq!(&bin.body[n..], &[0, 0, 0x80, 0x3f, 0, 0, 0, 0x3f]);
-        let bad = NamedTensor::new(
-            "s",
-            Tensor::new(vec![1], TensorData::Bytes(vec![vec![0xff]])).expect("s"),
-        );
+        let bad = NamedTensor::new("s", Tensor::new(vec![1], TensorData::Bytes(vec![vec![0xff]])).expect("s"));
         assert!(encode_infer_response("m", "1", None, &[(bad, false)]).is_err());
     }
 }

@@ -12,7 +12,7 @@ mod metadata;
 pub use binary::{decode_raw, encode_raw};
 pub use error::ProtocolError;
 pub use infer::{
-    DecodedRequest, EncodedResponse, INFERENCE_HEADER_CONTENT_LENGTH, RequestedOutput,
-    decode_infer_request, encode_infer_response,
+    DecodedRequest, EncodedResponse, INFERENCE_HEADER_CONTENT_LENGTH, RequestedOutput, decode_infer_request,
+    encode_infer_response,
 };
 pub use metadata::{ErrorBody, ModelMetadata, ServerMetadata, TensorMetadata};

@@ -1,1 +1,39 @@
-//! placeholder
+//! The HTTP front end: the Open Inference Protocol REST routes on axum, the error → status table, readiness and
+//! graceful drain.
+//!
+//! [`app`] is the one constructor of the router, used by `ferry serve` and by tests alike. Handlers decode the wire
+//! with `ferry-protocol` and hand typed requests to `ferry-serving`; no other crate sees HTTP types.
+
+mod body;
+mod error;
+mod routes;
+mod state;
+
+use std::future::Future;
+
+use axum::Router;
+use tokio::net::TcpListener;
+
+pub use error::ApiError;
+pub use state::{AppState, ServerLimits};
+
+/// Protocol extensions ferry implements, as `GET /v2` lists them.
+pub const EXTENSIONS: &[&str] = &["binary_tensor_data"];
+
+/// The router with every route, bound to `state`.
+pub fn app(state: AppState) -> Router {
+    routes::router(state)
+}
+
+/// Serves `app(state)` on `listener` until `shutdown` resolves, then stops accepting and waits for in-flight
+/// requests to finish.
+///
+/// # Errors
+/// The listener's I/O error.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, app(state)).with_graceful_shutdown(shutdown).await
+}

@@ -51,13 +51,8 @@ impl ModelName {
         if name.is_empty() || name.len() > Self::MAX_LEN {
             return Err(NameError::Length { len: name.len() });
         }
-        let first_ok = name
-            .chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_alphanumeric());
-        let rest_ok = name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+        let first_ok = name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric());
+        let rest_ok = name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
         if !first_ok || !rest_ok {
             return Err(NameError::Characters { name });
         }
@@ -124,16 +119,10 @@ impl FromStr for ModelVersion {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         // Digits only: no sign, no whitespace, no leading '+', so "1" and "01" are the only spellings of one.
         if s.is_empty() || s.len() > 19 || !s.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(NameError::Version {
-                given: s.chars().take(40).collect(),
-            });
+            return Err(NameError::Version { given: s.chars().take(40).collect() });
         }
-        let v: u64 = s.parse().map_err(|_| NameError::Version {
-            given: s.to_owned(),
-        })?;
-        Self::new(v).map_err(|_| NameError::Version {
-            given: s.to_owned(),
-        })
+        let v: u64 = s.parse().map_err(|_| NameError::Version { given: s.to_owned() })?;
+        Self::new(v).map_err(|_| NameError::Version { given: s.to_owned() })
     }
 }
 
@@ -149,41 +138,18 @@ mod tests {
 
     #[test]
     fn names_that_could_escape_a_path_are_refused() {
-        for bad in [
-            "",
-            "..",
-            "../x",
-            "a/b",
-            "a\\b",
-            ".hidden",
-            "-x",
-            "a b",
-            "é",
-            &"x".repeat(129),
-        ] {
+        for bad in ["", "..", "../x", "a/b", "a\\b", ".hidden", "-x", "a b", "é", &"x".repeat(129)] {
             assert!(ModelName::new(bad).is_err(), "{bad:?} accepted");
         }
         for good in ["iris", "mlp_classifier", "a.b-c_1", "9lives"] {
-            assert_eq!(
-                ModelName::new(good).map(|n| n.to_string()),
-                Ok(good.to_string())
-            );
+            assert_eq!(ModelName::new(good).map(|n| n.to_string()), Ok(good.to_string()));
         }
     }
 
     #[test]
     fn versions_are_positive_decimal_integers() {
         assert_eq!("3".parse::<ModelVersion>().map(ModelVersion::get), Ok(3));
-        for bad in [
-            "0",
-            "-1",
-            "+1",
-            " 1",
-            "1.0",
-            "",
-            "abc",
-            "99999999999999999999",
-        ] {
+        for bad in ["0", "-1", "+1", " 1", "1.0", "", "abc", "99999999999999999999"] {
             assert!(bad.parse::<ModelVersion>().is_err(), "{bad:?} accepted");
         }
     }

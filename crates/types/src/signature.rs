@@ -26,11 +26,7 @@ impl TensorSpec {
     #[must_use]
     pub fn accepts_shape(&self, shape: &[usize]) -> bool {
         shape.len() == self.shape.len()
-            && self
-                .shape
-                .iter()
-                .zip(shape)
-                .all(|(&want, &got)| want < 0 || usize::try_from(want) == Ok(got))
+            && self.shape.iter().zip(shape).all(|(&want, &got)| want < 0 || usize::try_from(want) == Ok(got))
     }
 }
 

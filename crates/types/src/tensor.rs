@@ -105,9 +105,7 @@ impl FromStr for DataType {
         Self::ALL
             .into_iter()
             .find(|d| d.as_str() == s)
-            .ok_or_else(|| TensorError::UnknownDataType {
-                given: s.chars().take(32).collect(),
-            })
+            .ok_or_else(|| TensorError::UnknownDataType { given: s.chars().take(32).collect() })
     }
 }
 
@@ -342,11 +340,7 @@ impl Tensor {
     pub fn new(shape: Vec<usize>, data: TensorData) -> Result<Self, TensorError> {
         let expected = element_count(&shape)?;
         if expected != data.len() {
-            return Err(TensorError::ElementCount {
-                shape,
-                expected,
-                actual: data.len(),
-            });
+            return Err(TensorError::ElementCount { shape, expected, actual: data.len() });
         }
         Ok(Self { shape, data })
     }
@@ -357,10 +351,7 @@ impl Tensor {
     /// [`TensorError::ShapeOverflow`] when the shape's element count overflows.
     pub fn zeros(datatype: DataType, shape: Vec<usize>) -> Result<Self, TensorError> {
         let n = element_count(&shape)?;
-        Ok(Self {
-            shape,
-            data: TensorData::zeros(datatype, n),
-        })
+        Ok(Self { shape, data: TensorData::zeros(datatype, n) })
     }
 
     /// The dimensions.
@@ -405,16 +396,10 @@ impl Tensor {
     /// [`TensorError::Incompatible`] when datatypes, ranks or any non-first dimension differ.
     pub fn concat(parts: &[&Self]) -> Result<Self, TensorError> {
         let Some(first) = parts.first() else {
-            return Err(TensorError::Split {
-                rows: 0,
-                parts: Vec::new(),
-            });
+            return Err(TensorError::Split { rows: 0, parts: Vec::new() });
         };
         if first.shape.is_empty() {
-            return Err(TensorError::Split {
-                rows: 0,
-                parts: Vec::new(),
-            });
+            return Err(TensorError::Split { rows: 0, parts: Vec::new() });
         }
         let total: usize = parts.iter().map(|t| t.len()).sum();
         let mut data = TensorData::with_capacity(first.datatype(), total);
@@ -443,10 +428,7 @@ impl Tensor {
     pub fn split_rows(&self, rows: &[usize]) -> Result<Vec<Self>, TensorError> {
         let total = self.shape.first().copied().unwrap_or(0);
         if self.shape.is_empty() || rows.iter().sum::<usize>() != total {
-            return Err(TensorError::Split {
-                rows: total,
-                parts: rows.to_vec(),
-            });
+            return Err(TensorError::Split { rows: total, parts: rows.to_vec() });
         }
         let row_len = if total == 0 { 0 } else { self.len() / total };
         let mut start = 0;
@@ -455,10 +437,7 @@ impl Tensor {
             let mut shape = self.shape.clone();
             shape[0] = r;
             let end = start + r * row_len;
-            out.push(Self {
-                shape,
-                data: self.data.slice(start..end),
-            });
+            out.push(Self { shape, data: self.data.slice(start..end) });
             start = end;
         }
         Ok(out)
@@ -470,9 +449,7 @@ fn element_count(shape: &[usize]) -> Result<usize, TensorError> {
     shape
         .iter()
         .try_fold(1usize, |acc, &d| acc.checked_mul(d))
-        .ok_or_else(|| TensorError::ShapeOverflow {
-            shape: shape.to_vec(),
-        })
+        .ok_or_else(|| TensorError::ShapeOverflow { shape: shape.to_vec() })
 }
 
 /// A tensor with the name of the model input or output it belongs to.
@@ -488,10 +465,7 @@ impl NamedTensor {
     /// Pairs a name with a tensor.
     #[must_use]
     pub fn new(name: impl Into<String>, tensor: Tensor) -> Self {
-        Self {
-            name: name.into(),
-            tensor,
-        }
+        Self { name: name.into(), tensor }
     }
 }
 
@@ -511,14 +485,7 @@ mod tests {
     #[test]
     fn element_count_is_checked() {
         let err = Tensor::new(vec![2, 3], TensorData::Fp32(vec![0.0; 5]));
-        assert_eq!(
-            err,
-            Err(TensorError::ElementCount {
-                shape: vec![2, 3],
-                expected: 6,
-                actual: 5
-            })
-        );
+        assert_eq!(err, Err(TensorError::ElementCount { shape: vec![2, 3], expected: 6, actual: 5 }));
         assert!(Tensor::new(vec![usize::MAX, 2], TensorData::Fp32(vec![])).is_err());
         assert!(Tensor::new(vec![], TensorData::Int64(vec![7])).is_ok());
     }

@@ -1,0 +1,218 @@
+//! The settings tree and its layers: built-in defaults → `ferry.toml` → `FERRY_…` environment → flags.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use clap::{Args, ValueEnum};
+use ferry_serving::{EngineChoice, ModelConfig};
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Every setting of a ferry server.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    /// Address to listen on.
+    pub host: String,
+    /// HTTP port (0 picks a free one).
+    pub http_port: u16,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// `libonnxruntime` to load instead of searching for it.
+    pub onnxruntime_lib: Option<PathBuf>,
+    /// A Triton-style model repository to serve.
+    pub model_repository: Option<PathBuf>,
+    /// Largest request body in bytes.
+    pub max_request_bytes: usize,
+    /// Defaults for every model; a model's own `config.toml` overrides them.
+    pub models: ModelConfig,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            host: "127.0.0.1".into(),
+            http_port: 8000,
+            log_format: LogFormat::Text,
+            onnxruntime_lib: None,
+            model_repository: None,
+            max_request_bytes: 64 * 1024 * 1024,
+            models: ModelConfig::default(),
+        }
+    }
+}
+
+/// Top-level keys that `FERRY_<KEY>` may set; other `FERRY_…` variables belong to the client commands.
+const ENV_KEYS: &[&str] =
+    &["host", "http_port", "log_format", "onnxruntime_lib", "model_repository", "max_request_bytes", "models"];
+
+impl Settings {
+    /// Checks values that the types alone do not.
+    ///
+    /// # Errors
+    /// A message naming the setting.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.host.trim().is_empty() {
+            bail!("host must not be empty");
+        }
+        if self.max_request_bytes < 1024 {
+            bail!("max_request_bytes must be at least 1024, got {}", self.max_request_bytes);
+        }
+        self.models.resolve().map_err(|e| anyhow::anyhow!("[models]: {e}"))?;
+        Ok(())
+    }
+}
+
+/// Flags that override settings; each names its environment variable and `ferry.toml` key.
+#[derive(Debug, Clone, Default, Args, Serialize)]
+pub struct SettingsArgs {
+    /// Settings file [env: FERRY_CONFIG] [default: ./ferry.toml if present].
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// Address to listen on [env: FERRY_HOST] [default: 127.0.0.1].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// HTTP port; 0 picks a free one [env: FERRY_HTTP_PORT] [default: 8000].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_port: Option<u16>,
+    /// Log format [env: FERRY_LOG_FORMAT] [default: text].
+    #[arg(long, value_enum)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_format: Option<LogFormat>,
+    /// Path of libonnxruntime.so, instead of searching ORT_DYLIB_PATH, the onnxruntime Python package and the
+    /// system library path [env: FERRY_ONNXRUNTIME_LIB].
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub onnxruntime_lib: Option<PathBuf>,
+    /// Serve a Triton-style model repository: DIR/<name>/<version>/model.onnx, with an optional
+    /// DIR/<name>/config.toml [env: FERRY_MODEL_REPOSITORY].
+    #[arg(long, value_name = "DIR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model_repository: Option<PathBuf>,
+    /// Largest request body in bytes [env: FERRY_MAX_REQUEST_BYTES] [default: 67108864].
+    #[arg(long, value_name = "BYTES")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_request_bytes: Option<usize>,
+    /// Default engine for every model: auto (ONNX Runtime when found, else tract), onnxruntime or tract
+    /// [env: FERRY_MODELS__ENGINE] [default: auto].
+    #[arg(long, value_enum)]
+    #[serde(skip)]
+    pub engine: Option<EngineArg>,
+    /// Default instances per model [env: FERRY_MODELS__INSTANCES] [default: 1].
+    #[arg(long)]
+    #[serde(skip)]
+    pub instances: Option<usize>,
+}
+
+/// `--engine` values.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum EngineArg {
+    /// ONNX Runtime when found, else tract.
+    Auto,
+    /// ONNX Runtime.
+    Onnxruntime,
+    /// tract.
+    Tract,
+}
+
+impl From<EngineArg> for EngineChoice {
+    fn from(e: EngineArg) -> Self {
+        match e {
+            EngineArg::Auto => Self::Auto,
+            EngineArg::Onnxruntime => Self::Onnxruntime,
+            EngineArg::Tract => Self::Tract,
+        }
+    }
+}
+
+impl SettingsArgs {
+    /// Layers defaults, the settings file, the environment and these flags, then validates.
+    ///
+    /// # Errors
+    /// A message naming the file, variable or key that is wrong.
+    pub fn load(&self) -> anyhow::Result<Settings> {
+        let mut figment = Figment::from(Serialized::defaults(Settings::default()));
+        let explicit = self.config.clone().or_else(|| std::env::var_os("FERRY_CONFIG").map(PathBuf::from));
+        match explicit {
+            Some(path) => {
+                if !path.is_file() {
+                    bail!("settings file {} does not exist", path.display());
+                }
+                figment = figment.merge(Toml::file_exact(&path));
+            }
+            None if Path::new("ferry.toml").is_file() => figment = figment.merge(Toml::file_exact("ferry.toml")),
+            None => {}
+        }
+        figment = figment
+            .merge(
+                Env::prefixed("FERRY_")
+                    .split("__")
+                    .filter(|k| ENV_KEYS.contains(&k.as_str().split(".").next().unwrap_or_default())),
+            )
+            .merge(Serialized::defaults(self));
+        if let Some(engine) = self.engine {
+            figment = figment.merge(Serialized::default("models.engine", EngineChoice::from(engine)));
+        }
+        if let Some(n) = self.instances {
+            figment = figment.merge(Serialized::default("models.instances", n));
+        }
+        let settings: Settings = figment.extract().context("invalid settings")?;
+        settings.validate()?;
+        Ok(settings)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_defaults_load_and_validate() {
+        let s = Settings::default();
+        s.validate().expect("defaults are valid");
+        assert_eq!((s.host.as_str(), s.http_port), ("127.0.0.1", 8000));
+    }
+
+    #[test]
+    fn flags_beat_the_file_which_beats_the_defaults() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("f.toml", "http_port = 9000\nhost = \"0.0.0.0\"\n[models]\ninstances = 2\n")?;
+            jail.set_env("FERRY_HOST", "127.0.0.2");
+            jail.set_env("FERRY_SERVER", "http://elsewhere:1");
+            let args = SettingsArgs { config: Some("f.toml".into()), http_port: Some(9100), ..SettingsArgs::default() };
+            let s = args.load().map_err(|e| e.to_string())?;
+            assert_eq!(s.http_port, 9100);
+            assert_eq!(s.host, "127.0.0.2");
+            assert_eq!(s.models.instances, Some(2));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_keys_and_missing_files_are_errors() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("f.toml", "http_prot = 9000\n")?;
+            let args = SettingsArgs { config: Some("f.toml".into()), ..SettingsArgs::default() };
+            let err = format!("{:#}", args.load().expect_err("typo"));
+            assert!(err.contains("http_prot"), "{err}");
+            let args = SettingsArgs { config: Some("missing.toml".into()), ..SettingsArgs::default() };
+            assert!(args.load().is_err());
+            Ok(())
+        });
+    }
+}

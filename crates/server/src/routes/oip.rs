@@ -1,0 +1,170 @@
+//! The Open Inference Protocol (KServe v2) REST routes.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use ferry_protocol::{
+    INFERENCE_HEADER_CONTENT_LENGTH, ModelMetadata, ServerMetadata, TensorMetadata, decode_infer_request,
+    encode_infer_response,
+};
+use ferry_serving::{InferRequest, LoadedModel};
+use ferry_types::{ErrorKind, TensorSpec};
+
+use crate::body::read_body;
+use crate::{ApiError, AppState, EXTENSIONS};
+
+pub(crate) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v2/health/live", get(|| async { StatusCode::OK }))
+        .route("/v2/health/ready", get(server_ready))
+        .route("/v2", get(server_metadata))
+        .route("/v2/models/{name}", get(model_metadata))
+        .route("/v2/models/{name}/versions/{version}", get(model_version_metadata))
+        .route("/v2/models/{name}/ready", get(model_ready))
+        .route("/v2/models/{name}/versions/{version}/ready", get(model_version_ready))
+        .route("/v2/models/{name}/infer", post(infer))
+        .route("/v2/models/{name}/versions/{version}/infer", post(infer_version))
+}
+
+fn not_ready() -> ApiError {
+    ApiError::new(ErrorKind::Unavailable, "the server is not ready: models are still loading, or it is shutting down")
+}
+
+async fn server_ready(State(state): State<AppState>) -> Result<StatusCode, ApiError> {
+    if state.is_ready() { Ok(StatusCode::OK) } else { Err(not_ready()) }
+}
+
+async fn server_metadata() -> Json<ServerMetadata<'static>> {
+    Json(ServerMetadata { name: "ferry", version: env!("CARGO_PKG_VERSION"), extensions: EXTENSIONS })
+}
+
+fn tensor_meta(specs: &[TensorSpec]) -> Vec<TensorMetadata<'_>> {
+    specs.iter().map(|s| TensorMetadata { name: &s.name, datatype: s.datatype.as_str(), shape: &s.shape }).collect()
+}
+
+fn metadata_response(model: &LoadedModel, versions: Vec<String>) -> Response {
+    Json(ModelMetadata {
+        name: model.name(),
+        versions,
+        platform: model.engine().platform(),
+        inputs: tensor_meta(&model.signature().inputs),
+        outputs: tensor_meta(&model.signature().outputs),
+    })
+    .into_response()
+}
+
+async fn model_metadata(State(state): State<AppState>, Path(name): Path<String>) -> Result<Response, ApiError> {
+    let model = state.repository().get(&name, None)?;
+    let versions = state
+        .repository()
+        .summaries()
+        .into_iter()
+        .find(|s| s.name == name)
+        .map(|s| s.versions.iter().map(u64::to_string).collect())
+        .unwrap_or_default();
+    Ok(metadata_response(&model, versions))
+}
+
+async fn model_version_metadata(
+    State(state): State<AppState>,
+    Path((name, version)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let model = state.repository().get(&name, Some(&version))?;
+    Ok(metadata_response(&model, vec![model.version().to_string()]))
+}
+
+async fn model_ready(State(state): State<AppState>, Path(name): Path<String>) -> Result<StatusCode, ApiError> {
+    if !state.is_ready() {
+        return Err(not_ready());
+    }
+    state.repository().get(&name, None).map(|_| StatusCode::OK).map_err(ApiError::from)
+}
+
+async fn model_version_ready(
+    State(state): State<AppState>,
+    Path((name, version)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    if !state.is_ready() {
+        return Err(not_ready());
+    }
+    state.repository().get(&name, Some(&version)).map(|_| StatusCode::OK).map_err(ApiError::from)
+}
+
+async fn infer(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let model = lookup(&state, &name, None)?;
+    run_infer(&state, model, &headers, body).await
+}
+
+async fn infer_version(
+    State(state): State<AppState>,
+    Path((name, version)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let model = lookup(&state, &name, Some(&version))?;
+    run_infer(&state, model, &headers, body).await
+}
+
+fn lookup(state: &AppState, name: &str, version: Option<&str>) -> Result<Arc<LoadedModel>, ApiError> {
+    if !state.is_ready() {
+        return Err(not_ready());
+    }
+    Ok(state.repository().get(name, version)?)
+}
+
+async fn run_infer(
+    state: &AppState,
+    model: Arc<LoadedModel>,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let json_len = match headers.get(INFERENCE_HEADER_CONTENT_LENGTH) {
+        None => None,
+        Some(v) => Some(v.to_str().ok().and_then(|s| s.trim().parse::<usize>().ok()).ok_or_else(|| {
+            ApiError::new(ErrorKind::InvalidInput, "Inference-Header-Content-Length must be a non-negative integer")
+        })?),
+    };
+    let body = read_body(headers, body, state.limits().max_request_bytes).await?;
+    let request = decode_infer_request(json_len, &body)?;
+    drop(body);
+
+    // Which outputs, in which order, and which of them travel as raw bytes.
+    let binary_default = request.binary_data_output;
+    let wanted: Vec<(String, bool)> = if request.outputs.is_empty() {
+        model.signature().outputs.iter().map(|o| (o.name.clone(), binary_default)).collect()
+    } else {
+        request.outputs.into_iter().map(|o| (o.name, o.binary)).collect()
+    };
+    let response = model
+        .infer(InferRequest {
+            inputs: request.inputs,
+            outputs: wanted.iter().map(|(n, _)| n.clone()).collect(),
+            timeout: request.timeout,
+        })
+        .await?;
+    let outputs: Vec<_> = response.outputs.into_iter().zip(wanted).map(|(t, (_, binary))| (t, binary)).collect();
+    let version = model.version().to_string();
+    let encoded = encode_infer_response(model.name(), &version, request.id.as_deref(), &outputs)?;
+    let mut http = Response::new(Body::from(encoded.body));
+    let headers = http.headers_mut();
+    match encoded.json_len {
+        Some(n) => {
+            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+            headers.insert(INFERENCE_HEADER_CONTENT_LENGTH, HeaderValue::from(n));
+        }
+        None => {
+            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        }
+    }
+    Ok(http)
+}

@@ -1,0 +1,303 @@
+//! A loaded model version: its instances on their own threads, the queue in front of them, and request validation.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use ferry_engine::{Engine, EngineError, EngineOptions, error_chain};
+use ferry_types::{ModelSignature, NamedTensor, Tensor};
+use parking_lot::Mutex;
+use tokio::sync::oneshot;
+
+use crate::loader::{EngineKind, EngineSettings, choose_engine, load_instance};
+use crate::{ModelConfig, ModelSource, ResolvedModelConfig, ServingError};
+
+/// A request to one model version, already decoded from the wire.
+#[derive(Debug)]
+pub struct InferRequest {
+    /// Inputs, in any order.
+    pub inputs: Vec<NamedTensor>,
+    /// Outputs wanted, in the order wanted; empty means every output in model order.
+    pub outputs: Vec<String>,
+    /// Give up if no instance has started the request within this time.
+    pub timeout: Option<Duration>,
+}
+
+/// The outputs of one request.
+#[derive(Debug)]
+pub struct InferResponse {
+    /// Outputs, in the order requested.
+    pub outputs: Vec<NamedTensor>,
+}
+
+struct Job {
+    inputs: Vec<NamedTensor>,
+    outputs: Vec<String>,
+    enqueued: Instant,
+    deadline: Option<Instant>,
+    reply: oneshot::Sender<Result<Vec<NamedTensor>, ServingError>>,
+}
+
+/// One version of one model, loaded, warmed up and ready.
+pub struct LoadedModel {
+    name: String,
+    version: u64,
+    signature: ModelSignature,
+    engine: EngineKind,
+    config: ResolvedModelConfig,
+    load_time: Duration,
+    sender: Option<Sender<Job>>,
+    workers: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for LoadedModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedModel").field("name", &self.name).field("version", &self.version).finish_non_exhaustive()
+    }
+}
+
+impl LoadedModel {
+    /// Loads every instance of `source`, runs one warm-up inference on each, and starts their threads.
+    ///
+    /// Blocking: call it off the async runtime.
+    ///
+    /// # Errors
+    /// [`ServingError::Config`] for invalid settings, [`ServingError::Load`] when the engine refuses the model or
+    /// the warm-up fails; the message names the model, the engine and the cause (an unsupported operator, say).
+    pub fn load(source: &ModelSource, defaults: &ModelConfig, settings: &EngineSettings) -> Result<Self, ServingError> {
+        let started = Instant::now();
+        let name = source.name.to_string();
+        let load_err = |message: String| ServingError::Load { name: name.clone(), path: source.path.clone(), message };
+        let config = source.config.or(defaults).resolve().map_err(&load_err)?;
+        let (engine, why) = choose_engine(config.engine, settings).map_err(|e| load_err(error_chain(&e)))?;
+        let options = EngineOptions { intra_op_threads: config.intra_op_threads };
+        let mut instances = Vec::with_capacity(config.instances);
+        for _ in 0..config.instances {
+            let mut instance =
+                load_instance(engine, &source.path, &options, settings).map_err(|e| load_err(error_chain(&e)))?;
+            warm_up(instance.as_mut()).map_err(|e| load_err(format!("warm-up inference failed: {e}")))?;
+            instances.push(instance);
+        }
+        let signature =
+            instances.first().map(|i| i.signature().clone()).ok_or_else(|| load_err("no instances".into()))?;
+        let (sender, receiver) = crossbeam_channel::bounded(config.max_queue_size);
+        let workers = instances
+            .into_iter()
+            .enumerate()
+            .map(|(i, instance)| {
+                let receiver = receiver.clone();
+                let model_name = name.clone();
+                let thread_name = format!("ferry-{}-{}-{i}", source.name, source.version);
+                std::thread::Builder::new()
+                    .name(thread_name)
+                    .spawn(move || run_instance(&model_name, instance, &receiver))
+                    .map_err(|e| load_err(format!("cannot start an instance thread: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let load_time = started.elapsed();
+        if config.oversubscribed {
+            tracing::warn!(model = %source.name, instances = config.instances, intra_op_threads = config.intra_op_threads,
+                "instances × intra_op_threads exceed the cores; inference threads will compete");
+        }
+        tracing::info!(model = %source.name, version = source.version.get(), engine = engine.name(), why = %why,
+            instances = config.instances, intra_op_threads = config.intra_op_threads,
+            load_ms = load_time.as_millis(), "model loaded");
+        Ok(Self {
+            name,
+            version: source.version.get(),
+            signature,
+            engine,
+            config,
+            load_time,
+            sender: Some(sender),
+            workers: Mutex::new(workers),
+        })
+    }
+
+    /// Model name.
+    #[must_use]
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Version number.
+    #[must_use]
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// Inputs and outputs.
+    #[must_use]
+    pub fn signature(&self) -> &ModelSignature {
+        &self.signature
+    }
+
+    /// The engine serving it.
+    #[must_use]
+    pub fn engine(&self) -> EngineKind {
+        self.engine
+    }
+
+    /// Effective settings.
+    #[must_use]
+    pub fn config(&self) -> &ResolvedModelConfig {
+        &self.config
+    }
+
+    /// How long loading and warm-up took.
+    #[must_use]
+    pub fn load_time(&self) -> Duration {
+        self.load_time
+    }
+
+    /// Validates the request against the signature, queues it for a free instance and waits for the result.
+    ///
+    /// # Errors
+    /// [`ServingError::InvalidInput`] naming the input or output at fault, [`ServingError::Overloaded`] when the
+    /// queue is full, [`ServingError::Timeout`] when the request waited past its timeout, and engine errors.
+    ///
+    /// # Cancel safety
+    /// Dropping the future abandons the result; the instance still runs a request it already took.
+    pub async fn infer(&self, request: InferRequest) -> Result<InferResponse, ServingError> {
+        let (inputs, outputs) = self.validate(request.inputs, request.outputs)?;
+        let (reply, result) = oneshot::channel();
+        let enqueued = Instant::now();
+        let job = Job { inputs, outputs, enqueued, deadline: request.timeout.map(|t| enqueued + t), reply };
+        let sender = self.sender.as_ref().ok_or_else(|| ServingError::Unloading { name: self.name.clone() })?;
+        sender.try_send(job).map_err(|e| match e {
+            TrySendError::Full(_) => {
+                ServingError::Overloaded { name: self.name.clone(), queued: self.config.max_queue_size }
+            }
+            TrySendError::Disconnected(_) => ServingError::Unloading { name: self.name.clone() },
+        })?;
+        let outputs = result.await.map_err(|_| ServingError::Unloading { name: self.name.clone() })??;
+        Ok(InferResponse { outputs })
+    }
+
+    /// Checks names, datatypes, shapes and batch size; returns the inputs in model order and the output names.
+    fn validate(
+        &self,
+        mut given: Vec<NamedTensor>,
+        outputs: Vec<String>,
+    ) -> Result<(Vec<NamedTensor>, Vec<String>), ServingError> {
+        let invalid = |message: String| ServingError::InvalidInput { message };
+        for t in &given {
+            if self.signature.input(&t.name).is_none() {
+                return Err(invalid(format!(
+                    "model {:?} has no input {:?}; its inputs are {:?}",
+                    self.name,
+                    t.name,
+                    names(&self.signature.inputs)
+                )));
+            }
+        }
+        let mut ordered = Vec::with_capacity(self.signature.inputs.len());
+        for spec in &self.signature.inputs {
+            let ix = given.iter().position(|t| t.name == spec.name).ok_or_else(|| {
+                invalid(format!(
+                    "input {:?} is missing; model {:?} needs {:?}",
+                    spec.name,
+                    self.name,
+                    names(&self.signature.inputs)
+                ))
+            })?;
+            let t = given.swap_remove(ix);
+            if given.iter().any(|other| other.name == spec.name) {
+                return Err(invalid(format!("input {:?} is given more than once", spec.name)));
+            }
+            if t.tensor.datatype() != spec.datatype {
+                return Err(invalid(format!(
+                    "input {:?} must be {}, got {}",
+                    spec.name,
+                    spec.datatype,
+                    t.tensor.datatype()
+                )));
+            }
+            if !spec.accepts_shape(t.tensor.shape()) {
+                return Err(invalid(format!(
+                    "input {:?} has shape {:?} but the model expects {:?} (-1 = any size)",
+                    spec.name,
+                    t.tensor.shape(),
+                    spec.shape
+                )));
+            }
+            if let (Some(max), true, Some(&batch)) =
+                (self.config.max_batch_size, spec.has_dynamic_batch(), t.tensor.shape().first())
+                && batch > max
+            {
+                return Err(invalid(format!(
+                    "input {:?} has a batch of {batch}, more than max_batch_size {max}",
+                    spec.name
+                )));
+            }
+            ordered.push(t);
+        }
+        let outputs = if outputs.is_empty() {
+            self.signature.outputs.iter().map(|o| o.name.clone()).collect()
+        } else {
+            for name in &outputs {
+                if self.signature.output(name).is_none() {
+                    return Err(invalid(format!(
+                        "model {:?} has no output {name:?}; its outputs are {:?}",
+                        self.name,
+                        names(&self.signature.outputs)
+                    )));
+                }
+            }
+            outputs
+        };
+        Ok((ordered, outputs))
+    }
+}
+
+impl Drop for LoadedModel {
+    fn drop(&mut self) {
+        // Closing the queue ends every instance thread once it finishes what it holds.
+        drop(self.sender.take());
+        for worker in self.workers.get_mut().drain(..) {
+            if worker.join().is_err() {
+                tracing::error!(model = %self.name, "an instance thread panicked");
+            }
+        }
+    }
+}
+
+fn names(specs: &[ferry_types::TensorSpec]) -> Vec<&str> {
+    specs.iter().map(|s| s.name.as_str()).collect()
+}
+
+/// One inference on inputs of zeros (variable dimensions set to 1), so that the first real request does not pay
+/// for lazy initialisation, and a model that cannot run fails at load.
+fn warm_up(engine: &mut dyn Engine) -> Result<(), String> {
+    let sig = engine.signature().clone();
+    let inputs = sig
+        .inputs
+        .iter()
+        .map(|spec| {
+            let shape = spec.shape.iter().map(|&d| usize::try_from(d).unwrap_or(1)).collect();
+            Tensor::zeros(spec.datatype, shape).map(|t| NamedTensor::new(&spec.name, t)).map_err(|e| e.to_string())
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let outputs: Vec<String> = sig.outputs.iter().map(|o| o.name.clone()).collect();
+    engine.infer(&inputs, &outputs).map(drop).map_err(|e| error_chain(&e))
+}
+
+/// An instance's thread: takes jobs until the queue closes.
+fn run_instance(name: &str, mut engine: Box<dyn Engine>, jobs: &Receiver<Job>) {
+    for job in jobs {
+        let now = Instant::now();
+        if job.deadline.is_some_and(|d| now >= d) {
+            let waited_ms = now.duration_since(job.enqueued).as_millis();
+            drop(job.reply.send(Err(ServingError::Timeout { name: name.to_owned(), waited_ms })));
+            continue;
+        }
+        if job.reply.is_closed() {
+            continue; // The caller went away; do not spend compute on it.
+        }
+        let result = catch_unwind(AssertUnwindSafe(|| engine.infer(&job.inputs, &job.outputs))).unwrap_or_else(|_| {
+            Err(EngineError::Inference { engine: "engine", source: "the engine panicked on this request".into() })
+        });
+        drop(job.reply.send(result.map_err(|source| ServingError::Engine { name: name.to_owned(), source })));
+    }
+}
