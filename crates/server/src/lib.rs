@@ -14,7 +14,7 @@ use std::future::Future;
 use axum::Router;
 use tokio::net::TcpListener;
 
-pub use error::ApiError;
+pub use error::{ApiError, status_of};
 pub use state::{AppState, ServerLimits};
 
 /// Protocol extensions ferry implements, as `GET /v2` lists them.

@@ -79,40 +79,49 @@ impl LoadedModel {
             warm_up(instance.as_mut()).map_err(|e| load_err(format!("warm-up inference failed: {e}")))?;
             instances.push(instance);
         }
-        let signature =
-            instances.first().map(|i| i.signature().clone()).ok_or_else(|| load_err("no instances".into()))?;
-        let (sender, receiver) = crossbeam_channel::bounded(config.max_queue_size);
-        let workers = instances
-            .into_iter()
-            .enumerate()
-            .map(|(i, instance)| {
-                let receiver = receiver.clone();
-                let model_name = name.clone();
-                let thread_name = format!("ferry-{}-{}-{i}", source.name, source.version);
-                std::thread::Builder::new()
-                    .name(thread_name)
-                    .spawn(move || run_instance(&model_name, instance, &receiver))
-                    .map_err(|e| load_err(format!("cannot start an instance thread: {e}")))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let load_time = started.elapsed();
+        let mut model = Self::start(&name, source.version.get(), engine, config, instances)
+            .map_err(|e| load_err(format!("cannot start an instance thread: {e}")))?;
+        model.load_time = started.elapsed();
         if config.oversubscribed {
             tracing::warn!(model = %source.name, instances = config.instances, intra_op_threads = config.intra_op_threads,
                 "instances × intra_op_threads exceed the cores; inference threads will compete");
         }
         tracing::info!(model = %source.name, version = source.version.get(), engine = engine.name(), why = %why,
             instances = config.instances, intra_op_threads = config.intra_op_threads,
-            load_ms = load_time.as_millis(), "model loaded");
-        Ok(Self {
-            name,
-            version: source.version.get(),
+            load_ms = model.load_time.as_millis(), "model loaded");
+        Ok(model)
+    }
+
+    /// Starts one thread per ready engine instance behind one bounded queue.
+    fn start(
+        name: &str,
+        version: u64,
+        engine: EngineKind,
+        config: ResolvedModelConfig,
+        instances: Vec<Box<dyn Engine>>,
+    ) -> std::io::Result<Self> {
+        let signature =
+            instances.first().map(|i| i.signature().clone()).ok_or_else(|| std::io::Error::other("no instances"))?;
+        let (sender, receiver) = crossbeam_channel::bounded(config.max_queue_size);
+        let mut model = Self {
+            name: name.to_owned(),
+            version,
             signature,
             engine,
             config,
-            load_time,
+            load_time: Duration::ZERO,
             sender: Some(sender),
-            workers: Mutex::new(workers),
-        })
+            workers: Mutex::new(Vec::new()),
+        };
+        for (i, instance) in instances.into_iter().enumerate() {
+            let receiver = receiver.clone();
+            let model_name = name.to_owned();
+            let worker = std::thread::Builder::new()
+                .name(format!("ferry-{name}-{version}-{i}"))
+                .spawn(move || run_instance(&model_name, instance, &receiver))?;
+            model.workers.get_mut().push(worker);
+        }
+        Ok(model)
     }
 
     /// Model name.
@@ -143,6 +152,12 @@ impl LoadedModel {
     #[must_use]
     pub fn config(&self) -> &ResolvedModelConfig {
         &self.config
+    }
+
+    /// Requests waiting for an instance.
+    #[must_use]
+    pub fn queue_depth(&self) -> usize {
+        self.sender.as_ref().map_or(0, Sender::len)
     }
 
     /// How long loading and warm-up took.
@@ -299,5 +314,129 @@ fn run_instance(name: &str, mut engine: Box<dyn Engine>, jobs: &Receiver<Job>) {
             Err(EngineError::Inference { engine: "engine", source: "the engine panicked on this request".into() })
         });
         drop(job.reply.send(result.map_err(|source| ServingError::Engine { name: name.to_owned(), source })));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc;
+
+    use ferry_types::{DataType, TensorData, TensorSpec};
+
+    use super::*;
+    use crate::EngineChoice;
+
+    /// An engine that answers only when the test lets it, so queue states are exact rather than timed.
+    struct GatedEngine {
+        signature: ModelSignature,
+        gate: Arc<Mutex<mpsc::Receiver<()>>>,
+        started: mpsc::Sender<()>,
+    }
+
+    use std::sync::Arc;
+
+    impl Engine for GatedEngine {
+        fn signature(&self) -> &ModelSignature {
+            &self.signature
+        }
+        fn infer(&mut self, inputs: &[NamedTensor], _: &[String]) -> Result<Vec<NamedTensor>, EngineError> {
+            let _sent = self.started.send(());
+            let _opened = self.gate.lock().recv();
+            if inputs[0].tensor.data() == &TensorData::Fp32(vec![-1.0]) {
+                panic!("the engine blew up");
+            }
+            Ok(vec![NamedTensor::new("y", inputs[0].tensor.clone())])
+        }
+    }
+
+    fn gated(queue: usize) -> (LoadedModel, mpsc::Sender<()>, mpsc::Receiver<()>) {
+        let spec = |name: &str| TensorSpec { name: name.into(), datatype: DataType::Fp32, shape: vec![-1] };
+        let (open, gate) = mpsc::channel();
+        let (started, started_rx) = mpsc::channel();
+        let engine = GatedEngine {
+            signature: ModelSignature { inputs: vec![spec("x")], outputs: vec![spec("y")] },
+            gate: Arc::new(Mutex::new(gate)),
+            started,
+        };
+        let config =
+            ModelConfig { max_queue_size: Some(queue), engine: Some(EngineChoice::Tract), ..ModelConfig::default() }
+                .resolve()
+                .expect("config");
+        let model = LoadedModel::start("gated", 1, EngineKind::Tract, config, vec![Box::new(engine)]).expect("start");
+        (model, open, started_rx)
+    }
+
+    /// Waits, without blocking the runtime, until the instance has taken a request.
+    async fn wait_started(started: &mpsc::Receiver<()>) {
+        while started.try_recv().is_err() {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
+    fn request(x: f32, timeout: Option<Duration>) -> InferRequest {
+        let t = Tensor::new(vec![1], TensorData::Fp32(vec![x])).expect("tensor");
+        InferRequest { inputs: vec![NamedTensor::new("x", t)], outputs: Vec::new(), timeout }
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_refuses_at_once_and_recovers() {
+        let (model, open, started) = gated(1);
+        let model = Arc::new(model);
+        let busy = tokio::spawn({
+            let m = model.clone();
+            async move { m.infer(request(1.0, None)).await }
+        });
+        wait_started(&started).await;
+        let queued = tokio::spawn({
+            let m = model.clone();
+            async move { m.infer(request(2.0, None)).await }
+        });
+        // Once the queue (capacity 1) holds the second request, the third is refused without waiting.
+        while model.queue_depth() < 1 {
+            tokio::task::yield_now().await;
+        }
+        let refused = model.infer(request(3.0, None)).await.expect_err("the queue is full");
+        assert!(matches!(refused, ServingError::Overloaded { .. }));
+        assert_eq!(refused.to_string(), "model \"gated\" is overloaded: 1 requests are already waiting; retry later");
+        for _ in 0..2 {
+            open.send(()).expect("open");
+        }
+        assert!(busy.await.expect("task").is_ok());
+        assert!(queued.await.expect("task").is_ok());
+        open.send(()).expect("open");
+        assert!(model.infer(request(4.0, None)).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_request_that_expires_in_the_queue_is_dropped_before_compute() {
+        let (model, open, started) = gated(4);
+        let model = Arc::new(model);
+        let busy = tokio::spawn({
+            let m = model.clone();
+            async move { m.infer(request(1.0, None)).await }
+        });
+        wait_started(&started).await;
+        let expiring = tokio::spawn({
+            let m = model.clone();
+            async move { m.infer(request(2.0, Some(Duration::from_millis(1)))).await }
+        });
+        // Let the deadline pass while the instance is still busy, then release it.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        open.send(()).expect("open");
+        assert!(busy.await.expect("task").is_ok());
+        let err = expiring.await.expect("task").expect_err("expired");
+        assert!(matches!(err, ServingError::Timeout { .. }), "{err}");
+        // The expired request never reached the engine: the next `started` signal is the next request's.
+        assert!(started.try_recv().is_err());
+    }
+
+    #[tokio::test]
+    async fn an_engine_panic_fails_that_request_only() {
+        let (model, open, _started) = gated(4);
+        open.send(()).expect("open");
+        let err = model.infer(request(-1.0, None)).await.expect_err("panic");
+        assert_eq!(ferry_types::HasErrorKind::kind(&err), ferry_types::ErrorKind::Internal);
+        open.send(()).expect("open");
+        assert!(model.infer(request(1.0, None)).await.is_ok());
     }
 }

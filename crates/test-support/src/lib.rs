@@ -1,1 +1,159 @@
-//! placeholder
+//! Test helpers shared by the crates' integration tests: the fixture models, a model repository loaded from them,
+//! and [`FerryProcess`], a real `ferry serve` process on a free loopback port that stops when dropped.
+//!
+//! Dev-only: nothing shipped depends on it.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use ferry_serving::{EngineChoice, EngineSettings, LoadedModel, ModelConfig, ModelRepository, ModelSource};
+use ferry_types::{ModelName, ModelVersion};
+
+pub use ferry_engine::conformance::{Fixture, fixtures_dir, load_fixtures};
+
+/// The repository root.
+#[must_use]
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// Every fixture with its reference cases.
+///
+/// # Panics
+/// When the fixture files are missing or malformed (a broken checkout).
+#[must_use]
+pub fn fixtures() -> Vec<Fixture> {
+    load_fixtures(&fixtures_dir()).expect("fixtures/manifest.json and its case files")
+}
+
+/// One fixture by name.
+///
+/// # Panics
+/// When there is no such fixture.
+#[must_use]
+pub fn fixture(name: &str) -> Fixture {
+    fixtures().into_iter().find(|f| f.name == name).unwrap_or_else(|| panic!("no fixture {name}"))
+}
+
+/// Loads the named fixtures as version 1 of models of the same name, on `engine`.
+///
+/// # Errors
+/// The load error of the first model that fails.
+pub fn load_repository(
+    names: &[&str],
+    engine: EngineChoice,
+    config: ModelConfig,
+) -> anyhow::Result<Arc<ModelRepository>> {
+    let repository = Arc::new(ModelRepository::new());
+    for name in names {
+        let source = ModelSource {
+            name: ModelName::new(*name)?,
+            version: ModelVersion::new(1)?,
+            path: fixtures_dir().join(format!("models/{name}.onnx")),
+            config: config.clone(),
+        };
+        let defaults = ModelConfig { engine: Some(engine), ..ModelConfig::default() };
+        repository.insert(LoadedModel::load(&source, &defaults, &EngineSettings::default())?);
+    }
+    Ok(repository)
+}
+
+/// A `ferry serve` process on 127.0.0.1 with a free port, killed when dropped.
+pub struct FerryProcess {
+    child: Option<Child>,
+    /// `http://127.0.0.1:PORT`
+    pub base_url: String,
+    /// `127.0.0.1:PORT`
+    pub addr: String,
+    _data: tempfile::TempDir,
+}
+
+impl FerryProcess {
+    /// Starts `binary serve ARGS… --http-port 0` in a fresh working directory and waits until it is ready.
+    ///
+    /// # Errors
+    /// When the process exits or is not ready within 60 s; the error carries its output.
+    pub fn start(binary: &Path, args: &[&str]) -> anyhow::Result<Self> {
+        let data = tempfile::tempdir()?;
+        let mut child = Command::new(binary)
+            .arg("serve")
+            .args(args)
+            .args(["--host", "127.0.0.1", "--http-port", "0"])
+            .current_dir(data.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("starting {}", binary.display()))?;
+        let stdout = child.stdout.take().context("stdout")?;
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line)?;
+        let Some(url) = line.trim().strip_prefix("ferry listening on ") else {
+            let out = child.wait_with_output()?;
+            bail!("ferry did not start: {line}{}", String::from_utf8_lossy(&out.stderr));
+        };
+        let base_url = url.to_owned();
+        let addr = base_url.trim_start_matches("http://").to_owned();
+        let mut process = Self { child: Some(child), base_url, addr, _data: data };
+        process.wait_ready(Duration::from_secs(60))?;
+        Ok(process)
+    }
+
+    fn wait_ready(&mut self, limit: Duration) -> anyhow::Result<()> {
+        let started = Instant::now();
+        while started.elapsed() < limit {
+            if let Some(child) = self.child.as_mut()
+                && let Some(status) = child.try_wait()?
+            {
+                let mut err = String::new();
+                if let Some(mut e) = child.stderr.take() {
+                    std::io::Read::read_to_string(&mut e, &mut err)?;
+                }
+                bail!("ferry exited with {status} before it was ready:\n{err}");
+            }
+            if http_status(&self.addr, "GET", "/v2/health/ready").ok() == Some(200) {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        bail!("ferry was not ready within {limit:?}")
+    }
+
+    /// The process id.
+    #[must_use]
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// Takes the child process, so the test can signal and wait for it itself.
+    pub fn take_child(&mut self) -> Option<Child> {
+        self.child.take()
+    }
+}
+
+impl Drop for FerryProcess {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            drop(child.kill());
+            drop(child.wait());
+        }
+    }
+}
+
+/// Sends a bodyless HTTP/1.1 request over a plain socket and returns the status code (no client library needed).
+///
+/// # Errors
+/// Connection errors and unparsable responses.
+pub fn http_status(addr: &str, method: &str, path: &str) -> anyhow::Result<u16> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(stream, "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")?;
+    let mut response = String::new();
+    drop(stream.read_to_string(&mut response));
+    let status = response.split_whitespace().nth(1).context("no status line")?;
+    Ok(status.parse()?)
+}

@@ -2,8 +2,11 @@
 
 mod oip;
 
+use axum::Json;
 use axum::Router;
-use axum::http::{Method, Uri};
+use axum::http::{Method, StatusCode, Uri};
+use axum::response::IntoResponse;
+use ferry_protocol::ErrorBody;
 use ferry_types::ErrorKind;
 
 use crate::{ApiError, AppState};
@@ -15,7 +18,8 @@ pub(crate) fn router(state: AppState) -> Router {
             ApiError::new(ErrorKind::NotFound, format!("no route for {method} {}", uri.path()))
         })
         .method_not_allowed_fallback(|method: Method, uri: Uri| async move {
-            ApiError::new(ErrorKind::InvalidInput, format!("{method} is not allowed on {}", uri.path()))
+            let message = format!("{method} is not allowed on {}", uri.path());
+            (StatusCode::METHOD_NOT_ALLOWED, Json(ErrorBody { error: &message })).into_response()
         })
         .with_state(state)
 }
