@@ -12,7 +12,8 @@ use crate::{Engine, EngineError, error_chain};
 /// The repository's `fixtures/` folder.
 #[must_use]
 pub fn fixtures_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures")
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures");
+    dir.canonicalize().unwrap_or(dir)
 }
 
 /// One fixture model with its reference cases.

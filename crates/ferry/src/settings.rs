@@ -159,11 +159,11 @@ impl SettingsArgs {
             None => {}
         }
         figment = figment
-            .merge(
-                Env::prefixed("FERRY_")
-                    .split("__")
-                    .filter(|k| ENV_KEYS.contains(&k.as_str().split(".").next().unwrap_or_default())),
-            )
+            .merge(Env::prefixed("FERRY_").split("__").filter(|k| {
+                // Filtering sees the raw name (e.g. `MODELS__ENGINE`), before lowercasing and splitting.
+                let key = k.as_str().to_ascii_lowercase();
+                ENV_KEYS.contains(&key.split("__").next().unwrap_or_default())
+            }))
             .merge(Serialized::defaults(self));
         if let Some(engine) = self.engine {
             figment = figment.merge(Serialized::default("models.engine", EngineChoice::from(engine)));

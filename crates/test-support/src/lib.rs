@@ -18,7 +18,8 @@ pub use ferry_engine::conformance::{Fixture, fixtures_dir, load_fixtures};
 /// The repository root.
 #[must_use]
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    root.canonicalize().unwrap_or(root)
 }
 
 /// Every fixture with its reference cases.
