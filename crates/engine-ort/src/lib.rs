@@ -67,13 +67,13 @@ impl OrtRuntime {
     pub fn load(&'static self, path: &Path, options: &EngineOptions) -> Result<OrtEngine, EngineError> {
         let load_err = |e: ort::Error| EngineError::Load { engine: ENGINE, path: path.to_owned(), source: Box::new(e) };
         let build = || -> Result<Session, ort::Error> {
-            Ok(Session::builder(&self.env)?
+            Session::builder(&self.env)?
                 .with_optimization_level(GraphOptimizationLevel::Level3)?
                 .with_intra_threads(options.intra_op_threads.max(1))?
                 .with_inter_threads(1)?
                 // Idle intra-op threads must not spin: they would steal the cores the HTTP stack needs.
                 .with_intra_op_spinning(false)?
-                .commit_from_file(path)?)
+                .commit_from_file(path)
         };
         let session = build().map_err(load_err)?;
         let signature = signature_of(&session, path)?;

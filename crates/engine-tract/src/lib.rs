@@ -179,7 +179,7 @@ fn inference_err(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Engi
 fn to_tract(t: &NamedTensor) -> Result<TValue, EngineError> {
     let shape = t.tensor.shape();
     fn plain<T: Datum + Copy>(shape: &[usize], v: &[T]) -> Result<TValue, EngineError> {
-        tract_onnx::prelude::Tensor::from_shape(shape, v).map(IntoTValue::into_tvalue).map_err(|e| inference_err(e))
+        tract_onnx::prelude::Tensor::from_shape(shape, v).map(IntoTValue::into_tvalue).map_err(inference_err)
     }
     match t.tensor.data() {
         TensorData::Bool(v) => plain(shape, v),
@@ -217,7 +217,7 @@ fn to_tract(t: &NamedTensor) -> Result<TValue, EngineError> {
 
 fn from_tract(name: &str, value: &TValue) -> Result<NamedTensor, EngineError> {
     fn plain<T: Datum + Copy>(value: &TValue) -> Result<Vec<T>, EngineError> {
-        value.try_as_plain_ram().and_then(|v| v.as_slice::<T>().map(<[T]>::to_vec)).map_err(|e| inference_err(e))
+        value.try_as_plain_ram().and_then(|v| v.as_slice::<T>().map(<[T]>::to_vec)).map_err(inference_err)
     }
     let data = match value.datum_type() {
         DatumType::Bool => TensorData::Bool(plain(value)?),
@@ -236,7 +236,7 @@ fn from_tract(name: &str, value: &TValue) -> Result<NamedTensor, EngineError> {
             value
                 .try_as_plain_ram()
                 .and_then(|v| v.as_slice::<String>().map(|s| s.iter().map(|s| s.as_bytes().to_vec()).collect()))
-                .map_err(|e| inference_err(e))?,
+                .map_err(inference_err)?,
         ),
         other => {
             return Err(inference_err(format!(
@@ -258,7 +258,7 @@ impl Engine for TractEngine {
         let plan = &self.plan;
         let results = catch_unwind(AssertUnwindSafe(|| plan.run(values)))
             .map_err(|p| inference_err(panic_message(&p)))?
-            .map_err(|e| inference_err(e))?;
+            .map_err(inference_err)?;
         outputs
             .iter()
             .map(|name| {

@@ -283,11 +283,11 @@ pub enum Expectation {
     Refuses(&'static str),
 }
 
+/// Loads a model file into an engine under test.
+pub type LoadFn<'a> = dyn Fn(&Path) -> Result<Box<dyn Engine>, EngineError> + 'a;
+
 /// Runs every fixture through `load` and checks each against `expect(name)`; returns one line per failure.
-pub fn run_suite(
-    load: &dyn Fn(&Path) -> Result<Box<dyn Engine>, EngineError>,
-    expect: &dyn Fn(&str) -> Expectation,
-) -> Vec<String> {
+pub fn run_suite(load: &LoadFn<'_>, expect: &dyn Fn(&str) -> Expectation) -> Vec<String> {
     let fixtures = match load_fixtures(&fixtures_dir()) {
         Ok(f) if !f.is_empty() => f,
         Ok(_) => return vec!["no fixtures found".into()],

@@ -178,6 +178,7 @@ impl SettingsArgs {
 }
 
 #[cfg(test)]
+#[expect(clippy::result_large_err, reason = "figment::Jail's closure signature is fixed")]
 mod tests {
     use super::*;
 

@@ -430,7 +430,7 @@ impl Tensor {
         if self.shape.is_empty() || rows.iter().sum::<usize>() != total {
             return Err(TensorError::Split { rows: total, parts: rows.to_vec() });
         }
-        let row_len = if total == 0 { 0 } else { self.len() / total };
+        let row_len = self.len().checked_div(total).unwrap_or(0);
         let mut start = 0;
         let mut out = Vec::with_capacity(rows.len());
         for &r in rows {
