@@ -6,7 +6,7 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use clap::Args;
 use ferry_server::{AppState, ServerLimits};
-use ferry_serving::{EngineSettings, LoadedModel, ModelRepository, sources_from_files, sources_from_repository};
+use ferry_serving::{EngineSettings, ModelRepository, sources_from_files, sources_from_repository};
 use tokio::net::TcpListener;
 
 use crate::settings::{Settings, SettingsArgs};
@@ -43,47 +43,56 @@ async fn serve(files: Vec<PathBuf>, settings: Settings) -> anyhow::Result<()> {
     }
 
     let repository = Arc::new(ModelRepository::new());
+    let names = {
+        let mut names: Vec<String> = sources.iter().map(|s| s.name.to_string()).collect();
+        names.dedup();
+        names
+    };
+    let engines = EngineSettings { onnxruntime_lib: settings.onnxruntime_lib.clone() };
+    repository.set_catalog(sources, settings.models.clone(), engines);
     let state = AppState::new(repository.clone(), ServerLimits { max_request_bytes: settings.max_request_bytes });
-    let addr = format!("{}:{}", settings.host, settings.http_port);
-    let listener = TcpListener::bind(&addr).await.with_context(|| format!("cannot listen on {addr}"))?;
-    let local = listener.local_addr()?;
-    // Printed as a plain line too, so that scripts and tests started with port 0 can find the port.
-    println!("ferry listening on http://{local}");
-    tracing::info!(%local, "HTTP listening; live now, ready once every model is loaded");
+
+    let http_addr = format!("{}:{}", settings.host, settings.http_port);
+    let http = TcpListener::bind(&http_addr).await.with_context(|| format!("cannot listen on {http_addr}"))?;
+    let grpc_addr = format!("{}:{}", settings.host, settings.grpc_port);
+    let grpc = TcpListener::bind(&grpc_addr).await.with_context(|| format!("cannot listen on {grpc_addr}"))?;
+    let (http_local, grpc_local) = (http.local_addr()?, grpc.local_addr()?);
+    // Printed as plain lines too, so that scripts and tests started with port 0 can find the ports.
+    println!("ferry listening on http://{http_local}");
+    println!("ferry gRPC listening on {grpc_local}");
+    tracing::info!(http = %http_local, grpc = %grpc_local, "listening; live now, ready once every model is loaded");
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let drain_state = state.clone();
-    let mut server_stop = stop_rx.clone();
-    let server = tokio::spawn(ferry_server::serve(listener, state.clone(), async move {
-        drop(server_stop.wait_for(|stop| *stop).await);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>, state: AppState| async move {
+        drop(rx.wait_for(|stop| *stop).await);
         // Not ready first, so that load balancers stop sending while in-flight requests finish.
-        drain_state.set_ready(false);
-    }));
+        state.set_ready(false);
+    };
+    let http_server = tokio::spawn(ferry_server::serve(http, state.clone(), stopped(stop_rx.clone(), state.clone())));
+    let grpc_server =
+        tokio::spawn(ferry_server::serve_grpc(grpc, state.clone(), stopped(stop_rx.clone(), state.clone())));
     tokio::spawn(async move {
         shutdown_signal().await;
         tracing::info!("shutting down: finishing in-flight requests");
         stop_tx.send_replace(true);
     });
 
-    let engines = EngineSettings { onnxruntime_lib: settings.onnxruntime_lib.clone() };
-    let defaults = settings.models.clone();
-    let count = sources.len();
-    let loading = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<LoadedModel>> {
-        sources.iter().map(|s| LoadedModel::load(s, &defaults, &engines).map_err(anyhow::Error::from)).collect()
+    let count = names.len();
+    let loader = repository.clone();
+    let loading = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+        names.iter().try_for_each(|name| loader.load(name).map_err(anyhow::Error::from))
     });
     let mut load_stop = stop_rx;
     let loaded = tokio::select! {
         loaded = loading => loaded.context("model loading panicked")?,
         _ = async { drop(load_stop.wait_for(|stop| *stop).await) } => bail!("stopped before the models finished loading"),
     };
-    match loaded {
-        Ok(models) => models.into_iter().for_each(|m| repository.insert(m)),
-        Err(e) => return Err(e.context("a model failed to load; not serving")),
-    }
+    loaded.context("a model failed to load; not serving")?;
     state.set_ready(true);
     tracing::info!(models = count, "ready");
 
-    server.await.context("the HTTP server panicked")?.context("the HTTP server failed")?;
+    http_server.await.context("the HTTP server panicked")?.context("the HTTP server failed")?;
+    grpc_server.await.context("the gRPC server panicked")?.context("the gRPC server failed")?;
     // Every request has been answered; stop the instance threads off the async runtime.
     let models = repository.take_all();
     tokio::task::spawn_blocking(move || drop(models)).await.context("stopping model instances")?;

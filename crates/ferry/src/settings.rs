@@ -28,6 +28,8 @@ pub struct Settings {
     pub host: String,
     /// HTTP port (0 picks a free one).
     pub http_port: u16,
+    /// gRPC port (0 picks a free one).
+    pub grpc_port: u16,
     /// Log format.
     pub log_format: LogFormat,
     /// `libonnxruntime` to load instead of searching for it.
@@ -45,6 +47,7 @@ impl Default for Settings {
         Self {
             host: "127.0.0.1".into(),
             http_port: 8000,
+            grpc_port: 8001,
             log_format: LogFormat::Text,
             onnxruntime_lib: None,
             model_repository: None,
@@ -55,8 +58,16 @@ impl Default for Settings {
 }
 
 /// Top-level keys that `FERRY_<KEY>` may set; other `FERRY_…` variables belong to the client commands.
-const ENV_KEYS: &[&str] =
-    &["host", "http_port", "log_format", "onnxruntime_lib", "model_repository", "max_request_bytes", "models"];
+const ENV_KEYS: &[&str] = &[
+    "host",
+    "http_port",
+    "grpc_port",
+    "log_format",
+    "onnxruntime_lib",
+    "model_repository",
+    "max_request_bytes",
+    "models",
+];
 
 impl Settings {
     /// Checks values that the types alone do not.
@@ -90,6 +101,10 @@ pub struct SettingsArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub http_port: Option<u16>,
+    /// gRPC port; 0 picks a free one [env: FERRY_GRPC_PORT] [default: 8001].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grpc_port: Option<u16>,
     /// Log format [env: FERRY_LOG_FORMAT] [default: text].
     #[arg(long, value_enum)]
     #[serde(skip_serializing_if = "Option::is_none")]

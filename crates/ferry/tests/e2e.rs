@@ -24,27 +24,39 @@ fn repository_of(names: &[&str]) -> tempfile::TempDir {
     dir
 }
 
-#[test]
-fn tritonclient_http_gets_the_reference_outputs_in_json_and_binary() {
+/// Runs the tritonclient interop script against a server holding the fixtures.
+fn tritonclient_interop(protocol: &str) {
     let models = ["tiny_add", "cnn", "mlp_classifier", "random_forest", "identity_all_types"];
     let repo = repository_of(&models);
     let server = FerryProcess::start(ferry(), &["--model-repository", repo.path().to_str().expect("utf8")])
         .expect("ferry serve");
-    let script = repo_root().join("tests/interop/tritonclient_http.py");
+    let addr = if protocol == "grpc" { &server.grpc_addr } else { &server.addr };
+    let script = repo_root().join("tests/interop/tritonclient_interop.py");
     let out = Command::new("python3")
         .arg(&script)
-        .arg(&server.addr)
+        .arg(protocol)
+        .arg(addr)
         .arg(fixtures_dir())
         .args(models)
         .output()
         .expect("python3 (install the test requirements: python3 -m pip install -r requirements.txt)");
     assert!(
         out.status.success(),
-        "tritonclient interop failed:\n{}\n{}",
+        "tritonclient {protocol} interop failed:\n{}\n{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("checks passed"));
+}
+
+#[test]
+fn tritonclient_http_gets_the_reference_outputs_in_json_and_binary() {
+    tritonclient_interop("http");
+}
+
+#[test]
+fn tritonclient_grpc_gets_the_reference_outputs() {
+    tritonclient_interop("grpc");
 }
 
 #[test]

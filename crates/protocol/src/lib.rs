@@ -6,6 +6,7 @@
 mod binary;
 mod elements;
 mod error;
+pub mod grpc;
 mod infer;
 mod metadata;
 

@@ -23,6 +23,12 @@ impl ApiError {
     pub fn kind(&self) -> ErrorKind {
         self.kind
     }
+
+    /// The message shown to the caller.
+    #[must_use]
+    pub fn message(&self) -> &str {
+        &self.message
+    }
 }
 
 impl<E: HasErrorKind + std::error::Error + 'static> From<E> for ApiError {

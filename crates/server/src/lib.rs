@@ -6,7 +6,8 @@
 
 mod body;
 mod error;
-mod routes;
+mod grpc;
+pub(crate) mod routes;
 mod state;
 
 use std::future::Future;
@@ -15,10 +16,11 @@ use axum::Router;
 use tokio::net::TcpListener;
 
 pub use error::{ApiError, status_of};
+pub use grpc::{GrpcService, code_of, serve_grpc};
 pub use state::{AppState, ServerLimits};
 
 /// Protocol extensions ferry implements, as `GET /v2` lists them.
-pub const EXTENSIONS: &[&str] = &["binary_tensor_data"];
+pub const EXTENSIONS: &[&str] = &["binary_tensor_data", "statistics", "model_repository"];
 
 /// The router with every route, bound to `state`.
 pub fn app(state: AppState) -> Router {

@@ -55,6 +55,31 @@ impl AppState {
         self.inner.ready.store(ready, Ordering::Release);
     }
 
+    /// Loads (or reloads) every version of `name` from the catalog, off the async runtime.
+    ///
+    /// # Errors
+    /// Unknown model (404) or its load error (400).
+    pub async fn load_model(&self, name: &str) -> Result<(), crate::ApiError> {
+        let repository = self.inner.repository.clone();
+        let name = name.to_owned();
+        tokio::task::spawn_blocking(move || repository.load(&name))
+            .await
+            .map_err(|e| {
+                crate::ApiError::new(ferry_types::ErrorKind::Internal, format!("model loading panicked: {e}"))
+            })?
+            .map_err(crate::ApiError::from)
+    }
+
+    /// Unloads every version of `name`; their threads stop off the async runtime once in-flight requests finish.
+    ///
+    /// # Errors
+    /// 404 when `name` is not loaded.
+    pub async fn unload_model(&self, name: &str) -> Result<(), crate::ApiError> {
+        let removed = self.inner.repository.unload(name)?;
+        tokio::task::spawn_blocking(move || drop(removed));
+        Ok(())
+    }
+
     /// Request limits.
     #[must_use]
     pub fn limits(&self) -> ServerLimits {

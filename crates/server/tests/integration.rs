@@ -88,7 +88,7 @@ async fn server_and_model_metadata() {
     let server = call(&state, Method::GET, "/v2", &[], "").await;
     assert_eq!(
         server.json(),
-        json!({"name": "ferry", "version": env!("CARGO_PKG_VERSION"), "extensions": ["binary_tensor_data"]})
+        json!({"name": "ferry", "version": env!("CARGO_PKG_VERSION"), "extensions": ["binary_tensor_data", "statistics", "model_repository"]})
     );
     let expected = json!({
         "name": "cnn", "versions": ["1"], "platform": "tract_onnx",
@@ -362,4 +362,71 @@ fn every_error_kind_has_its_status() {
     for (kind, status) in table {
         assert_eq!(status_of(kind).as_u16(), status, "{kind:?}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dynamic_batching_never_changes_an_answer() {
+    use ferry_serving::{EngineSettings, LoadedModel, ModelSource};
+    use ferry_types::{ModelName, ModelVersion};
+    // The same model twice: batched (requests wait up to 20 ms for company) and alone.
+    let repo = Arc::new(ModelRepository::new());
+    let path = ferry_test_support::fixtures_dir().join("models/mlp_classifier.onnx");
+    for (name, batching, delay) in [("batched", true, 20_000), ("alone", false, 0)] {
+        let source = ModelSource {
+            name: ModelName::new(name).expect("name"),
+            version: ModelVersion::new(1).expect("version"),
+            path: path.clone(),
+            config: ModelConfig {
+                engine: Some(EngineChoice::Onnxruntime),
+                dynamic_batching: Some(batching),
+                max_queue_delay_microseconds: Some(delay),
+                ..ModelConfig::default()
+            },
+        };
+        repo.insert(LoadedModel::load(&source, &ModelConfig::default(), &EngineSettings::default()).expect("load"));
+    }
+    let state = state_with(repo, ServerLimits::default());
+    // Requests of 1 to 3 rows with distinct values, sent together.
+    let bodies: Vec<Value> = (0..48)
+        .map(|i| {
+            let rows = 1 + i % 3;
+            let data: Vec<f32> = (0..rows * 30).map(|k| ((i * 31 + k) % 17) as f32 * 0.37 - 2.0).collect();
+            json!({"inputs": [{"name": "input", "shape": [rows, 30], "datatype": "FP32", "data": data}],
+                   "parameters": {"binary_data_output": true}})
+        })
+        .collect();
+    let mut tasks = Vec::new();
+    for body in bodies.clone() {
+        let state = state.clone();
+        tasks.push(tokio::spawn(async move { post_json(&state, "/v2/models/batched/infer", body).await }));
+    }
+    let mut batched = Vec::new();
+    for t in tasks {
+        let reply = t.await.expect("task");
+        assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+        batched.push(reply);
+    }
+    let split = |r: &Reply| -> (Value, Vec<u8>) {
+        let n: usize = r.headers["inference-header-content-length"].to_str().expect("ascii").parse().expect("n");
+        (serde_json::from_slice(&r.body[..n]).expect("json"), r.body[n..].to_vec())
+    };
+    for (body, got) in bodies.into_iter().zip(batched) {
+        let alone = post_json(&state, "/v2/models/alone/infer", body).await;
+        assert_eq!(alone.status, StatusCode::OK);
+        let ((mut got_json, got_raw), (want_json, want_raw)) = (split(&got), split(&alone));
+        got_json["model_name"] = json!("alone");
+        assert_eq!(got_json, want_json);
+        // The output tensors, bit for bit.
+        assert_eq!(got_raw, want_raw);
+    }
+    let stats = call(&state, Method::GET, "/v2/models/batched/stats", &[], "").await.json();
+    let s = &stats["model_stats"][0];
+    let (inferences, executions) =
+        (s["inference_count"].as_u64().expect("n"), s["execution_count"].as_u64().expect("n"));
+    assert_eq!(inferences, 96, "{s}");
+    assert!(executions < 48, "no batch formed: {s}");
+    assert_eq!(s["inference_stats"]["success"]["count"], 48);
+    assert_eq!(s["inference_stats"]["fail"]["count"], 0);
+    let alone = call(&state, Method::GET, "/v2/models/alone/stats", &[], "").await.json();
+    assert_eq!(alone["model_stats"][0]["execution_count"], 48);
 }

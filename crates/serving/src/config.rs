@@ -37,6 +37,17 @@ pub struct ModelConfig {
     /// Requests that may wait for an instance before new ones are refused with 503 (default 1024).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_queue_size: Option<usize>,
+    /// Stack queued requests into one engine run (default true; only for models whose inputs and outputs all have
+    /// a variable first dimension).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dynamic_batching: Option<bool>,
+    /// How long a batch may wait for more requests once it has one, in microseconds (default 0: take what is
+    /// already queued and run at once, which costs no latency and still forms batches under load).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_queue_delay_microseconds: Option<u64>,
+    /// Batch sizes to close a batch at without waiting longer (default none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preferred_batch_sizes: Option<Vec<usize>>,
 }
 
 impl ModelConfig {
@@ -59,6 +70,12 @@ impl ModelConfig {
             intra_op_threads: self.intra_op_threads.or(defaults.intra_op_threads),
             max_batch_size: self.max_batch_size.or(defaults.max_batch_size),
             max_queue_size: self.max_queue_size.or(defaults.max_queue_size),
+            dynamic_batching: self.dynamic_batching.or(defaults.dynamic_batching),
+            max_queue_delay_microseconds: self.max_queue_delay_microseconds.or(defaults.max_queue_delay_microseconds),
+            preferred_batch_sizes: self
+                .preferred_batch_sizes
+                .clone()
+                .or_else(|| defaults.preferred_batch_sizes.clone()),
         }
     }
 
@@ -80,19 +97,38 @@ impl ModelConfig {
         if max_queue_size == 0 {
             return Err("max_queue_size must be at least 1".into());
         }
+        let max_batch_size = self.max_batch_size.filter(|&b| b > 0);
+        let batch_rows_cap = max_batch_size.unwrap_or(DEFAULT_DYNAMIC_BATCH_ROWS);
+        let mut preferred_batch_sizes = self.preferred_batch_sizes.clone().unwrap_or_default();
+        preferred_batch_sizes.sort_unstable();
+        preferred_batch_sizes.dedup();
+        if let Some(&bad) = preferred_batch_sizes.iter().find(|&&p| p == 0 || p > batch_rows_cap) {
+            return Err(format!("preferred_batch_sizes must be 1 to {batch_rows_cap} (the batch cap), got {bad}"));
+        }
+        let delay_us = self.max_queue_delay_microseconds.unwrap_or(0);
+        if delay_us > 10_000_000 {
+            return Err(format!("max_queue_delay_microseconds must be at most 10000000 (10 s), got {delay_us}"));
+        }
         Ok(ResolvedModelConfig {
             engine: self.engine.unwrap_or_default(),
             instances,
             intra_op_threads,
-            max_batch_size: self.max_batch_size.filter(|&b| b > 0),
+            max_batch_size,
             max_queue_size,
             oversubscribed: instances * intra_op_threads > cores,
+            dynamic_batching: self.dynamic_batching.unwrap_or(true),
+            max_queue_delay: std::time::Duration::from_micros(delay_us),
+            preferred_batch_sizes,
+            batch_rows_cap,
         })
     }
 }
 
+/// Rows a dynamic batch may reach when the model sets no `max_batch_size`.
+pub const DEFAULT_DYNAMIC_BATCH_ROWS: usize = 64;
+
 /// Model settings with every default filled in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResolvedModelConfig {
     /// The engine choice.
     pub engine: EngineChoice,
@@ -106,6 +142,14 @@ pub struct ResolvedModelConfig {
     pub max_queue_size: usize,
     /// Whether instances × threads exceed the cores (allowed when set explicitly, but logged).
     pub oversubscribed: bool,
+    /// Whether queued requests are stacked into one run (when the model allows it).
+    pub dynamic_batching: bool,
+    /// How long a batch waits for more requests.
+    pub max_queue_delay: std::time::Duration,
+    /// Sizes that close a batch at once, ascending.
+    pub preferred_batch_sizes: Vec<usize>,
+    /// Most rows one dynamic batch may stack.
+    pub batch_rows_cap: usize,
 }
 
 #[cfg(test)]

@@ -9,11 +9,14 @@ mod error;
 mod loader;
 mod model;
 mod repository;
+mod scheduler;
 mod sources;
+mod stats;
 
 pub use config::{EngineChoice, ModelConfig, ResolvedModelConfig};
 pub use error::ServingError;
 pub use loader::{EngineKind, EngineSettings};
 pub use model::{InferRequest, InferResponse, LoadedModel};
-pub use repository::{ModelRepository, ModelSummary};
+pub use repository::{IndexEntry, ModelRepository, ModelSummary};
 pub use sources::{ModelSource, sources_from_files, sources_from_repository};
+pub use stats::{BatchStats, CountDuration, StatsSnapshot};

@@ -1,16 +1,17 @@
 //! A loaded model version: its instances on their own threads, the queue in front of them, and request validation.
 
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender, TrySendError};
-use ferry_engine::{Engine, EngineError, EngineOptions, error_chain};
+use crossbeam_channel::{Sender, TrySendError};
+use ferry_engine::{Engine, EngineOptions, error_chain};
 use ferry_types::{ModelSignature, NamedTensor, Tensor};
 use parking_lot::Mutex;
 use tokio::sync::oneshot;
 
 use crate::loader::{EngineKind, EngineSettings, choose_engine, load_instance};
+use crate::scheduler::{Batching, Job, run_instance};
+use crate::stats::{ModelStats, StatsSnapshot};
 use crate::{ModelConfig, ModelSource, ResolvedModelConfig, ServingError};
 
 /// A request to one model version, already decoded from the wire.
@@ -31,14 +32,6 @@ pub struct InferResponse {
     pub outputs: Vec<NamedTensor>,
 }
 
-struct Job {
-    inputs: Vec<NamedTensor>,
-    outputs: Vec<String>,
-    enqueued: Instant,
-    deadline: Option<Instant>,
-    reply: oneshot::Sender<Result<Vec<NamedTensor>, ServingError>>,
-}
-
 /// One version of one model, loaded, warmed up and ready.
 pub struct LoadedModel {
     name: String,
@@ -49,6 +42,8 @@ pub struct LoadedModel {
     load_time: Duration,
     sender: Option<Sender<Job>>,
     workers: Mutex<Vec<JoinHandle<()>>>,
+    stats: std::sync::Arc<ModelStats>,
+    batching: bool,
 }
 
 impl std::fmt::Debug for LoadedModel {
@@ -79,7 +74,7 @@ impl LoadedModel {
             warm_up(instance.as_mut()).map_err(|e| load_err(format!("warm-up inference failed: {e}")))?;
             instances.push(instance);
         }
-        let mut model = Self::start(&name, source.version.get(), engine, config, instances)
+        let mut model = Self::start(&name, source.version.get(), engine, config.clone(), instances)
             .map_err(|e| load_err(format!("cannot start an instance thread: {e}")))?;
         model.load_time = started.elapsed();
         if config.oversubscribed {
@@ -87,7 +82,7 @@ impl LoadedModel {
                 "instances × intra_op_threads exceed the cores; inference threads will compete");
         }
         tracing::info!(model = %source.name, version = source.version.get(), engine = engine.name(), why = %why,
-            instances = config.instances, intra_op_threads = config.intra_op_threads,
+            instances = config.instances, intra_op_threads = config.intra_op_threads, dynamic_batching = model.batching,
             load_ms = model.load_time.as_millis(), "model loaded");
         Ok(model)
     }
@@ -103,6 +98,13 @@ impl LoadedModel {
         let signature =
             instances.first().map(|i| i.signature().clone()).ok_or_else(|| std::io::Error::other("no instances"))?;
         let (sender, receiver) = crossbeam_channel::bounded(config.max_queue_size);
+        let batching = Batching {
+            enabled: config.dynamic_batching && signature.batchable(),
+            cap: config.batch_rows_cap,
+            delay: config.max_queue_delay,
+            preferred: config.preferred_batch_sizes.clone(),
+        };
+        let stats = std::sync::Arc::new(ModelStats::default());
         let mut model = Self {
             name: name.to_owned(),
             version,
@@ -112,13 +114,16 @@ impl LoadedModel {
             load_time: Duration::ZERO,
             sender: Some(sender),
             workers: Mutex::new(Vec::new()),
+            stats: stats.clone(),
+            batching: batching.enabled,
         };
         for (i, instance) in instances.into_iter().enumerate() {
             let receiver = receiver.clone();
             let model_name = name.to_owned();
+            let (batching, stats) = (batching.clone(), stats.clone());
             let worker = std::thread::Builder::new()
                 .name(format!("ferry-{name}-{version}-{i}"))
-                .spawn(move || run_instance(&model_name, instance, &receiver))?;
+                .spawn(move || run_instance(&model_name, instance, &receiver, &batching, &stats))?;
             model.workers.get_mut().push(worker);
         }
         Ok(model)
@@ -160,6 +165,18 @@ impl LoadedModel {
         self.sender.as_ref().map_or(0, Sender::len)
     }
 
+    /// Whether queued requests are stacked into one engine run.
+    #[must_use]
+    pub fn dynamic_batching(&self) -> bool {
+        self.batching
+    }
+
+    /// Statistics since the model was loaded.
+    #[must_use]
+    pub fn stats(&self) -> StatsSnapshot {
+        self.stats.snapshot()
+    }
+
     /// How long loading and warm-up took.
     #[must_use]
     pub fn load_time(&self) -> Duration {
@@ -175,6 +192,13 @@ impl LoadedModel {
     /// # Cancel safety
     /// Dropping the future abandons the result; the instance still runs a request it already took.
     pub async fn infer(&self, request: InferRequest) -> Result<InferResponse, ServingError> {
+        let arrived = Instant::now();
+        let result = self.infer_inner(request).await;
+        self.stats.request_done(result.is_ok(), arrived.elapsed());
+        result
+    }
+
+    async fn infer_inner(&self, request: InferRequest) -> Result<InferResponse, ServingError> {
         let (inputs, outputs) = self.validate(request.inputs, request.outputs)?;
         let (reply, result) = oneshot::channel();
         let enqueued = Instant::now();
@@ -298,29 +322,11 @@ fn warm_up(engine: &mut dyn Engine) -> Result<(), String> {
     engine.infer(&inputs, &outputs).map(drop).map_err(|e| error_chain(&e))
 }
 
-/// An instance's thread: takes jobs until the queue closes.
-fn run_instance(name: &str, mut engine: Box<dyn Engine>, jobs: &Receiver<Job>) {
-    for job in jobs {
-        let now = Instant::now();
-        if job.deadline.is_some_and(|d| now >= d) {
-            let waited_ms = now.duration_since(job.enqueued).as_millis();
-            drop(job.reply.send(Err(ServingError::Timeout { name: name.to_owned(), waited_ms })));
-            continue;
-        }
-        if job.reply.is_closed() {
-            continue; // The caller went away; do not spend compute on it.
-        }
-        let result = catch_unwind(AssertUnwindSafe(|| engine.infer(&job.inputs, &job.outputs))).unwrap_or_else(|_| {
-            Err(EngineError::Inference { engine: "engine", source: "the engine panicked on this request".into() })
-        });
-        drop(job.reply.send(result.map_err(|source| ServingError::Engine { name: name.to_owned(), source })));
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::mpsc;
 
+    use ferry_engine::EngineError;
     use ferry_types::{DataType, TensorData, TensorSpec};
 
     use super::*;
@@ -331,6 +337,7 @@ mod tests {
         signature: ModelSignature,
         gate: Arc<Mutex<mpsc::Receiver<()>>>,
         started: mpsc::Sender<()>,
+        runs: Arc<Mutex<Vec<usize>>>,
     }
 
     use std::sync::Arc;
@@ -340,6 +347,7 @@ mod tests {
             &self.signature
         }
         fn infer(&mut self, inputs: &[NamedTensor], _: &[String]) -> Result<Vec<NamedTensor>, EngineError> {
+            self.runs.lock().push(inputs[0].tensor.shape()[0]);
             let _sent = self.started.send(());
             let _opened = self.gate.lock().recv();
             if inputs[0].tensor.data() == &TensorData::Fp32(vec![-1.0]) {
@@ -349,21 +357,110 @@ mod tests {
         }
     }
 
-    fn gated(queue: usize) -> (LoadedModel, mpsc::Sender<()>, mpsc::Receiver<()>) {
+    struct Gated {
+        model: Arc<LoadedModel>,
+        open: mpsc::Sender<()>,
+        started: mpsc::Receiver<()>,
+        runs: Arc<Mutex<Vec<usize>>>,
+    }
+
+    fn gated_with(config: ModelConfig) -> Gated {
         let spec = |name: &str| TensorSpec { name: name.into(), datatype: DataType::Fp32, shape: vec![-1] };
         let (open, gate) = mpsc::channel();
         let (started, started_rx) = mpsc::channel();
+        let runs = Arc::new(Mutex::new(Vec::new()));
         let engine = GatedEngine {
             signature: ModelSignature { inputs: vec![spec("x")], outputs: vec![spec("y")] },
             gate: Arc::new(Mutex::new(gate)),
             started,
+            runs: runs.clone(),
         };
-        let config =
-            ModelConfig { max_queue_size: Some(queue), engine: Some(EngineChoice::Tract), ..ModelConfig::default() }
-                .resolve()
-                .expect("config");
+        let config = ModelConfig { engine: Some(EngineChoice::Tract), ..config }.resolve().expect("config");
         let model = LoadedModel::start("gated", 1, EngineKind::Tract, config, vec![Box::new(engine)]).expect("start");
-        (model, open, started_rx)
+        Gated { model: Arc::new(model), open, started: started_rx, runs }
+    }
+
+    fn gated(queue: usize) -> (LoadedModel, mpsc::Sender<()>, mpsc::Receiver<()>) {
+        let g = gated_with(ModelConfig { max_queue_size: Some(queue), ..ModelConfig::default() });
+        let model = Arc::try_unwrap(g.model).expect("sole owner");
+        (model, g.open, g.started)
+    }
+
+    fn rows(values: &[f32]) -> InferRequest {
+        let t = Tensor::new(vec![values.len()], TensorData::Fp32(values.to_vec())).expect("tensor");
+        InferRequest { inputs: vec![NamedTensor::new("x", t)], outputs: Vec::new(), timeout: None }
+    }
+
+    fn spawn_infer(
+        model: &Arc<LoadedModel>,
+        request: InferRequest,
+    ) -> tokio::task::JoinHandle<Result<InferResponse, ServingError>> {
+        let m = model.clone();
+        tokio::spawn(async move { m.infer(request).await })
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn queued_requests_are_stacked_up_to_the_cap_and_split_back() {
+        let g = gated_with(ModelConfig { max_batch_size: Some(4), ..ModelConfig::default() });
+        let first = spawn_infer(&g.model, rows(&[0.0]));
+        wait_started(&g.started).await;
+        // While the instance is busy, queue requests of 1, 2, 1 and 3 rows: 1+2+1 fill the cap of 4, 3 waits.
+        let mut queued = Vec::new();
+        for (i, r) in [vec![1.0], vec![2.0, 2.5], vec![3.0], vec![4.0, 4.5, 4.75]].into_iter().enumerate() {
+            queued.push((r.clone(), spawn_infer(&g.model, rows(&r))));
+            while g.model.queue_depth() < i + 1 {
+                tokio::task::yield_now().await;
+            }
+        }
+        for _ in 0..3 {
+            g.open.send(()).expect("open");
+        }
+        assert!(first.await.expect("task").is_ok());
+        for (sent, task) in queued {
+            let out = task.await.expect("task").expect("infer");
+            // Each request gets back exactly its own rows.
+            assert_eq!(out.outputs[0].tensor.data(), &TensorData::Fp32(sent));
+        }
+        assert_eq!(*g.runs.lock(), vec![1, 4, 3]);
+        let stats = g.model.stats();
+        assert_eq!((stats.inference_count, stats.execution_count), (8, 3));
+        assert_eq!(stats.success.count, 5);
+        assert_eq!(
+            stats.batches.iter().map(|b| (b.batch_size, b.compute_infer.count)).collect::<Vec<_>>(),
+            vec![(1, 1), (3, 1), (4, 1)]
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_batch_waits_up_to_the_queue_delay_for_more() {
+        // A long delay: the second request, sent right after the first, joins its batch.
+        let g = gated_with(ModelConfig { max_queue_delay_microseconds: Some(2_000_000), ..ModelConfig::default() });
+        for _ in 0..2 {
+            g.open.send(()).expect("open");
+        }
+        let a = spawn_infer(&g.model, rows(&[1.0]));
+        let b = spawn_infer(&g.model, rows(&[2.0]));
+        assert!(a.await.expect("task").is_ok() && b.await.expect("task").is_ok());
+        assert_eq!(*g.runs.lock(), vec![2]);
+        // Alone, a request still runs once the delay passes.
+        assert!(g.model.infer(rows(&[3.0])).await.is_ok());
+        assert_eq!(*g.runs.lock(), vec![2, 1]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_preferred_size_closes_the_batch_without_waiting() {
+        let g = gated_with(ModelConfig {
+            max_queue_delay_microseconds: Some(10_000_000),
+            preferred_batch_sizes: Some(vec![2]),
+            ..ModelConfig::default()
+        });
+        for _ in 0..2 {
+            g.open.send(()).expect("open");
+        }
+        // Two rows in one request reach the preferred size: it runs at once, not after 10 s.
+        let done = tokio::time::timeout(Duration::from_secs(5), g.model.infer(rows(&[1.0, 2.0]))).await;
+        assert!(matches!(done, Ok(Ok(_))), "the batch did not close at its preferred size");
+        assert_eq!(*g.runs.lock(), vec![2]);
     }
 
     /// Waits, without blocking the runtime, until the instance has taken a request.

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use ferry_types::ModelVersion;
 use parking_lot::RwLock;
 
-use crate::{LoadedModel, ServingError};
+use crate::{EngineSettings, LoadedModel, ModelConfig, ModelSource, ServingError};
 
 /// A model's name and its loaded versions, for listings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,10 +17,33 @@ pub struct ModelSummary {
     pub versions: Vec<u64>,
 }
 
+/// One entry of the repository index: a known model version and whether it is loaded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexEntry {
+    /// Model name.
+    pub name: String,
+    /// Version.
+    pub version: u64,
+    /// Loaded and ready.
+    pub ready: bool,
+    /// Why it is not ready (unloaded, or the load error).
+    pub reason: String,
+}
+
+/// Where models can be (re)loaded from: the sources, server-wide defaults and engine settings.
+#[derive(Debug, Default)]
+struct Catalog {
+    sources: Vec<ModelSource>,
+    defaults: ModelConfig,
+    engines: EngineSettings,
+    failures: BTreeMap<(String, u64), String>,
+}
+
 /// The loaded models. Lookups take a read lock for a map access only; requests then run on the model's own `Arc`.
 #[derive(Debug, Default)]
 pub struct ModelRepository {
     models: RwLock<BTreeMap<String, BTreeMap<u64, Arc<LoadedModel>>>>,
+    catalog: RwLock<Catalog>,
 }
 
 impl ModelRepository {
@@ -62,6 +85,91 @@ impl ModelRepository {
             .iter()
             .map(|(name, versions)| ModelSummary { name: name.clone(), versions: versions.keys().copied().collect() })
             .collect()
+    }
+
+    /// Loaded versions of `name`, ascending (empty if none).
+    #[must_use]
+    pub fn versions_of(&self, name: &str) -> Vec<u64> {
+        self.models.read().get(name).map(|v| v.keys().copied().collect()).unwrap_or_default()
+    }
+
+    /// Sets what [`ModelRepository::load`] loads from.
+    pub fn set_catalog(&self, sources: Vec<ModelSource>, defaults: ModelConfig, engines: EngineSettings) {
+        *self.catalog.write() = Catalog { sources, defaults, engines, failures: BTreeMap::new() };
+    }
+
+    /// Names of every model in the catalog, in order.
+    #[must_use]
+    pub fn catalog_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.catalog.read().sources.iter().map(|s| s.name.to_string()).collect();
+        names.dedup();
+        names
+    }
+
+    /// Loads (or reloads) every version of `name` from the catalog, then swaps them in together; requests in flight
+    /// finish on the versions they started on. Blocking: call it off the async runtime.
+    ///
+    /// # Errors
+    /// [`ServingError::ModelNotFound`] when the catalog has no such model, or the first load error (nothing is
+    /// swapped in then, and the error is kept for the index).
+    pub fn load(&self, name: &str) -> Result<(), ServingError> {
+        let (sources, defaults, engines) = {
+            let catalog = self.catalog.read();
+            let sources: Vec<ModelSource> =
+                catalog.sources.iter().filter(|s| s.name.as_str() == name).cloned().collect();
+            (sources, catalog.defaults.clone(), catalog.engines.clone())
+        };
+        if sources.is_empty() {
+            return Err(ServingError::ModelNotFound { name: name.to_owned() });
+        }
+        let mut loaded = Vec::with_capacity(sources.len());
+        for source in &sources {
+            match LoadedModel::load(source, &defaults, &engines) {
+                Ok(model) => loaded.push(Arc::new(model)),
+                Err(e) => {
+                    self.catalog.write().failures.insert((name.to_owned(), source.version.get()), e.to_string());
+                    return Err(e);
+                }
+            }
+        }
+        let fresh: BTreeMap<u64, Arc<LoadedModel>> = loaded.into_iter().map(|m| (m.version(), m)).collect();
+        let old = self.models.write().insert(name.to_owned(), fresh);
+        self.catalog.write().failures.retain(|(n, _), _| n != name);
+        // Old versions stop when their last in-flight request drops them; never join threads under the lock.
+        drop(old);
+        Ok(())
+    }
+
+    /// Removes every version of `name`, returning them so the caller decides where their threads are joined.
+    ///
+    /// # Errors
+    /// [`ServingError::ModelNotFound`] when `name` is not loaded.
+    pub fn unload(&self, name: &str) -> Result<Vec<Arc<LoadedModel>>, ServingError> {
+        let removed =
+            self.models.write().remove(name).ok_or_else(|| ServingError::ModelNotFound { name: name.to_owned() })?;
+        Ok(removed.into_values().collect())
+    }
+
+    /// Every known model version: the catalog's and whatever else is loaded.
+    #[must_use]
+    pub fn index(&self) -> Vec<IndexEntry> {
+        let models = self.models.read();
+        let catalog = self.catalog.read();
+        let mut entries: BTreeMap<(String, u64), IndexEntry> = BTreeMap::new();
+        for s in &catalog.sources {
+            let key = (s.name.to_string(), s.version.get());
+            let reason = catalog.failures.get(&key).cloned().unwrap_or_else(|| "unloaded".into());
+            entries.insert(key.clone(), IndexEntry { name: key.0, version: key.1, ready: false, reason });
+        }
+        for (name, versions) in models.iter() {
+            for &version in versions.keys() {
+                entries.insert(
+                    (name.clone(), version),
+                    IndexEntry { name: name.clone(), version, ready: true, reason: String::new() },
+                );
+            }
+        }
+        entries.into_values().collect()
     }
 
     /// Removes every model, returning them so the caller decides where their threads are joined.

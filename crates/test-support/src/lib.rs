@@ -70,6 +70,8 @@ pub struct FerryProcess {
     pub base_url: String,
     /// `127.0.0.1:PORT`
     pub addr: String,
+    /// `127.0.0.1:PORT` of the gRPC front end.
+    pub grpc_addr: String,
     _data: tempfile::TempDir,
 }
 
@@ -83,22 +85,28 @@ impl FerryProcess {
         let mut child = Command::new(binary)
             .arg("serve")
             .args(args)
-            .args(["--host", "127.0.0.1", "--http-port", "0"])
+            .args(["--host", "127.0.0.1", "--http-port", "0", "--grpc-port", "0"])
             .current_dir(data.path())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .with_context(|| format!("starting {}", binary.display()))?;
         let stdout = child.stdout.take().context("stdout")?;
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line)?;
-        let Some(url) = line.trim().strip_prefix("ferry listening on ") else {
+        let mut reader = BufReader::new(stdout);
+        let (mut line, mut grpc_line) = (String::new(), String::new());
+        reader.read_line(&mut line)?;
+        reader.read_line(&mut grpc_line)?;
+        let (Some(url), Some(grpc)) = (
+            line.trim().strip_prefix("ferry listening on "),
+            grpc_line.trim().strip_prefix("ferry gRPC listening on "),
+        ) else {
             let out = child.wait_with_output()?;
-            bail!("ferry did not start: {line}{}", String::from_utf8_lossy(&out.stderr));
+            bail!("ferry did not start: {line}{grpc_line}{}", String::from_utf8_lossy(&out.stderr));
         };
         let base_url = url.to_owned();
         let addr = base_url.trim_start_matches("http://").to_owned();
-        let mut process = Self { child: Some(child), base_url, addr, _data: data };
+        let grpc_addr = grpc.to_owned();
+        let mut process = Self { child: Some(child), base_url, addr, grpc_addr, _data: data };
         process.wait_ready(Duration::from_secs(60))?;
         Ok(process)
     }

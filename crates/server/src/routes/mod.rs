@@ -1,6 +1,8 @@
 //! Route table: one module per resource.
 
 mod oip;
+mod repository;
+pub(crate) mod stats;
 
 use axum::Json;
 use axum::Router;
@@ -14,6 +16,8 @@ use crate::{ApiError, AppState};
 pub(crate) fn router(state: AppState) -> Router {
     Router::new()
         .merge(oip::routes())
+        .merge(stats::routes())
+        .merge(repository::routes())
         .fallback(|method: Method, uri: Uri| async move {
             ApiError::new(ErrorKind::NotFound, format!("no route for {method} {}", uri.path()))
         })

@@ -1,0 +1,227 @@
+//! The gRPC front end: `inference.GRPCInferenceService` on tonic, byte-compatible with KServe's
+//! `grpc_predict_v2.proto` and Triton's extensions for statistics and the model repository.
+
+use std::future::Future;
+use std::time::Duration;
+
+use ferry_protocol::grpc::pb::grpc_inference_service_server::{GrpcInferenceService, GrpcInferenceServiceServer};
+use ferry_protocol::grpc::{decode_model_infer, encode_model_infer, pb};
+use ferry_serving::InferRequest;
+use ferry_types::{ErrorKind, TensorSpec};
+use tokio::net::TcpListener;
+use tonic::{Code, Request, Response, Status};
+
+use crate::{ApiError, AppState, EXTENSIONS};
+
+/// The gRPC status code of each error kind. Exhaustive on purpose: a new kind must be decided here.
+#[must_use]
+pub const fn code_of(kind: ErrorKind) -> Code {
+    match kind {
+        ErrorKind::NotFound => Code::NotFound,
+        ErrorKind::InvalidInput => Code::InvalidArgument,
+        ErrorKind::PayloadTooLarge | ErrorKind::RateLimited => Code::ResourceExhausted,
+        ErrorKind::Unauthenticated => Code::Unauthenticated,
+        ErrorKind::PermissionDenied => Code::PermissionDenied,
+        ErrorKind::Overloaded | ErrorKind::Unavailable => Code::Unavailable,
+        ErrorKind::Timeout => Code::DeadlineExceeded,
+        ErrorKind::Conflict => Code::AlreadyExists,
+        ErrorKind::Internal => Code::Internal,
+    }
+}
+
+impl From<ApiError> for Status {
+    fn from(e: ApiError) -> Self {
+        Status::new(code_of(e.kind()), e.message().to_owned())
+    }
+}
+
+fn status(e: impl Into<ApiError>) -> Status {
+    Status::from(e.into())
+}
+
+/// Parses the `grpc-timeout` header (`<digits><unit>`, unit one of H M S m u n).
+fn grpc_timeout<T>(request: &Request<T>) -> Option<Duration> {
+    let value = request.metadata().get("grpc-timeout")?.to_str().ok()?;
+    let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n.saturating_mul(3600)),
+        "M" => Duration::from_secs(n.saturating_mul(60)),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+fn version_arg(v: &str) -> Option<&str> {
+    (!v.is_empty()).then_some(v)
+}
+
+fn tensor_meta(specs: &[TensorSpec]) -> Vec<pb::model_metadata_response::TensorMetadata> {
+    specs
+        .iter()
+        .map(|s| pb::model_metadata_response::TensorMetadata {
+            name: s.name.clone(),
+            datatype: s.datatype.as_str().to_owned(),
+            shape: s.shape.clone(),
+        })
+        .collect()
+}
+
+/// The service, over the same state as the HTTP routes.
+#[derive(Debug, Clone)]
+pub struct GrpcService {
+    state: AppState,
+}
+
+impl GrpcService {
+    fn not_ready() -> Status {
+        Status::unavailable("the server is not ready: models are still loading, or it is shutting down")
+    }
+}
+
+#[tonic::async_trait]
+impl GrpcInferenceService for GrpcService {
+    async fn server_live(&self, _: Request<pb::ServerLiveRequest>) -> Result<Response<pb::ServerLiveResponse>, Status> {
+        Ok(Response::new(pb::ServerLiveResponse { live: true }))
+    }
+
+    async fn server_ready(
+        &self,
+        _: Request<pb::ServerReadyRequest>,
+    ) -> Result<Response<pb::ServerReadyResponse>, Status> {
+        Ok(Response::new(pb::ServerReadyResponse { ready: self.state.is_ready() }))
+    }
+
+    async fn model_ready(
+        &self,
+        request: Request<pb::ModelReadyRequest>,
+    ) -> Result<Response<pb::ModelReadyResponse>, Status> {
+        let r = request.into_inner();
+        let ready = self.state.is_ready() && self.state.repository().get(&r.name, version_arg(&r.version)).is_ok();
+        Ok(Response::new(pb::ModelReadyResponse { ready }))
+    }
+
+    async fn server_metadata(
+        &self,
+        _: Request<pb::ServerMetadataRequest>,
+    ) -> Result<Response<pb::ServerMetadataResponse>, Status> {
+        Ok(Response::new(pb::ServerMetadataResponse {
+            name: "ferry".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            extensions: EXTENSIONS.iter().map(|e| (*e).to_owned()).collect(),
+        }))
+    }
+
+    async fn model_metadata(
+        &self,
+        request: Request<pb::ModelMetadataRequest>,
+    ) -> Result<Response<pb::ModelMetadataResponse>, Status> {
+        let r = request.into_inner();
+        let model = self.state.repository().get(&r.name, version_arg(&r.version)).map_err(status)?;
+        let versions = if r.version.is_empty() {
+            self.state.repository().versions_of(&r.name).iter().map(u64::to_string).collect()
+        } else {
+            vec![model.version().to_string()]
+        };
+        Ok(Response::new(pb::ModelMetadataResponse {
+            name: model.name().to_owned(),
+            versions,
+            platform: model.engine().platform().to_owned(),
+            inputs: tensor_meta(&model.signature().inputs),
+            outputs: tensor_meta(&model.signature().outputs),
+        }))
+    }
+
+    async fn model_infer(
+        &self,
+        request: Request<pb::ModelInferRequest>,
+    ) -> Result<Response<pb::ModelInferResponse>, Status> {
+        if !self.state.is_ready() {
+            return Err(Self::not_ready());
+        }
+        let deadline = grpc_timeout(&request);
+        let r = request.into_inner();
+        let model = self.state.repository().get(&r.model_name, version_arg(&r.model_version)).map_err(status)?;
+        let decoded = decode_model_infer(r).map_err(status)?;
+        let outputs = decoded.outputs.into_iter().map(|o| o.name).collect();
+        // The tighter of the protocol's `timeout` parameter and the call's deadline.
+        let timeout = match (decoded.timeout, deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let response = model.infer(InferRequest { inputs: decoded.inputs, outputs, timeout }).await.map_err(status)?;
+        Ok(Response::new(encode_model_infer(model.name(), &model.version().to_string(), decoded.id, response.outputs)))
+    }
+
+    async fn model_statistics(
+        &self,
+        request: Request<pb::ModelStatisticsRequest>,
+    ) -> Result<Response<pb::ModelStatisticsResponse>, Status> {
+        let r = request.into_inner();
+        let name = (!r.name.is_empty()).then_some(r.name.as_str());
+        let models = crate::routes::stats::select(&self.state, name, version_arg(&r.version)).map_err(Status::from)?;
+        let model_stats = models.iter().map(|m| crate::routes::stats::to_proto(m)).collect();
+        Ok(Response::new(pb::ModelStatisticsResponse { model_stats }))
+    }
+
+    async fn repository_index(
+        &self,
+        request: Request<pb::RepositoryIndexRequest>,
+    ) -> Result<Response<pb::RepositoryIndexResponse>, Status> {
+        let ready_only = request.into_inner().ready;
+        let models = self
+            .state
+            .repository()
+            .index()
+            .into_iter()
+            .filter(|e| !ready_only || e.ready)
+            .map(|e| pb::repository_index_response::ModelIndex {
+                name: e.name,
+                version: e.version.to_string(),
+                state: if e.ready { "READY" } else { "UNAVAILABLE" }.into(),
+                reason: e.reason,
+            })
+            .collect();
+        Ok(Response::new(pb::RepositoryIndexResponse { models }))
+    }
+
+    async fn repository_model_load(
+        &self,
+        request: Request<pb::RepositoryModelLoadRequest>,
+    ) -> Result<Response<pb::RepositoryModelLoadResponse>, Status> {
+        let name = request.into_inner().model_name;
+        self.state.load_model(&name).await.map_err(Status::from)?;
+        Ok(Response::new(pb::RepositoryModelLoadResponse {}))
+    }
+
+    async fn repository_model_unload(
+        &self,
+        request: Request<pb::RepositoryModelUnloadRequest>,
+    ) -> Result<Response<pb::RepositoryModelUnloadResponse>, Status> {
+        let name = request.into_inner().model_name;
+        self.state.unload_model(&name).await.map_err(Status::from)?;
+        Ok(Response::new(pb::RepositoryModelUnloadResponse {}))
+    }
+}
+
+/// Serves gRPC on `listener` until `shutdown` resolves, then drains in-flight calls.
+///
+/// # Errors
+/// The transport's error.
+pub async fn serve_grpc(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), tonic::transport::Error> {
+    let limit = state.limits().max_request_bytes;
+    let service = GrpcInferenceServiceServer::new(GrpcService { state })
+        .max_decoding_message_size(limit)
+        .max_encoding_message_size(usize::MAX);
+    tonic::transport::Server::builder()
+        .add_service(service)
+        .serve_with_incoming_shutdown(tonic::transport::server::TcpIncoming::from(listener), shutdown)
+        .await
+}

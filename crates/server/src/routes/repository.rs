@@ -1,0 +1,38 @@
+//! The model repository extension (Triton's): index, load and unload the models of the configured repository.
+
+use axum::extract::{Path, State};
+use axum::routing::post;
+use axum::{Json, Router};
+use serde_json::{Value, json};
+
+use crate::{ApiError, AppState};
+
+pub(crate) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v2/repository/index", post(index))
+        .route("/v2/repository/models/{name}/load", post(load))
+        .route("/v2/repository/models/{name}/unload", post(unload))
+}
+
+async fn index(State(state): State<AppState>) -> Json<Value> {
+    let entries: Vec<Value> = state
+        .repository()
+        .index()
+        .into_iter()
+        .map(|e| {
+            let state = if e.ready { "READY" } else { "UNAVAILABLE" };
+            json!({"name": e.name, "version": e.version.to_string(), "state": state, "reason": e.reason})
+        })
+        .collect();
+    Json(Value::Array(entries))
+}
+
+async fn load(State(state): State<AppState>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
+    state.load_model(&name).await?;
+    Ok(Json(json!({})))
+}
+
+async fn unload(State(state): State<AppState>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
+    state.unload_model(&name).await?;
+    Ok(Json(json!({})))
+}

@@ -1,0 +1,180 @@
+//! An instance's thread: takes requests from the model's queue, stacks compatible ones into one engine run
+//! (dynamic batching), runs it, and splits the outputs back to each request.
+//!
+//! Batching is greedy by default: whatever is already queued when an instance becomes free is run together, which
+//! adds no latency when the server is idle and forms batches by itself under load. `max_queue_delay` lets a batch
+//! wait for more; a preferred size or the row cap closes it early.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, TryRecvError};
+use ferry_engine::{Engine, EngineError};
+use ferry_types::{NamedTensor, Tensor};
+use tokio::sync::oneshot;
+
+use crate::ServingError;
+use crate::stats::ModelStats;
+
+/// One validated request waiting for an instance.
+pub(crate) struct Job {
+    /// Inputs in model order.
+    pub(crate) inputs: Vec<NamedTensor>,
+    /// Outputs wanted.
+    pub(crate) outputs: Vec<String>,
+    /// When it was queued.
+    pub(crate) enqueued: Instant,
+    /// When it stops being worth running.
+    pub(crate) deadline: Option<Instant>,
+    /// Where the answer goes.
+    pub(crate) reply: oneshot::Sender<Result<Vec<NamedTensor>, ServingError>>,
+}
+
+impl Job {
+    /// Rows along the batch dimension.
+    fn rows(&self) -> usize {
+        self.inputs.first().and_then(|t| t.tensor.shape().first().copied()).unwrap_or(0)
+    }
+
+    /// Whether `other` can be stacked with this one: same outputs, same non-batch dimensions for every input.
+    fn stacks_with(&self, other: &Self) -> bool {
+        self.outputs == other.outputs
+            && self.inputs.iter().zip(&other.inputs).all(|(a, b)| {
+                let (a, b) = (a.tensor.shape(), b.tensor.shape());
+                a.len() == b.len() && a.get(1..) == b.get(1..)
+            })
+    }
+}
+
+/// How an instance forms batches.
+#[derive(Debug, Clone)]
+pub(crate) struct Batching {
+    /// Off for models without a variable first dimension everywhere, or when configured off.
+    pub(crate) enabled: bool,
+    /// Most rows in one run.
+    pub(crate) cap: usize,
+    /// How long to wait for more once a batch has started.
+    pub(crate) delay: Duration,
+    /// Sizes that close a batch at once.
+    pub(crate) preferred: Vec<usize>,
+}
+
+/// Serves jobs until the queue closes.
+pub(crate) fn run_instance(
+    name: &str,
+    mut engine: Box<dyn Engine>,
+    jobs: &Receiver<Job>,
+    batching: &Batching,
+    stats: &ModelStats,
+) {
+    let mut carried: Option<Job> = None;
+    loop {
+        let first = match carried.take() {
+            Some(job) => job,
+            None => match jobs.recv() {
+                Ok(job) => job,
+                Err(_) => return,
+            },
+        };
+        let mut batch = vec![first];
+        if batching.enabled {
+            let close_at = batch[0].enqueued + batching.delay;
+            let mut rows = batch[0].rows();
+            while rows < batching.cap && !batching.preferred.contains(&rows) {
+                let next = match jobs.try_recv() {
+                    Ok(job) => Some(job),
+                    Err(TryRecvError::Empty) if !batching.delay.is_zero() => jobs.recv_deadline(close_at).ok(),
+                    Err(_) => None,
+                };
+                let Some(job) = next else { break };
+                if rows + job.rows() <= batching.cap && batch[0].stacks_with(&job) {
+                    rows += job.rows();
+                    batch.push(job);
+                } else {
+                    carried = Some(job);
+                    break;
+                }
+            }
+        }
+        execute(name, engine.as_mut(), batch, stats);
+    }
+}
+
+/// Runs one engine call, turning a panic into an error so one bad request never takes an instance down.
+fn guarded_infer(
+    engine: &mut dyn Engine,
+    inputs: &[NamedTensor],
+    outputs: &[String],
+) -> Result<Vec<NamedTensor>, EngineError> {
+    catch_unwind(AssertUnwindSafe(|| engine.infer(inputs, outputs))).unwrap_or_else(|_| {
+        Err(EngineError::Inference { engine: "engine", source: "the engine panicked on this request".into() })
+    })
+}
+
+fn execute(name: &str, engine: &mut dyn Engine, batch: Vec<Job>, stats: &ModelStats) {
+    let start = Instant::now();
+    let live: Vec<Job> = batch
+        .into_iter()
+        .filter_map(|job| {
+            stats.queued(start.duration_since(job.enqueued));
+            if job.deadline.is_some_and(|d| start >= d) {
+                let waited_ms = start.duration_since(job.enqueued).as_millis();
+                let _gone = job.reply.send(Err(ServingError::Timeout { name: name.to_owned(), waited_ms }));
+                return None;
+            }
+            // A caller that went away is not worth the compute.
+            (!job.reply.is_closed()).then_some(job)
+        })
+        .collect();
+    match live.len() {
+        0 => {}
+        1 => live.into_iter().for_each(|job| run_alone(name, engine, job, stats)),
+        _ => run_stacked(name, engine, live, stats),
+    }
+}
+
+fn run_alone(name: &str, engine: &mut dyn Engine, job: Job, stats: &ModelStats) {
+    let started = Instant::now();
+    let result = guarded_infer(engine, &job.inputs, &job.outputs);
+    if result.is_ok() {
+        stats.executed(1, job.rows() as u64, Duration::ZERO, started.elapsed(), Duration::ZERO);
+    }
+    let _gone = job.reply.send(result.map_err(|source| ServingError::Engine { name: name.to_owned(), source }));
+}
+
+/// Stacks the jobs' inputs, runs once and splits the outputs back. Anything unexpected (an engine error, outputs
+/// without the stacked rows) falls back to running each job alone, so one bad request only fails itself.
+fn run_stacked(name: &str, engine: &mut dyn Engine, jobs: Vec<Job>, stats: &ModelStats) {
+    let t0 = Instant::now();
+    let rows: Vec<usize> = jobs.iter().map(Job::rows).collect();
+    let total: usize = rows.iter().sum();
+    let stacked: Option<Vec<NamedTensor>> = (0..jobs[0].inputs.len())
+        .map(|i| {
+            let parts: Vec<&Tensor> = jobs.iter().map(|j| &j.inputs[i].tensor).collect();
+            Tensor::concat(&parts).ok().map(|t| NamedTensor::new(&jobs[0].inputs[i].name, t))
+        })
+        .collect();
+    let t1 = Instant::now();
+    let split = stacked.and_then(|inputs| {
+        let outputs = guarded_infer(engine, &inputs, &jobs[0].outputs).ok()?;
+        let t2 = Instant::now();
+        let per_output: Vec<Vec<Tensor>> =
+            outputs.iter().map(|o| o.tensor.split_rows(&rows)).collect::<Result<_, _>>().ok()?;
+        Some((outputs, per_output, t2))
+    });
+    let Some((outputs, mut per_output, t2)) = split else {
+        for job in jobs {
+            run_alone(name, engine, job, stats);
+        }
+        return;
+    };
+    for (k, job) in jobs.into_iter().enumerate().rev() {
+        let mine = outputs
+            .iter()
+            .zip(per_output.iter_mut())
+            .map(|(o, parts)| NamedTensor::new(&o.name, parts.swap_remove(k)))
+            .collect();
+        let _gone = job.reply.send(Ok(mine));
+    }
+    stats.executed(rows.len() as u64, total as u64, t1 - t0, t2 - t1, t2.elapsed());
+}
