@@ -127,6 +127,8 @@ def measure(server, body_file, header_len, seconds):
             peak = max(peak, r["rss_mb"])
             r["conc"] = conc
             rows.append(r)
+            if r["errors"]:
+                raise RuntimeError(f"{server.name} answered {r['errors']} errors at concurrency {conc}")
             print(f"  {server.name:<28} c={conc:<3} {r['rps']:>9.0f} req/s  p50 {r['p50']:.3f} ms  p99 {r['p99']:.3f} ms"
                   f"  errors {r['errors']}", flush=True)
     return rows
@@ -178,8 +180,8 @@ def main():
     tiny_json.write_text(json.dumps({"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32",
                                                  "data": [1, 2, 3, 4]}]}))
 
-    def repo(name, model, config):
-        d = tmp / f"repo-{name}" / name
+    def repo(label, name, model, config):
+        d = tmp / f"repo-{label}" / name
         (d / "1").mkdir(parents=True)
         shutil.copy(model, d / "1" / "model.onnx")
         (d / "config.toml").write_text(config)
@@ -187,7 +189,7 @@ def main():
 
     def ferry(label, name, model, config):
         port = free_port()
-        cmd = [str(TARGET / "ferry"), "serve", "--model-repository", repo(label, model, config),
+        cmd = [str(TARGET / "ferry"), "serve", "--model-repository", repo(label, name, model, config),
                "--http-port", str(port), "--grpc-port", str(free_port())]
         return Server(label, cmd, f"http://127.0.0.1:{port}/v2/models/{name}/infer",
                       ready=f"http://127.0.0.1:{port}/v2/health/ready")
@@ -270,7 +272,11 @@ def write_report(path, results, ceiling, seconds):
               "| batch | rows/s |", "|---|---|"]
     for batch, rate in ceiling.items():
         lines.append(f"| {batch} | {rate:.0f} |")
-    path.write_text("\n".join(lines) + "\n")
+    # The hand-written analysis below "## Notes" survives a re-run.
+    notes = ""
+    if path.exists() and "\n## Notes" in path.read_text():
+        notes = "\n## Notes" + path.read_text().split("\n## Notes", 1)[1]
+    path.write_text("\n".join(lines) + "\n" + notes)
     print(f"wrote {path}")
 
 
