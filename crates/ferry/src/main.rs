@@ -10,6 +10,11 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// mimalloc instead of glibc malloc: request buffers are allocated on the async runtime's threads and freed on the
+/// inference threads (and back), and glibc's arena locks made that cross-thread traffic the top of the profile.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// ferry — take a trained ONNX model to production and keep it healthy there.
 #[derive(Debug, Parser)]
 #[command(name = "ferry", version, about, propagate_version = true)]
