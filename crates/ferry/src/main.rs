@@ -1,10 +1,14 @@
 //! `ferry`: packs, serves and watches ONNX models. A thin `main`: parse the command line, run the subcommand, print
 //! any error with its whole chain, and exit with a code that means something (0 ok, 1 failed, 2 bad usage).
 
+mod client;
 mod config_cmd;
 mod logging;
+mod pack;
+mod progress;
 mod serve;
 mod settings;
+mod table;
 
 use std::process::ExitCode;
 
@@ -27,6 +31,22 @@ struct Cli {
 enum Command {
     /// Serve models over the Open Inference Protocol (KServe v2) on HTTP.
     Serve(serve::ServeArgs),
+    /// Pack a trained ONNX model into a versionable .ferry package (profile, validation metrics, checksums).
+    Pack(pack::PackArgs),
+    /// Print a package's manifest, signature, profile summary and metrics.
+    Inspect(pack::InspectArgs),
+    /// Check every checksum of a package and that its manifest describes its model.
+    Verify(pack::VerifyArgs),
+    /// Upload a package to a server's registry as a new version.
+    Push(client::PushArgs),
+    /// List the registry's models.
+    Models(client::ServerArgs),
+    /// List the versions of a model.
+    Versions(client::VersionsArgs),
+    /// Point an alias (production, staging, …) at a version; moving production swaps what is served.
+    Alias(client::AliasArgs),
+    /// Download a package from the registry.
+    Pull(client::PullArgs),
     /// Inspect the effective configuration.
     #[command(subcommand)]
     Config(config_cmd::ConfigCommand),
@@ -36,6 +56,14 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
+        Command::Pack(args) => pack::run_pack(args),
+        Command::Inspect(args) => pack::run_inspect(args),
+        Command::Verify(args) => pack::run_verify(args),
+        Command::Push(args) => client::run_push(args),
+        Command::Models(args) => client::run_models(args),
+        Command::Versions(args) => client::run_versions(args),
+        Command::Alias(args) => client::run_alias(args),
+        Command::Pull(args) => client::run_pull(args),
         Command::Config(cmd) => config_cmd::run(cmd),
     };
     match result {
@@ -44,5 +72,15 @@ fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        super::Cli::command().debug_assert();
     }
 }

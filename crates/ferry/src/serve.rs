@@ -5,16 +5,18 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use clap::Args;
-use ferry_server::{AppState, ServerLimits};
+use ferry_registry::{ArtifactStore, Registry};
+use ferry_server::{AppState, RegistryContext, ServerLimits};
 use ferry_serving::{EngineSettings, ModelRepository, sources_from_files, sources_from_repository};
 use tokio::net::TcpListener;
 
 use crate::settings::{Settings, SettingsArgs};
 
-/// `ferry serve [MODEL.onnx …] [--model-repository DIR]`
+/// `ferry serve [MODEL.onnx …] [--model-repository DIR]`; with neither, the registry's `production` versions.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// ONNX model files to serve, each under its file stem as version 1.
+    /// ONNX model files to serve, each under its file stem as version 1. The registry's models with a serving
+    /// alias are served as well.
     #[arg(value_name = "MODEL.onnx")]
     pub models: Vec<PathBuf>,
     #[command(flatten)]
@@ -38,9 +40,7 @@ async fn serve(files: Vec<PathBuf>, settings: Settings) -> anyhow::Result<()> {
             sources.push(source);
         }
     }
-    if sources.is_empty() {
-        bail!("no models to serve: name model files (ferry serve model.onnx) or a repository (--model-repository DIR)");
-    }
+    let registry = open_registry(&settings).await?;
 
     let repository = Arc::new(ModelRepository::new());
     let names = {
@@ -50,7 +50,14 @@ async fn serve(files: Vec<PathBuf>, settings: Settings) -> anyhow::Result<()> {
     };
     let engines = EngineSettings { onnxruntime_lib: settings.onnxruntime_lib.clone() };
     repository.set_catalog(sources, settings.models.clone(), engines);
-    let state = AppState::new(repository.clone(), ServerLimits { max_request_bytes: settings.max_request_bytes });
+    let context = RegistryContext::new(
+        registry,
+        settings.serve_alias.clone(),
+        settings.data_dir.join("cache"),
+        settings.max_package_bytes,
+    );
+    let limits = ServerLimits { max_request_bytes: settings.max_request_bytes };
+    let state = AppState::with_registry(repository.clone(), limits, Some(context));
 
     let http_addr = format!("{}:{}", settings.host, settings.http_port);
     let http = TcpListener::bind(&http_addr).await.with_context(|| format!("cannot listen on {http_addr}"))?;
@@ -77,19 +84,30 @@ async fn serve(files: Vec<PathBuf>, settings: Settings) -> anyhow::Result<()> {
         stop_tx.send_replace(true);
     });
 
-    let count = names.len();
     let loader = repository.clone();
     let loading = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
         names.iter().try_for_each(|name| loader.load(name).map_err(anyhow::Error::from))
     });
+    let from_registry = {
+        let state = state.clone();
+        async move {
+            let ctx = state.registry_context().context("registry context")?.clone();
+            ctx.sync_all(&state).await.map_err(|e| anyhow::anyhow!("{}", e.message()))
+        }
+    };
     let mut load_stop = stop_rx;
-    let loaded = tokio::select! {
-        loaded = loading => loaded.context("model loading panicked")?,
+    let (loaded, served) = tokio::select! {
+        both = async { tokio::join!(loading, from_registry) } => both,
         _ = async { drop(load_stop.wait_for(|stop| *stop).await) } => bail!("stopped before the models finished loading"),
     };
-    loaded.context("a model failed to load; not serving")?;
+    loaded.context("model loading panicked")?.context("a model failed to load; not serving")?;
+    let served = served.context("a registry model failed to load; not serving")?;
     state.set_ready(true);
-    tracing::info!(models = count, "ready");
+    let count = repository.summaries().len();
+    if count == 0 {
+        tracing::warn!("no models yet: push a package (ferry push) and point its production alias at a version");
+    }
+    tracing::info!(models = count, from_registry = served, "ready");
 
     http_server.await.context("the HTTP server panicked")?.context("the HTTP server failed")?;
     grpc_server.await.context("the gRPC server panicked")?.context("the gRPC server failed")?;
@@ -98,6 +116,19 @@ async fn serve(files: Vec<PathBuf>, settings: Settings) -> anyhow::Result<()> {
     tokio::task::spawn_blocking(move || drop(models)).await.context("stopping model instances")?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Opens the registry (SQLite in the data directory unless configured otherwise) and removes what interrupted
+/// uploads left behind.
+async fn open_registry(settings: &Settings) -> anyhow::Result<Registry> {
+    let data = &settings.data_dir;
+    std::fs::create_dir_all(data).with_context(|| format!("cannot create the data directory {}", data.display()))?;
+    let artifacts = ArtifactStore::local(&data.join("artifacts"), &data.join("staging"))?;
+    let registry = Registry::open(&settings.registry_url(), artifacts).await?;
+    let grace = std::time::Duration::from_secs(settings.orphan_grace_seconds);
+    registry.clean_orphans(grace).await.context("cleaning up after interrupted uploads")?;
+    tracing::info!(backend = registry.backend(), data_dir = %data.display(), "registry open");
+    Ok(registry)
 }
 
 async fn shutdown_signal() {

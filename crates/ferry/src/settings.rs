@@ -38,6 +38,17 @@ pub struct Settings {
     pub model_repository: Option<PathBuf>,
     /// Largest request body in bytes.
     pub max_request_bytes: usize,
+    /// Where ferry keeps its data: the SQLite registry, package files, unpacked models.
+    pub data_dir: PathBuf,
+    /// The registry database: `sqlite://PATH` or `postgres://USER@HOST/DB`; empty means SQLite in `data_dir`.
+    pub registry: String,
+    /// The alias whose versions are served.
+    pub serve_alias: String,
+    /// Largest package upload in bytes.
+    pub max_package_bytes: u64,
+    /// Leftovers of interrupted uploads older than this are removed at start-up (seconds). Keep it longer than any
+    /// upload when several replicas share one artifact store.
+    pub orphan_grace_seconds: u64,
     /// Defaults for every model; a model's own `config.toml` overrides them.
     pub models: ModelConfig,
 }
@@ -52,6 +63,11 @@ impl Default for Settings {
             onnxruntime_lib: None,
             model_repository: None,
             max_request_bytes: 64 * 1024 * 1024,
+            data_dir: PathBuf::from("ferry-data"),
+            registry: String::new(),
+            serve_alias: "production".into(),
+            max_package_bytes: 8 * 1024 * 1024 * 1024,
+            orphan_grace_seconds: 0,
             models: ModelConfig::default(),
         }
     }
@@ -66,6 +82,11 @@ const ENV_KEYS: &[&str] = &[
     "onnxruntime_lib",
     "model_repository",
     "max_request_bytes",
+    "data_dir",
+    "registry",
+    "serve_alias",
+    "max_package_bytes",
+    "orphan_grace_seconds",
     "models",
 ];
 
@@ -81,8 +102,21 @@ impl Settings {
         if self.max_request_bytes < 1024 {
             bail!("max_request_bytes must be at least 1024, got {}", self.max_request_bytes);
         }
+        if ferry_types::ModelName::new(self.serve_alias.as_str()).is_err() {
+            bail!("serve_alias {:?} is not a valid alias name", self.serve_alias);
+        }
         self.models.resolve().map_err(|e| anyhow::anyhow!("[models]: {e}"))?;
         Ok(())
+    }
+
+    /// The registry database URL: the configured one, or SQLite under the data directory.
+    #[must_use]
+    pub fn registry_url(&self) -> String {
+        if self.registry.is_empty() {
+            ferry_registry::Registry::sqlite_url(&self.data_dir.join("registry.db"))
+        } else {
+            self.registry.clone()
+        }
     }
 }
 
@@ -123,6 +157,23 @@ pub struct SettingsArgs {
     #[arg(long, value_name = "BYTES")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_request_bytes: Option<usize>,
+    /// Data directory [env: FERRY_DATA_DIR] [default: ./ferry-data].
+    #[arg(long, value_name = "DIR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    /// Registry database: sqlite://PATH or postgres://USER@HOST/DB [env: FERRY_REGISTRY] [default: SQLite in the
+    /// data directory].
+    #[arg(long, value_name = "URL")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub registry: Option<String>,
+    /// Serve the registry versions this alias points at [env: FERRY_SERVE_ALIAS] [default: production].
+    #[arg(long, value_name = "ALIAS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub serve_alias: Option<String>,
+    /// Largest package upload in bytes [env: FERRY_MAX_PACKAGE_BYTES] [default: 8 GiB].
+    #[arg(long, value_name = "BYTES")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_package_bytes: Option<u64>,
     /// Default engine for every model: auto (ONNX Runtime when found, else tract), onnxruntime or tract
     /// [env: FERRY_MODELS__ENGINE] [default: auto].
     #[arg(long, value_enum)]

@@ -174,8 +174,9 @@ impl GrpcInferenceService for GrpcService {
         let ready_only = request.into_inner().ready;
         let models = self
             .state
-            .repository()
             .index()
+            .await
+            .map_err(Status::from)?
             .into_iter()
             .filter(|e| !ready_only || e.ready)
             .map(|e| pb::repository_index_response::ModelIndex {

@@ -5,6 +5,7 @@
 //! with `ferry-protocol` and hand typed requests to `ferry-serving`; no other crate sees HTTP types.
 
 mod body;
+mod deploy;
 mod error;
 mod grpc;
 pub(crate) mod routes;
@@ -15,8 +16,10 @@ use std::future::Future;
 use axum::Router;
 use tokio::net::TcpListener;
 
+pub use deploy::{RegistryContext, Synced};
 pub use error::{ApiError, status_of};
 pub use grpc::{GrpcService, code_of, serve_grpc};
+pub use routes::management::ManagementApi;
 pub use state::{AppState, ServerLimits};
 
 /// Protocol extensions ferry implements, as `GET /v2` lists them.

@@ -5,6 +5,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use ferry_serving::ModelRepository;
 
+use crate::deploy::RegistryContext;
+
 /// Limits the HTTP front end enforces before anything is decoded.
 #[derive(Debug, Clone, Copy)]
 pub struct ServerLimits {
@@ -29,13 +31,37 @@ struct Inner {
     repository: Arc<ModelRepository>,
     ready: AtomicBool,
     limits: ServerLimits,
+    registry: Option<Arc<RegistryContext>>,
 }
 
 impl AppState {
     /// State over `repository`; not ready until [`AppState::set_ready`].
     #[must_use]
     pub fn new(repository: Arc<ModelRepository>, limits: ServerLimits) -> Self {
-        Self { inner: Arc::new(Inner { repository, ready: AtomicBool::new(false), limits }) }
+        Self::with_registry(repository, limits, None)
+    }
+
+    /// State over `repository` that also serves and manages the models of a registry.
+    #[must_use]
+    pub fn with_registry(
+        repository: Arc<ModelRepository>,
+        limits: ServerLimits,
+        registry: Option<RegistryContext>,
+    ) -> Self {
+        let registry = registry.map(Arc::new);
+        Self { inner: Arc::new(Inner { repository, ready: AtomicBool::new(false), limits, registry }) }
+    }
+
+    /// The registry, if this server has one.
+    #[must_use]
+    pub fn registry_context(&self) -> Option<&Arc<RegistryContext>> {
+        self.inner.registry.as_ref()
+    }
+
+    /// The shared repository handle.
+    #[must_use]
+    pub fn repository_arc(&self) -> Arc<ModelRepository> {
+        self.inner.repository.clone()
     }
 
     /// The loaded models.
@@ -55,11 +81,17 @@ impl AppState {
         self.inner.ready.store(ready, Ordering::Release);
     }
 
-    /// Loads (or reloads) every version of `name` from the catalog, off the async runtime.
+    /// Loads (or reloads) every version of `name` from the catalog, off the async runtime; a registry model loads
+    /// the version its serving alias points at.
     ///
     /// # Errors
     /// Unknown model (404) or its load error (400).
     pub async fn load_model(&self, name: &str) -> Result<(), crate::ApiError> {
+        if !self.inner.repository.in_catalog(name)
+            && let Some(ctx) = self.registry_context()
+        {
+            return ctx.sync_model(self, name).await.map(drop);
+        }
         let repository = self.inner.repository.clone();
         let name = name.to_owned();
         tokio::task::spawn_blocking(move || repository.load(&name))
@@ -78,6 +110,31 @@ impl AppState {
         let removed = self.inner.repository.unload(name)?;
         tokio::task::spawn_blocking(move || drop(removed));
         Ok(())
+    }
+
+    /// Every known model version: the catalog's, the registry's and whatever is loaded.
+    ///
+    /// # Errors
+    /// Registry errors.
+    pub async fn index(&self) -> Result<Vec<ferry_serving::IndexEntry>, crate::ApiError> {
+        let mut entries = self.inner.repository.index();
+        if let Some(ctx) = self.registry_context() {
+            for model in ctx.registry.list_models().await? {
+                for v in ctx.registry.list_versions(&model.name).await? {
+                    if entries.iter().any(|e| e.name == v.model && e.version == v.version) {
+                        continue;
+                    }
+                    let reason = if v.aliases.contains(&ctx.serve_alias) {
+                        "unloaded".to_owned()
+                    } else {
+                        format!("not the {:?} version", ctx.serve_alias)
+                    };
+                    entries.push(ferry_serving::IndexEntry { name: v.model, version: v.version, ready: false, reason });
+                }
+            }
+            entries.sort_by(|a, b| (&a.name, a.version).cmp(&(&b.name, b.version)));
+        }
+        Ok(entries)
     }
 
     /// Request limits.

@@ -15,7 +15,7 @@ mod stats;
 
 pub use config::{EngineChoice, ModelConfig, ResolvedModelConfig};
 pub use error::ServingError;
-pub use loader::{EngineKind, EngineSettings};
+pub use loader::{EngineKind, EngineSettings, open_engine, signature_mismatch};
 pub use model::{InferRequest, InferResponse, LoadedModel};
 pub use repository::{IndexEntry, ModelRepository, ModelSummary};
 pub use sources::{ModelSource, sources_from_files, sources_from_repository};

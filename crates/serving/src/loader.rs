@@ -5,8 +5,9 @@ use std::path::{Path, PathBuf};
 use ferry_engine::{Engine, EngineError, EngineOptions, error_chain};
 use ferry_engine_ort::OrtRuntime;
 use ferry_engine_tract::TractEngine;
+use ferry_types::{ModelSignature, TensorSpec};
 
-use crate::EngineChoice;
+use crate::{EngineChoice, ServingError};
 
 /// Server-wide engine settings.
 #[derive(Debug, Clone, Default)]
@@ -89,4 +90,53 @@ pub(crate) fn load_instance(
         }
         EngineKind::Tract => Ok(Box::new(TractEngine::load(path)?)),
     }
+}
+
+/// Opens one instance of the model at `path` outside of serving (to pack, verify or check it), with the engine
+/// `choice` picks, and says which engine it is.
+///
+/// # Errors
+/// [`ServingError::Load`] naming the file and the engine's reason.
+pub fn open_engine(
+    path: &Path,
+    choice: EngineChoice,
+    settings: &EngineSettings,
+) -> Result<(Box<dyn Engine>, EngineKind), ServingError> {
+    let load_err =
+        |e: &EngineError| ServingError::Load { name: String::new(), path: path.to_owned(), message: error_chain(e) };
+    let (kind, _) = choose_engine(choice, settings).map_err(|e| load_err(&e))?;
+    let engine = load_instance(kind, path, &EngineOptions::default(), settings).map_err(|e| load_err(&e))?;
+    Ok((engine, kind))
+}
+
+/// Why `declared` (a package manifest's signature) does not describe `actual` (the model's own), if it does not:
+/// names, order, datatypes and ranks must agree, and every dimension both fix must be equal.
+#[must_use]
+pub fn signature_mismatch(declared: &ModelSignature, actual: &ModelSignature) -> Option<String> {
+    fn side(kind: &str, declared: &[TensorSpec], actual: &[TensorSpec]) -> Option<String> {
+        let names = |s: &[TensorSpec]| s.iter().map(|t| t.name.clone()).collect::<Vec<_>>();
+        if names(declared) != names(actual) {
+            return Some(format!(
+                "{kind} are {:?} in the manifest but {:?} in the model",
+                names(declared),
+                names(actual)
+            ));
+        }
+        for (d, a) in declared.iter().zip(actual) {
+            let dims_agree =
+                d.shape.len() == a.shape.len() && d.shape.iter().zip(&a.shape).all(|(x, y)| *x < 0 || *y < 0 || x == y);
+            if d.datatype != a.datatype || !dims_agree {
+                return Some(format!(
+                    "{kind} {:?} is {} {:?} in the manifest but {} {:?} in the model",
+                    d.name,
+                    d.datatype.as_str(),
+                    d.shape,
+                    a.datatype.as_str(),
+                    a.shape
+                ));
+            }
+        }
+        None
+    }
+    side("inputs", &declared.inputs, &actual.inputs).or_else(|| side("outputs", &declared.outputs, &actual.outputs))
 }

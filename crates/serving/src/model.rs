@@ -9,7 +9,7 @@ use ferry_types::{ModelSignature, NamedTensor, Tensor};
 use parking_lot::Mutex;
 use tokio::sync::oneshot;
 
-use crate::loader::{EngineKind, EngineSettings, choose_engine, load_instance};
+use crate::loader::{EngineKind, EngineSettings, choose_engine, load_instance, signature_mismatch};
 use crate::scheduler::{Batching, Job, run_instance};
 use crate::stats::{ModelStats, StatsSnapshot};
 use crate::{ModelConfig, ModelSource, ResolvedModelConfig, ServingError};
@@ -71,6 +71,11 @@ impl LoadedModel {
         for _ in 0..config.instances {
             let mut instance =
                 load_instance(engine, &source.path, &options, settings).map_err(|e| load_err(error_chain(&e)))?;
+            if let Some(why) =
+                source.expected_signature.as_ref().and_then(|d| signature_mismatch(d, instance.signature()))
+            {
+                return Err(load_err(format!("the package's manifest does not match the model: {why}")));
+            }
             warm_up(instance.as_mut()).map_err(|e| load_err(format!("warm-up inference failed: {e}")))?;
             instances.push(instance);
         }

@@ -140,6 +140,29 @@ impl ModelRepository {
         Ok(())
     }
 
+    /// Makes `model` the one served version of its name, atomically: a request looks up either the old versions or
+    /// the new one, never nothing. Returns the versions it replaced, whose in-flight requests still finish on them;
+    /// the caller decides where their threads are joined.
+    pub fn swap(&self, model: LoadedModel) -> Vec<Arc<LoadedModel>> {
+        let model = Arc::new(model);
+        let fresh = BTreeMap::from([(model.version(), model.clone())]);
+        let old = self.models.write().insert(model.name().to_owned(), fresh);
+        old.map(|o| o.into_values().filter(|m| !Arc::ptr_eq(m, &model)).collect()).unwrap_or_default()
+    }
+
+    /// Whether `name` comes from the catalog (files or a model repository) rather than elsewhere.
+    #[must_use]
+    pub fn in_catalog(&self, name: &str) -> bool {
+        self.catalog.read().sources.iter().any(|s| s.name.as_str() == name)
+    }
+
+    /// The server-wide model defaults and engine settings the catalog was given.
+    #[must_use]
+    pub fn load_settings(&self) -> (ModelConfig, EngineSettings) {
+        let catalog = self.catalog.read();
+        (catalog.defaults.clone(), catalog.engines.clone())
+    }
+
     /// Removes every version of `name`, returning them so the caller decides where their threads are joined.
     ///
     /// # Errors

@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use ferry_types::{ModelName, ModelVersion};
+use ferry_types::{ModelName, ModelSignature, ModelVersion};
 
 use crate::{ModelConfig, ServingError};
 
@@ -17,6 +17,8 @@ pub struct ModelSource {
     pub path: PathBuf,
     /// Settings from the model's `config.toml`, if any.
     pub config: ModelConfig,
+    /// The signature a package's manifest declares; loading fails if the model's own differs.
+    pub expected_signature: Option<ModelSignature>,
 }
 
 /// `ferry serve a.onnx b.onnx`: each file under its stem, as version 1.
@@ -37,7 +39,13 @@ pub fn sources_from_files(paths: &[PathBuf]) -> Result<Vec<ModelSource>, Serving
             return Err(load_err(format!("another model file is also named {name:?}")));
         }
         let version = ModelVersion::new(1).map_err(|e| load_err(e.to_string()))?;
-        out.push(ModelSource { name, version, path: path.clone(), config: ModelConfig::default() });
+        out.push(ModelSource {
+            name,
+            version,
+            path: path.clone(),
+            config: ModelConfig::default(),
+            expected_signature: None,
+        });
     }
     Ok(out)
 }
@@ -72,7 +80,13 @@ pub fn sources_from_repository(dir: &Path) -> Result<Vec<ModelSource>, ServingEr
             if !path.is_file() {
                 return Err(err(&version_dir, "has no model.onnx".into()));
             }
-            out.push(ModelSource { name: name.clone(), version, path, config: config.clone() });
+            out.push(ModelSource {
+                name: name.clone(),
+                version,
+                path,
+                config: config.clone(),
+                expected_signature: None,
+            });
             versions += 1;
         }
         if versions == 0 {

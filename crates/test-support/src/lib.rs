@@ -56,6 +56,7 @@ pub fn load_repository(
             version: ModelVersion::new(1)?,
             path: fixtures_dir().join(format!("models/{name}.onnx")),
             config: config.clone(),
+            expected_signature: None,
         };
         let defaults = ModelConfig { engine: Some(engine), ..ModelConfig::default() };
         repository.insert(LoadedModel::load(&source, &defaults, &EngineSettings::default())?);

@@ -1,5 +1,6 @@
 //! Route table: one module per resource.
 
+pub(crate) mod management;
 mod oip;
 mod repository;
 pub(crate) mod stats;
@@ -18,6 +19,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .merge(oip::routes())
         .merge(stats::routes())
         .merge(repository::routes())
+        .merge(management::routes())
         .fallback(|method: Method, uri: Uri| async move {
             ApiError::new(ErrorKind::NotFound, format!("no route for {method} {}", uri.path()))
         })

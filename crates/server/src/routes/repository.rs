@@ -14,17 +14,17 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/v2/repository/models/{name}/unload", post(unload))
 }
 
-async fn index(State(state): State<AppState>) -> Json<Value> {
+async fn index(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let entries: Vec<Value> = state
-        .repository()
         .index()
+        .await?
         .into_iter()
         .map(|e| {
             let state = if e.ready { "READY" } else { "UNAVAILABLE" };
             json!({"name": e.name, "version": e.version.to_string(), "state": state, "reason": e.reason})
         })
         .collect();
-    Json(Value::Array(entries))
+    Ok(Json(Value::Array(entries)))
 }
 
 async fn load(State(state): State<AppState>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {

@@ -1,0 +1,123 @@
+//! Packages written and read back, and every way a damaged package must be refused.
+
+use std::path::{Path, PathBuf};
+
+use ferry_package::{
+    ColumnProfiler, FORMAT_VERSION, Framework, Lineage, MODEL_PATH, Manifest, PROFILE_PATH, PackageError, PackageInput,
+    Profile, open_manifest, read_small_file, verify, write_package,
+};
+use ferry_types::{ModelName, ModelSignature};
+
+fn model() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/models/mlp_classifier.onnx")
+}
+
+fn manifest() -> Manifest {
+    Manifest {
+        format_version: FORMAT_VERSION,
+        name: ModelName::new("mlp").expect("name"),
+        description: "test".into(),
+        owner: "team".into(),
+        tags: vec!["t".into()],
+        metadata: [("k".to_owned(), "v".to_owned())].into(),
+        framework: Framework::default(),
+        signature: ModelSignature { inputs: vec![], outputs: vec![] },
+        created_at: "2026-01-01T00:00:00Z".into(),
+        files: vec![],
+        lineage: Lineage::default(),
+        features: vec![],
+        validation: None,
+    }
+}
+
+fn pack(dir: &Path) -> (PathBuf, String) {
+    let mut p = ColumnProfiler::new("f0", 1);
+    p.push_f64(1.0);
+    let profile = Profile { rows: 1, features: vec![p.finish()], outputs: vec![] };
+    let out = dir.join("m.ferry");
+    let input = PackageInput { manifest: manifest(), model: &model(), profile: Some(&profile), validation: None };
+    let digest = write_package(input, &out, &|_| {}).expect("pack");
+    (out, digest)
+}
+
+#[test]
+fn a_package_round_trips_and_its_digest_is_the_file_hash() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (path, digest) = pack(dir.path());
+    let (sha, size) = ferry_package::sha256_file(&path, &|_| {}).expect("hash");
+    assert_eq!(sha, digest);
+    let extract = dir.path().join("x");
+    std::fs::create_dir(&extract).expect("mkdir");
+    let contents = verify(&path, Some(&extract), &|_| {}).expect("verify");
+    assert_eq!((contents.digest.as_str(), contents.size), (digest.as_str(), size));
+    assert_eq!(contents.manifest.name.as_str(), "mlp");
+    assert_eq!(contents.manifest.files.len(), 2);
+    assert_eq!(std::fs::read(extract.join(MODEL_PATH)).expect("model"), std::fs::read(model()).expect("orig"));
+    let profile: Profile =
+        serde_json::from_slice(&read_small_file(&path, PROFILE_PATH, 1 << 20).expect("profile")).expect("json");
+    assert_eq!(profile.rows, 1);
+    assert_eq!(open_manifest(&path).expect("manifest").owner, "team");
+    assert!(!dir.path().join("m.ferry.partial").exists());
+}
+
+#[test]
+fn a_flipped_byte_in_the_model_names_the_model() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (path, _) = pack(dir.path());
+    let mut bytes = std::fs::read(&path).expect("read");
+    // The model's data starts after the manifest's header and padded content; flip a byte well inside it.
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0xff;
+    std::fs::write(&path, &bytes).expect("write");
+    match verify(&path, None, &|_| {}) {
+        Err(PackageError::Checksum { path, reason }) => {
+            assert_eq!(path, MODEL_PATH);
+            assert!(reason.contains("SHA-256"), "{reason}");
+        }
+        other => panic!("expected a checksum error, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_truncated_package_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (path, _) = pack(dir.path());
+    let bytes = std::fs::read(&path).expect("read");
+    for cut in [100, 1024, bytes.len() / 2, bytes.len() - 2048] {
+        std::fs::write(&path, &bytes[..cut]).expect("write");
+        let err = verify(&path, None, &|_| {}).expect_err("truncated").to_string();
+        assert!(err.contains("truncated") || err.contains("not a valid"), "cut {cut}: {err}");
+    }
+}
+
+#[test]
+fn a_tampered_manifest_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (path, _) = pack(dir.path());
+    let mut bytes = std::fs::read(&path).expect("read");
+    // Rewrite the recorded owner inside the manifest (same length, so the tar layout holds): the manifest is not
+    // covered by its own checksums, but the package digest changes, which the registry checks.
+    let text = b"\"team\"";
+    let at = bytes.windows(text.len()).position(|w| w == text).expect("owner in manifest");
+    bytes[at + 1] = b'T';
+    std::fs::write(&path, &bytes).expect("write");
+    let contents = verify(&path, None, &|_| {}).expect("still self-consistent");
+    assert_eq!(contents.manifest.owner, "Team");
+    // A manifest that lists a different model checksum is caught on the model.
+    let mut bytes = std::fs::read(&path).expect("read");
+    let sha = ferry_package::sha256_file(&model(), &|_| {}).expect("hash").0;
+    let at = bytes.windows(sha.len()).position(|w| w == sha.as_bytes()).expect("sha in manifest");
+    bytes[at] = if bytes[at] == b'0' { b'1' } else { b'0' };
+    std::fs::write(&path, &bytes).expect("write");
+    assert!(matches!(verify(&path, None, &|_| {}), Err(PackageError::Checksum { .. })));
+}
+
+#[test]
+fn foreign_files_are_not_packages() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("x.ferry");
+    std::fs::write(&path, b"hello, this is not a tar archive at all").expect("write");
+    assert!(verify(&path, None, &|_| {}).is_err());
+    std::fs::copy(model(), &path).expect("copy");
+    assert!(verify(&path, None, &|_| {}).is_err());
+}

@@ -1,0 +1,186 @@
+//! One store suite, run against SQLite and against a real PostgreSQL (a database created and dropped per test).
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use ferry_package::{FORMAT_VERSION, Framework, Lineage, Manifest, PackageInput, write_package};
+use ferry_registry::testing::TempPostgres;
+use ferry_registry::{AliasUpdate, ArtifactStore, Registry, RegistryError, Selector};
+use ferry_types::{ModelName, ModelSignature};
+
+struct Env {
+    registry: Registry,
+    dir: tempfile::TempDir,
+    _pg: Option<TempPostgres>,
+}
+
+async fn sqlite() -> Env {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let artifacts = ArtifactStore::local(&dir.path().join("artifacts"), &dir.path().join("staging")).expect("store");
+    let registry =
+        Registry::open(&Registry::sqlite_url(&dir.path().join("registry.db")), artifacts).await.expect("open");
+    Env { registry, dir, _pg: None }
+}
+
+async fn postgres() -> Env {
+    let pg = TempPostgres::create().await.expect("PostgreSQL must be running for these tests");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let artifacts = ArtifactStore::local(&dir.path().join("artifacts"), &dir.path().join("staging")).expect("store");
+    let registry = Registry::open(&pg.url, artifacts).await.expect("open");
+    Env { registry, dir, _pg: Some(pg) }
+}
+
+/// A real package of the fixture model, distinguished by `tag` so that each has its own digest.
+fn package(env: &Env, name: &str, tag: &str) -> Bytes {
+    let model = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/models/tiny_add.onnx");
+    let manifest = Manifest {
+        format_version: FORMAT_VERSION,
+        name: ModelName::new(name).expect("name"),
+        description: format!("{name} {tag}"),
+        owner: "tests".into(),
+        tags: vec![tag.into()],
+        metadata: Default::default(),
+        framework: Framework::default(),
+        signature: ModelSignature { inputs: vec![], outputs: vec![] },
+        created_at: "2026-01-01T00:00:00Z".into(),
+        files: vec![],
+        lineage: Lineage::default(),
+        features: vec![],
+        validation: None,
+    };
+    let out = env.dir.path().join(format!("{name}-{tag}.ferry"));
+    write_package(PackageInput { manifest, model: &model, profile: None, validation: None }, &out, &|_| {})
+        .expect("pack");
+    Bytes::from(std::fs::read(out).expect("read"))
+}
+
+async fn publish(env: &Env, name: &str, bytes: Bytes) -> Result<u64, RegistryError> {
+    let body = futures::stream::iter(
+        bytes.chunks(1000).map(|c| Ok::<_, std::io::Error>(Bytes::copy_from_slice(c))).collect::<Vec<_>>(),
+    );
+    let name = ModelName::new(name).expect("name");
+    env.registry.publish(&name, body, 10 << 20, "tester", |_, _| Ok(())).await.map(|v| v.version)
+}
+
+async fn versions_are_monotonic_and_never_reused(env: Env) {
+    assert_eq!(publish(&env, "m", package(&env, "m", "a")).await.expect("v1"), 1);
+    assert_eq!(publish(&env, "m", package(&env, "m", "b")).await.expect("v2"), 2);
+    env.registry.delete_version("m", 2, "tester").await.expect("delete v2");
+    assert_eq!(publish(&env, "m", package(&env, "m", "c")).await.expect("v3"), 3, "2 is never handed out again");
+    let err = publish(&env, "m", package(&env, "m", "a")).await.expect_err("same package twice");
+    assert!(matches!(err, RegistryError::Conflict(ref m) if m.contains("already version 1")), "{err}");
+    let versions: Vec<u64> = env.registry.list_versions("m").await.expect("list").iter().map(|v| v.version).collect();
+    assert_eq!(versions, vec![1, 3]);
+    let model = env.registry.get_model("m").await.expect("model");
+    assert_eq!((model.latest_version, model.versions, model.owner.as_str()), (Some(3), 2, "tests"));
+    let events: Vec<String> = env.registry.events("m").await.expect("events").into_iter().map(|e| e.action).collect();
+    assert_eq!(events, vec!["register", "register", "delete_version", "register"]);
+}
+
+async fn aliases_point_move_and_guard_versions(env: Env) {
+    publish(&env, "m", package(&env, "m", "a")).await.expect("v1");
+    publish(&env, "m", package(&env, "m", "b")).await.expect("v2");
+    let set = env.registry.set_alias("m", "production", 1, AliasUpdate::Always, "alice").await.expect("alias");
+    assert_eq!((set.version, set.previous), (1, None));
+    let moved = env.registry.set_alias("m", "production", 2, AliasUpdate::Always, "bob").await.expect("move");
+    assert_eq!(moved.previous, Some(1));
+    assert_eq!(env.registry.resolve("m", &Selector::Alias("production".into())).await.expect("resolve").version, 2);
+    assert_eq!(env.registry.resolve("m", &Selector::Latest).await.expect("latest").version, 2);
+    let err = env.registry.delete_version("m", 2, "eve").await.expect_err("aliased");
+    assert!(matches!(err, RegistryError::Conflict(ref m) if m.contains("production")), "{err}");
+    // Compare-and-set: a stale expectation loses.
+    let err =
+        env.registry.set_alias("m", "production", 1, AliasUpdate::IfVersion(1), "carol").await.expect_err("stale");
+    assert!(matches!(err, RegistryError::Conflict(ref m) if m.contains("points at version 2")), "{err}");
+    env.registry.set_alias("m", "production", 1, AliasUpdate::IfVersion(2), "carol").await.expect("fresh");
+    let err = env.registry.set_alias("m", "production", 2, AliasUpdate::CreateOnly, "dave").await.expect_err("exists");
+    assert!(matches!(err, RegistryError::Conflict(_)), "{err}");
+    assert!(matches!(
+        env.registry.set_alias("m", "x", 9, AliasUpdate::Always, "a").await,
+        Err(RegistryError::NotFound(_))
+    ));
+    assert!(matches!(
+        env.registry.set_alias("m", "../x", 1, AliasUpdate::Always, "a").await,
+        Err(RegistryError::Invalid(_))
+    ));
+    assert!(matches!(
+        env.registry.set_alias("m", "42", 1, AliasUpdate::Always, "a").await,
+        Err(RegistryError::Invalid(_))
+    ));
+    env.registry.delete_alias("m", "production", "carol").await.expect("delete alias");
+    env.registry.delete_version("m", 2, "carol").await.expect("now deletable");
+    assert!(matches!(
+        env.registry.resolve("m", &Selector::Alias("production".into())).await,
+        Err(RegistryError::NotFound(_))
+    ));
+}
+
+async fn racing_alias_creations_have_one_winner(env: Env) {
+    publish(&env, "m", package(&env, "m", "a")).await.expect("v1");
+    publish(&env, "m", package(&env, "m", "b")).await.expect("v2");
+    let (a, b) = tokio::join!(
+        env.registry.set_alias("m", "staging", 1, AliasUpdate::CreateOnly, "a"),
+        env.registry.set_alias("m", "staging", 2, AliasUpdate::CreateOnly, "b"),
+    );
+    assert!(a.is_ok() != b.is_ok(), "exactly one creation wins: {a:?} {b:?}");
+    let winner = if a.is_ok() { 1 } else { 2 };
+    assert_eq!(env.registry.aliases_of("m").await.expect("aliases").get("staging"), Some(&winner));
+}
+
+async fn bad_uploads_leave_nothing(env: Env) {
+    let good = package(&env, "m", "a");
+    // Truncated.
+    let cut = good.slice(..good.len() / 2);
+    assert!(matches!(publish(&env, "m", cut).await, Err(RegistryError::Invalid(_))));
+    // Uploaded under another name.
+    let err = publish(&env, "other", good.clone()).await.expect_err("wrong name");
+    assert!(matches!(err, RegistryError::Invalid(ref m) if m.contains("uploaded as")), "{err}");
+    // Over the limit.
+    let body = futures::stream::iter(vec![Ok::<_, std::io::Error>(good.clone())]);
+    let err = env.registry.publish(&ModelName::new("m").expect("n"), body, 100, "t", |_, _| Ok(())).await;
+    assert!(matches!(err, Err(RegistryError::TooLarge { limit: 100 })));
+    // Refused by the check (the server checks the model's real signature there).
+    let body = futures::stream::iter(vec![Ok::<_, std::io::Error>(good.clone())]);
+    let err = env
+        .registry
+        .publish(&ModelName::new("m").expect("n"), body, 10 << 20, "t", |_, _| Err("signature lies".into()))
+        .await;
+    assert!(matches!(err, Err(RegistryError::Invalid(ref m)) if m.contains("signature lies")));
+    assert!(env.registry.list_models().await.expect("list").is_empty(), "no model was created");
+    let staged = std::fs::read_dir(env.dir.path().join("staging")).expect("staging").count();
+    assert_eq!(staged, 0, "staging is empty");
+    let (_, blobs) = env.registry.clean_orphans(Duration::ZERO).await.expect("clean");
+    assert_eq!(blobs, 0, "no blob was stored for a refused upload");
+}
+
+async fn orphaned_blobs_are_cleaned_and_registered_ones_kept(env: Env) {
+    publish(&env, "m", package(&env, "m", "a")).await.expect("v1");
+    let orphan = env.dir.path().join("artifacts/sha256").join(format!("{}.ferry", "0".repeat(64)));
+    std::fs::write(&orphan, b"left by a crash").expect("orphan");
+    std::fs::write(env.dir.path().join("staging/123-abc.upload"), b"half").expect("staged");
+    let (staged, blobs) = env.registry.clean_orphans(Duration::ZERO).await.expect("clean");
+    assert_eq!((staged, blobs), (1, 1));
+    assert!(!orphan.exists());
+    let v = env.registry.resolve("m", &Selector::Version(1)).await.expect("v1");
+    let target = env.dir.path().join("pulled.ferry");
+    env.registry.artifacts().download_to(&v.digest, &target).await.expect("download");
+    assert_eq!(ferry_package::sha256_file(&target, &|_| {}).expect("hash").0, v.digest);
+    env.registry.delete_model("m", "t").await.expect("delete model");
+    assert!(env.registry.list_models().await.expect("list").is_empty());
+    assert!(matches!(env.registry.artifacts().download_to(&v.digest, &target).await, Err(RegistryError::NotFound(_))));
+}
+
+macro_rules! on_both {
+    ($($name:ident),* $(,)?) => {
+        mod on_sqlite { $( #[tokio::test] async fn $name() { super::$name(super::sqlite().await).await } )* }
+        mod on_postgres { $( #[tokio::test] async fn $name() { super::$name(super::postgres().await).await } )* }
+    };
+}
+
+on_both!(
+    versions_are_monotonic_and_never_reused,
+    aliases_point_move_and_guard_versions,
+    racing_alias_creations_have_one_winner,
+    bad_uploads_leave_nothing,
+    orphaned_blobs_are_cleaned_and_registered_ones_kept,
+);

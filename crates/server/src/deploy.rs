@@ -1,0 +1,240 @@
+//! Serving from the registry: every model whose serving alias (`production` by default) points at a version is
+//! loaded; moving the alias loads the new version in the background, warms it up, and swaps it in atomically, so no
+//! request fails or is dropped during the change. A version that fails to load never takes over: the alias moves
+//! back to where it was, and the old version keeps serving.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use ferry_package::MODEL_PATH;
+use ferry_registry::{AliasRecord, AliasUpdate, Registry, Selector, VersionRecord};
+use ferry_serving::{LoadedModel, ModelSource};
+use ferry_types::{ErrorKind, ModelName, ModelVersion};
+
+use crate::{ApiError, AppState};
+
+/// A registry and how this server serves from it.
+#[derive(Debug)]
+pub struct RegistryContext {
+    /// The registry.
+    pub registry: Registry,
+    /// The alias whose versions are served.
+    pub serve_alias: String,
+    /// Where package contents are unpacked for the engines (by digest).
+    pub cache_dir: PathBuf,
+    /// Largest package upload in bytes.
+    pub max_package_bytes: u64,
+    /// One lock per model, so that alias moves on one model are applied in order.
+    locks: parking_lot::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// What a sync did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Synced {
+    /// This version is now served (newly or already).
+    Serving(u64),
+    /// The model has no serving alias; nothing of it is served.
+    NotServed,
+}
+
+impl RegistryContext {
+    /// Serves `registry`'s `serve_alias` versions, unpacking packages under `cache_dir`.
+    #[must_use]
+    pub fn new(registry: Registry, serve_alias: String, cache_dir: PathBuf, max_package_bytes: u64) -> Self {
+        Self { registry, serve_alias, cache_dir, max_package_bytes, locks: parking_lot::Mutex::default() }
+    }
+
+    fn lock_for(&self, name: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.locks.lock().entry(name.to_owned()).or_default().clone()
+    }
+
+    /// Makes what is served of `name` match its serving alias: loads and swaps in the version it points at, or
+    /// unloads the model when it has no such alias.
+    ///
+    /// # Errors
+    /// Registry errors, or the load error of the version (the previous version, if any, keeps serving).
+    pub async fn sync_model(&self, state: &AppState, name: &str) -> Result<Synced, ApiError> {
+        let lock = self.lock_for(name);
+        let _guard = lock.lock().await;
+        let target = self.registry.aliases_of(name).await?.get(&self.serve_alias).copied();
+        let Some(version) = target else {
+            if let Ok(removed) = state.repository().unload(name) {
+                tracing::info!(model = name, alias = %self.serve_alias, "no serving alias any more; unloaded");
+                tokio::task::spawn_blocking(move || drop(removed));
+            }
+            return Ok(Synced::NotServed);
+        };
+        if state.repository().versions_of(name) == [version] {
+            return Ok(Synced::Serving(version));
+        }
+        let record = self.registry.resolve(name, &Selector::Version(version)).await?;
+        let model_path = self.materialize(&record).await?;
+        let source = ModelSource {
+            name: ModelName::new(name).map_err(|e| ApiError::new(ErrorKind::InvalidInput, e.to_string()))?,
+            version: ModelVersion::new(version).map_err(|e| ApiError::new(ErrorKind::InvalidInput, e.to_string()))?,
+            path: model_path,
+            config: ferry_serving::ModelConfig::default(),
+            expected_signature: Some(record.manifest.signature.clone()),
+        };
+        let (defaults, engines) = state.repository().load_settings();
+        let loaded = tokio::task::spawn_blocking(move || LoadedModel::load(&source, &defaults, &engines))
+            .await
+            .map_err(|e| ApiError::new(ErrorKind::Internal, format!("model loading panicked: {e}")))??;
+        // The new version is loaded and warmed up: swap it in. Requests already running on the old one finish there.
+        let old = state.repository().swap(loaded);
+        let previous: Vec<u64> = old.iter().map(|m| m.version()).collect();
+        tokio::task::spawn_blocking(move || drop(old));
+        tracing::info!(model = name, version, ?previous, alias = %self.serve_alias, "now serving");
+        Ok(Synced::Serving(version))
+    }
+
+    /// Loads every model that has a serving alias (at start-up).
+    ///
+    /// # Errors
+    /// The first model that fails, by name.
+    pub async fn sync_all(&self, state: &AppState) -> Result<usize, ApiError> {
+        let served = self.registry.models_with_alias(&self.serve_alias).await?;
+        for (name, _) in &served {
+            if state.repository().in_catalog(name) {
+                return Err(ApiError::new(
+                    ErrorKind::Conflict,
+                    format!("model {name:?} is both in the registry and given as a file or model repository"),
+                ));
+            }
+            self.sync_model(state, name)
+                .await
+                .map_err(|e| ApiError::new(e.kind(), format!("registry model {name:?}: {}", e.message())))?;
+        }
+        Ok(served.len())
+    }
+
+    /// Moves an alias; when it is the serving alias, the version it now points at is loaded and swapped in. If that
+    /// version cannot be served, the alias is moved back (or removed, if it is new) and the load error returned.
+    ///
+    /// With `wait` false the load happens in the background and its failure is only logged (and undone).
+    ///
+    /// # Errors
+    /// Registry errors, and with `wait`, the load error.
+    pub async fn move_alias(
+        self: &Arc<Self>,
+        state: &AppState,
+        name: &str,
+        alias: &str,
+        version: u64,
+        update: AliasUpdate,
+        actor: &str,
+        wait: bool,
+    ) -> Result<AliasRecord, ApiError> {
+        if alias == self.serve_alias && state.repository().in_catalog(name) {
+            return Err(ApiError::new(
+                ErrorKind::Conflict,
+                format!("model {name:?} is served from a file or model repository, not from the registry"),
+            ));
+        }
+        let record = self.registry.set_alias(name, alias, version, update, actor).await?;
+        if alias != self.serve_alias {
+            return Ok(record);
+        }
+        let (ctx, state2, record2) = (self.clone(), state.clone(), record.clone());
+        let apply = async move {
+            match ctx.sync_model(&state2, &record2.model).await {
+                Ok(_) => Ok(()),
+                Err(e) => {
+                    ctx.undo_alias(&record2).await;
+                    Err(ApiError::new(
+                        e.kind(),
+                        format!(
+                            "version {} of {:?} cannot be served, so {} stays where it was: {}",
+                            record2.version,
+                            record2.model,
+                            record2.alias,
+                            e.message()
+                        ),
+                    ))
+                }
+            }
+        };
+        if wait {
+            apply.await?;
+        } else {
+            let name = name.to_owned();
+            tokio::spawn(async move {
+                if let Err(e) = apply.await {
+                    tracing::error!(model = %name, error = e.message(), "alias move undone");
+                }
+            });
+        }
+        Ok(record)
+    }
+
+    async fn undo_alias(&self, record: &AliasRecord) {
+        let actor = "ferry (automatic: the new version failed to load)";
+        let undone = match record.previous {
+            Some(p) => self
+                .registry
+                .set_alias(&record.model, &record.alias, p, AliasUpdate::IfVersion(record.version), actor)
+                .await
+                .map(drop),
+            None => self.registry.delete_alias(&record.model, &record.alias, actor).await,
+        };
+        if let Err(e) = undone {
+            tracing::error!(model = %record.model, alias = %record.alias, error = %e, "could not undo the alias move");
+        }
+    }
+
+    /// The unpacked model file of a version: reused when its checksum still matches, otherwise fetched from the
+    /// artifact store, verified and unpacked again.
+    async fn materialize(&self, record: &VersionRecord) -> Result<PathBuf, ApiError> {
+        let expected = record
+            .manifest
+            .file(MODEL_PATH)
+            .map(|f| f.sha256.clone())
+            .ok_or_else(|| ApiError::new(ErrorKind::InvalidInput, "the package has no model.onnx"))?;
+        let dir = self.cache_dir.join(&record.digest);
+        let model = dir.join(MODEL_PATH);
+        let check = model.clone();
+        let cached = tokio::task::spawn_blocking(move || {
+            check.is_file() && ferry_package::sha256_file(&check, &|_| {}).is_ok_and(|(sha, _)| sha == expected)
+        })
+        .await
+        .unwrap_or(false);
+        if cached {
+            return Ok(model);
+        }
+        let internal =
+            |what: &str, e: &dyn std::fmt::Display| ApiError::new(ErrorKind::Internal, format!("{what}: {e}"));
+        tokio::fs::create_dir_all(&self.cache_dir).await.map_err(|e| internal("cannot create the cache", &e))?;
+        let package = self.cache_dir.join(format!("{}.ferry", record.digest));
+        self.registry.artifacts().download_to(&record.digest, &package).await?;
+        let (digest, dir2) = (record.digest.clone(), dir.clone());
+        tokio::task::spawn_blocking(move || unpack(&package, &digest, &dir2))
+            .await
+            .map_err(|e| internal("unpacking panicked", &e))??;
+        Ok(model)
+    }
+}
+
+/// Verifies the package against its digest and unpacks it into `dir` (via a temporary sibling, renamed).
+fn unpack(package: &Path, digest: &str, dir: &Path) -> Result<(), ApiError> {
+    let tmp = dir.with_extension(format!("tmp{}", std::process::id()));
+    let result = (|| {
+        drop(std::fs::remove_dir_all(&tmp));
+        std::fs::create_dir_all(&tmp).map_err(|e| ApiError::new(ErrorKind::Internal, e.to_string()))?;
+        let contents = ferry_package::verify(package, Some(&tmp), &|_| {})
+            .map_err(|e| ApiError::new(ErrorKind::Internal, format!("stored package {digest}: {e}")))?;
+        if contents.digest != digest {
+            return Err(ApiError::new(
+                ErrorKind::Internal,
+                format!("stored package {digest} reads back as {}", contents.digest),
+            ));
+        }
+        drop(std::fs::remove_dir_all(dir));
+        std::fs::rename(&tmp, dir).map_err(|e| ApiError::new(ErrorKind::Internal, e.to_string()))
+    })();
+    drop(std::fs::remove_file(package));
+    if result.is_err() {
+        drop(std::fs::remove_dir_all(&tmp));
+    }
+    result
+}

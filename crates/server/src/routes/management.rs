@@ -1,0 +1,356 @@
+//! The management API under `/api/v1`: models, versions (upload, download, delete), aliases and the history of
+//! each model, described by the OpenAPI document at `/api/v1/openapi.json` (generated from these handlers).
+//!
+//! Until authentication exists (the security issue), who did what is recorded from the `X-Ferry-Actor` header, and
+//! `ferry serve` keeps the whole server on loopback by default.
+
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use ferry_registry::{AliasRecord, AliasUpdate, Event, ModelRecord, Selector, VersionRecord};
+use ferry_serving::{EngineChoice, open_engine, signature_mismatch};
+use ferry_types::{ErrorKind, ModelName};
+use futures::TryStreamExt;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, OpenApi, ToSchema};
+
+use crate::deploy::RegistryContext;
+use crate::{ApiError, AppState};
+
+/// The OpenAPI document of the management API.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "ferry management API",
+        description = "Models, immutable versions, aliases and their history in the ferry registry. Errors are \
+                       `{\"error\": message}` with 400 (bad input), 404 (unknown model, version or alias), 409 \
+                       (conflict with the current state), 413 (package over the upload limit)."
+    ),
+    paths(
+        list_models,
+        get_model,
+        delete_model,
+        list_versions,
+        upload_version,
+        get_version,
+        delete_version,
+        download_version,
+        list_aliases,
+        get_alias,
+        set_alias,
+        delete_alias,
+        list_events
+    ),
+    components(schemas(ModelRecord, VersionRecord, AliasRecord, Event, SetAlias, ErrorResponse, AliasTarget)),
+    tags((name = "models"), (name = "versions"), (name = "aliases"))
+)]
+pub struct ManagementApi;
+
+/// The body of every error.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorResponse {
+    /// What went wrong, precisely.
+    pub error: String,
+}
+
+/// `PUT …/aliases/{alias}`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetAlias {
+    /// The version the alias should point at.
+    pub version: u64,
+    /// Only move the alias if it points at this version now (compare-and-set); 409 otherwise.
+    #[serde(default)]
+    pub if_version: Option<u64>,
+    /// Only create the alias; 409 if it exists.
+    #[serde(default)]
+    pub create_only: bool,
+}
+
+/// An alias and its version.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AliasTarget {
+    /// Alias name.
+    pub alias: String,
+    /// Version it points at.
+    pub version: u64,
+}
+
+/// Query of `PUT …/aliases/{alias}`.
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct AliasQuery {
+    /// For the serving alias: answer only once the new version serves (or failed to load, in which case the alias
+    /// is moved back and the error returned). Default true.
+    #[serde(default)]
+    pub wait: Option<bool>,
+}
+
+pub(crate) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/openapi.json", get(openapi))
+        .route("/api/v1/models", get(list_models))
+        .route("/api/v1/models/{name}", get(get_model).delete(delete_model))
+        .route("/api/v1/models/{name}/versions", get(list_versions).post(upload_version))
+        .route("/api/v1/models/{name}/versions/{version}", get(get_version).delete(delete_version))
+        .route("/api/v1/models/{name}/versions/{version}/package", get(download_version))
+        .route("/api/v1/models/{name}/aliases", get(list_aliases))
+        .route("/api/v1/models/{name}/aliases/{alias}", get(get_alias).put(set_alias).delete(delete_alias))
+        .route("/api/v1/models/{name}/events", get(list_events))
+}
+
+async fn openapi() -> Response {
+    let json = ManagementApi::openapi().to_pretty_json().unwrap_or_default();
+    ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], json).into_response()
+}
+
+fn registry(state: &AppState) -> Result<&Arc<RegistryContext>, ApiError> {
+    state.registry_context().ok_or_else(|| ApiError::new(ErrorKind::NotFound, "this server has no model registry"))
+}
+
+fn model_name(name: &str) -> Result<ModelName, ApiError> {
+    ModelName::new(name).map_err(|e| ApiError::new(ErrorKind::InvalidInput, format!("model name: {e}")))
+}
+
+fn version_number(version: &str) -> Result<u64, ApiError> {
+    version
+        .parse::<u64>()
+        .ok()
+        .filter(|v| *v > 0)
+        .ok_or_else(|| ApiError::new(ErrorKind::InvalidInput, format!("version {version:?} is not a positive integer")))
+}
+
+/// Who is acting, for the record (until authentication arrives, self-declared).
+fn actor(headers: &HeaderMap) -> String {
+    headers
+        .get("x-ferry-actor")
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.chars().filter(|c| !c.is_control()).take(128).collect::<String>())
+        .filter(|v| !v.trim().is_empty())
+        .unwrap_or_else(|| "anonymous".into())
+}
+
+#[utoipa::path(get, path = "/api/v1/models", tag = "models",
+    responses((status = 200, description = "Every model", body = [ModelRecord])))]
+async fn list_models(State(state): State<AppState>) -> Result<Json<Vec<ModelRecord>>, ApiError> {
+    Ok(Json(registry(&state)?.registry.list_models().await?))
+}
+
+#[utoipa::path(get, path = "/api/v1/models/{name}", tag = "models",
+    params(("name" = String, Path, description = "Model name")),
+    responses((status = 200, body = ModelRecord), (status = 404, body = ErrorResponse)))]
+async fn get_model(State(state): State<AppState>, Path(name): Path<String>) -> Result<Json<ModelRecord>, ApiError> {
+    let name = model_name(&name)?;
+    Ok(Json(registry(&state)?.registry.get_model(name.as_str()).await?))
+}
+
+#[utoipa::path(delete, path = "/api/v1/models/{name}", tag = "models",
+    params(("name" = String, Path, description = "Model name")),
+    responses((status = 204, description = "Deleted with every version and alias; unloaded if served"),
+        (status = 404, body = ErrorResponse)))]
+async fn delete_model(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Result<StatusCode, ApiError> {
+    let name = model_name(&name)?;
+    let ctx = registry(&state)?;
+    ctx.registry.delete_model(name.as_str(), &actor(&headers)).await?;
+    ctx.sync_model(&state, name.as_str()).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(get, path = "/api/v1/models/{name}/versions", tag = "versions",
+    params(("name" = String, Path, description = "Model name")),
+    responses((status = 200, body = [VersionRecord]), (status = 404, body = ErrorResponse)))]
+async fn list_versions(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<Vec<VersionRecord>>, ApiError> {
+    let name = model_name(&name)?;
+    Ok(Json(registry(&state)?.registry.list_versions(name.as_str()).await?))
+}
+
+#[utoipa::path(post, path = "/api/v1/models/{name}/versions", tag = "versions",
+    params(("name" = String, Path, description = "Model name; must equal the package's")),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "A .ferry package"),
+    responses(
+        (status = 201, description = "Registered as the next version", body = VersionRecord),
+        (status = 400, description = "Not a valid package, a name mismatch, or a manifest that does not match the model", body = ErrorResponse),
+        (status = 409, description = "This package is already a version of the model", body = ErrorResponse),
+        (status = 413, description = "Over the upload limit", body = ErrorResponse)))]
+async fn upload_version(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<(StatusCode, Json<VersionRecord>), ApiError> {
+    let name = model_name(&name)?;
+    let ctx = registry(&state)?;
+    let limit = ctx.max_package_bytes;
+    if let Some(len) =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok())
+        && len > limit
+    {
+        return Err(ApiError::new(
+            ErrorKind::PayloadTooLarge,
+            format!("the package is {len} bytes, over the {limit}-byte upload limit"),
+        ));
+    }
+    let (_, engines) = state.repository().load_settings();
+    // The manifest must tell the truth about the model: open it in an engine and compare signatures.
+    let check = move |dir: &std::path::Path, manifest: &ferry_package::Manifest| -> Result<(), String> {
+        let (engine, _) = open_engine(&dir.join(ferry_package::MODEL_PATH), EngineChoice::Auto, &engines)
+            .map_err(|e| format!("the model in the package does not load: {}", ferry_engine::error_chain(&e)))?;
+        match signature_mismatch(&manifest.signature, engine.signature()) {
+            Some(why) => Err(format!("the manifest does not describe the model it carries: {why}")),
+            None => Ok(()),
+        }
+    };
+    let stream = body.into_data_stream().map_err(|e| e.to_string());
+    let record = ctx.registry.publish(&name, stream, limit, &actor(&headers), check).await?;
+    tracing::info!(model = %record.model, version = record.version, digest = %record.digest, "version registered");
+    Ok((StatusCode::CREATED, Json(record)))
+}
+
+#[utoipa::path(get, path = "/api/v1/models/{name}/versions/{version}", tag = "versions",
+    params(("name" = String, Path, description = "Model name"), ("version" = u64, Path, description = "Version")),
+    responses((status = 200, body = VersionRecord), (status = 404, body = ErrorResponse)))]
+async fn get_version(
+    State(state): State<AppState>,
+    Path((name, version)): Path<(String, String)>,
+) -> Result<Json<VersionRecord>, ApiError> {
+    let (name, version) = (model_name(&name)?, version_number(&version)?);
+    Ok(Json(registry(&state)?.registry.resolve(name.as_str(), &Selector::Version(version)).await?))
+}
+
+#[utoipa::path(delete, path = "/api/v1/models/{name}/versions/{version}", tag = "versions",
+    params(("name" = String, Path, description = "Model name"), ("version" = u64, Path, description = "Version")),
+    responses((status = 204, description = "Deleted"),
+        (status = 409, description = "An alias points at it", body = ErrorResponse),
+        (status = 404, body = ErrorResponse)))]
+async fn delete_version(
+    State(state): State<AppState>,
+    Path((name, version)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<StatusCode, ApiError> {
+    let (name, version) = (model_name(&name)?, version_number(&version)?);
+    registry(&state)?.registry.delete_version(name.as_str(), version, &actor(&headers)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(get, path = "/api/v1/models/{name}/versions/{version}/package", tag = "versions",
+    params(("name" = String, Path, description = "Model name"), ("version" = u64, Path, description = "Version")),
+    responses((status = 200, description = "The .ferry package; `X-Ferry-Digest` carries its SHA-256",
+        content_type = "application/octet-stream", body = Vec<u8>), (status = 404, body = ErrorResponse)))]
+async fn download_version(
+    State(state): State<AppState>,
+    Path((name, version)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let (name, version) = (model_name(&name)?, version_number(&version)?);
+    let ctx = registry(&state)?;
+    let record = ctx.registry.resolve(name.as_str(), &Selector::Version(version)).await?;
+    let (size, stream) = ctx.registry.artifacts().open(&record.digest).await?;
+    let mut response = Body::from_stream(stream.map_err(|e| std::io::Error::other(e.to_string()))).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(size));
+    if let Ok(v) = HeaderValue::from_str(&record.digest) {
+        headers.insert("x-ferry-digest", v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{name}-{version}.ferry\"")) {
+        headers.insert(header::CONTENT_DISPOSITION, v);
+    }
+    Ok(response)
+}
+
+#[utoipa::path(get, path = "/api/v1/models/{name}/aliases", tag = "aliases",
+    params(("name" = String, Path, description = "Model name")),
+    responses((status = 200, body = [AliasTarget]), (status = 404, body = ErrorResponse)))]
+async fn list_aliases(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<Vec<AliasTarget>>, ApiError> {
+    let name = model_name(&name)?;
+    let ctx = registry(&state)?;
+    ctx.registry.get_model(name.as_str()).await?;
+    let aliases = ctx.registry.aliases_of(name.as_str()).await?;
+    Ok(Json(aliases.into_iter().map(|(alias, version)| AliasTarget { alias, version }).collect()))
+}
+
+#[utoipa::path(get, path = "/api/v1/models/{name}/aliases/{alias}", tag = "aliases",
+    params(("name" = String, Path, description = "Model name"), ("alias" = String, Path, description = "Alias")),
+    responses((status = 200, body = VersionRecord), (status = 404, body = ErrorResponse)))]
+async fn get_alias(
+    State(state): State<AppState>,
+    Path((name, alias)): Path<(String, String)>,
+) -> Result<Json<VersionRecord>, ApiError> {
+    let name = model_name(&name)?;
+    let selector: Selector = alias.parse()?;
+    Ok(Json(registry(&state)?.registry.resolve(name.as_str(), &selector).await?))
+}
+
+#[utoipa::path(put, path = "/api/v1/models/{name}/aliases/{alias}", tag = "aliases",
+    params(("name" = String, Path, description = "Model name"), ("alias" = String, Path, description = "Alias"),
+        AliasQuery),
+    request_body = SetAlias,
+    responses(
+        (status = 200, description = "Set; for the serving alias, the version now serves (unless wait=false)",
+            body = AliasRecord),
+        (status = 400, description = "Bad alias name, or the version cannot be served (the alias is moved back)",
+            body = ErrorResponse),
+        (status = 404, body = ErrorResponse),
+        (status = 409, description = "The compare-and-set or create-only condition failed", body = ErrorResponse)))]
+async fn set_alias(
+    State(state): State<AppState>,
+    Path((name, alias)): Path<(String, String)>,
+    Query(query): Query<AliasQuery>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<AliasRecord>, ApiError> {
+    let name = model_name(&name)?;
+    let request: SetAlias = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::new(ErrorKind::InvalidInput, format!("alias request body: {e}")))?;
+    let update = match (request.if_version, request.create_only) {
+        (Some(_), true) => {
+            return Err(ApiError::new(ErrorKind::InvalidInput, "if_version and create_only exclude each other"));
+        }
+        (Some(v), false) => AliasUpdate::IfVersion(v),
+        (None, true) => AliasUpdate::CreateOnly,
+        (None, false) => AliasUpdate::Always,
+    };
+    let ctx = registry(&state)?;
+    let wait = query.wait.unwrap_or(true);
+    let record = ctx.move_alias(&state, name.as_str(), &alias, request.version, update, &actor(&headers), wait).await?;
+    Ok(Json(record))
+}
+
+#[utoipa::path(delete, path = "/api/v1/models/{name}/aliases/{alias}", tag = "aliases",
+    params(("name" = String, Path, description = "Model name"), ("alias" = String, Path, description = "Alias")),
+    responses((status = 204, description = "Deleted; deleting the serving alias unloads the model"),
+        (status = 404, body = ErrorResponse)))]
+async fn delete_alias(
+    State(state): State<AppState>,
+    Path((name, alias)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<StatusCode, ApiError> {
+    let name = model_name(&name)?;
+    let ctx = registry(&state)?;
+    ctx.registry.delete_alias(name.as_str(), &alias, &actor(&headers)).await?;
+    if alias == ctx.serve_alias {
+        ctx.sync_model(&state, name.as_str()).await?;
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(get, path = "/api/v1/models/{name}/events", tag = "models",
+    params(("name" = String, Path, description = "Model name")),
+    responses((status = 200, description = "Who did what and when, oldest first", body = [Event])))]
+async fn list_events(State(state): State<AppState>, Path(name): Path<String>) -> Result<Json<Vec<Event>>, ApiError> {
+    let name = model_name(&name)?;
+    Ok(Json(registry(&state)?.registry.events(name.as_str()).await?))
+}
