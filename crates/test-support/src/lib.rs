@@ -73,7 +73,7 @@ pub struct FerryProcess {
     pub addr: String,
     /// `127.0.0.1:PORT` of the gRPC front end.
     pub grpc_addr: String,
-    _data: tempfile::TempDir,
+    _data: Option<tempfile::TempDir>,
 }
 
 impl FerryProcess {
@@ -83,11 +83,23 @@ impl FerryProcess {
     /// When the process exits or is not ready within 60 s; the error carries its output.
     pub fn start(binary: &Path, args: &[&str]) -> anyhow::Result<Self> {
         let data = tempfile::tempdir()?;
+        let mut process = Self::start_in(binary, data.path(), args, &[])?;
+        process._data = Some(data);
+        Ok(process)
+    }
+
+    /// Starts `binary serve ARGS…` with `envs` in the working directory `dir` (kept after the process ends, so that
+    /// a restart finds the same `./ferry-data`), and waits until it is ready.
+    ///
+    /// # Errors
+    /// As [`FerryProcess::start`].
+    pub fn start_in(binary: &Path, dir: &Path, args: &[&str], envs: &[(&str, &str)]) -> anyhow::Result<Self> {
         let mut child = Command::new(binary)
             .arg("serve")
             .args(args)
             .args(["--host", "127.0.0.1", "--http-port", "0", "--grpc-port", "0"])
-            .current_dir(data.path())
+            .envs(envs.iter().copied())
+            .current_dir(dir)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -107,7 +119,7 @@ impl FerryProcess {
         let base_url = url.to_owned();
         let addr = base_url.trim_start_matches("http://").to_owned();
         let grpc_addr = grpc.to_owned();
-        let mut process = Self { child: Some(child), base_url, addr, grpc_addr, _data: data };
+        let mut process = Self { child: Some(child), base_url, addr, grpc_addr, _data: None };
         process.wait_ready(Duration::from_secs(60))?;
         Ok(process)
     }
@@ -151,6 +163,31 @@ impl Drop for FerryProcess {
             drop(child.wait());
         }
     }
+}
+
+/// Sends an HTTP/1.1 request with an optional body over a plain socket; returns the status and the body.
+///
+/// # Errors
+/// Connection errors and unparsable responses.
+pub fn http_request(addr: &str, method: &str, path: &str, body: Option<&[u8]>) -> anyhow::Result<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let body = body.unwrap_or_default();
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n",
+        body.len()
+    )?;
+    stream.write_all(body)?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response)?;
+    let text = String::from_utf8_lossy(&response);
+    let (head, rest) = text.split_once("\r\n\r\n").context("no header end")?;
+    let status = head.split_whitespace().nth(1).context("no status line")?.parse()?;
+    // Chunked bodies (streamed answers) are de-chunked minimally: the tests read JSON answers, which axum sends whole.
+    Ok((status, rest.to_owned()))
 }
 
 /// Sends a bodyless HTTP/1.1 request over a plain socket and returns the status code (no client library needed).
