@@ -272,8 +272,18 @@ fn pack_stores_metrics_equal_to_scikit_learn() {
         let out = format!("{case}.ferry");
         ok(
             d,
-            &["pack", model.to_str().expect("utf8"), "--name", case, "--validation", csv.to_str().expect("utf8"),
-              "--label", label, "-o", &out],
+            &[
+                "pack",
+                model.to_str().expect("utf8"),
+                "--name",
+                case,
+                "--validation",
+                csv.to_str().expect("utf8"),
+                "--label",
+                label,
+                "-o",
+                &out,
+            ],
             None,
         );
         let inspected: Value = serde_json::from_str(&ok(d, &["inspect", &out, "--json"], None)).expect("json");

@@ -243,7 +243,6 @@ pub fn verify(path: &Path, extract_to: Option<&Path>, progress: &dyn Fn(u64)) ->
             missing.path
         )));
     }
-    drop(entries);
     // Hash whatever follows the last entry too (the end-of-archive blocks), so the digest covers the whole file.
     let mut rest = archive.into_inner();
     std::io::copy(&mut rest, &mut std::io::sink()).map_err(PackageError::io(path))?;

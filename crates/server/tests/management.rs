@@ -82,7 +82,10 @@ async fn versions_aliases_and_downloads() {
     assert_eq!(status, StatusCode::CREATED);
 
     let (status, models) = json_call(&env, Method::GET, "/api/v1/models", Body::empty()).await;
-    assert_eq!((status, models[0]["name"].as_str(), models[0]["latest_version"].as_u64()), (StatusCode::OK, Some("tiny"), Some(2)));
+    assert_eq!(
+        (status, models[0]["name"].as_str(), models[0]["latest_version"].as_u64()),
+        (StatusCode::OK, Some("tiny"), Some(2))
+    );
     let (_, versions) = json_call(&env, Method::GET, "/api/v1/models/tiny/versions", Body::empty()).await;
     assert_eq!(versions.as_array().map(Vec::len), Some(2));
     let (_, v) = json_call(&env, Method::GET, "/api/v1/models/tiny/versions/1", Body::empty()).await;
@@ -135,12 +138,48 @@ async fn every_mistake_has_its_status_and_message() {
         (Method::GET, "/api/v1/models/nope", Body::empty(), StatusCode::NOT_FOUND, "not in the registry"),
         (Method::GET, "/api/v1/models/a%2F..%2Fb", Body::empty(), StatusCode::BAD_REQUEST, "not allowed"),
         (Method::GET, "/api/v1/models/tiny/versions/zero", Body::empty(), StatusCode::BAD_REQUEST, "positive integer"),
-        (Method::POST, "/api/v1/models/other/versions", Body::from(good.clone()), StatusCode::BAD_REQUEST, "uploaded as"),
-        (Method::POST, "/api/v1/models/tiny/versions", Body::from("not a package"), StatusCode::BAD_REQUEST, "not a valid"),
-        (Method::POST, "/api/v1/models/tiny/versions", Body::from(vec![0u8; 60_000]), StatusCode::PAYLOAD_TOO_LARGE, "limit"),
-        (Method::POST, "/api/v1/models/tiny/versions", Body::from(good.slice(..good.len() - 1500)), StatusCode::BAD_REQUEST, "truncated"),
-        (Method::PUT, "/api/v1/models/tiny/aliases/production", Body::from("{"), StatusCode::BAD_REQUEST, "alias request body"),
-        (Method::PUT, "/api/v1/models/tiny/aliases/production", Body::from(r#"{"version": 1, "x": 2}"#), StatusCode::BAD_REQUEST, "unknown field"),
+        (
+            Method::POST,
+            "/api/v1/models/other/versions",
+            Body::from(good.clone()),
+            StatusCode::BAD_REQUEST,
+            "uploaded as",
+        ),
+        (
+            Method::POST,
+            "/api/v1/models/tiny/versions",
+            Body::from("not a package"),
+            StatusCode::BAD_REQUEST,
+            "not a valid",
+        ),
+        (
+            Method::POST,
+            "/api/v1/models/tiny/versions",
+            Body::from(vec![0u8; 60_000]),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "limit",
+        ),
+        (
+            Method::POST,
+            "/api/v1/models/tiny/versions",
+            Body::from(good.slice(..good.len() - 1500)),
+            StatusCode::BAD_REQUEST,
+            "truncated",
+        ),
+        (
+            Method::PUT,
+            "/api/v1/models/tiny/aliases/production",
+            Body::from("{"),
+            StatusCode::BAD_REQUEST,
+            "alias request body",
+        ),
+        (
+            Method::PUT,
+            "/api/v1/models/tiny/aliases/production",
+            Body::from(r#"{"version": 1, "x": 2}"#),
+            StatusCode::BAD_REQUEST,
+            "unknown field",
+        ),
     ];
     for (method, uri, body, want, text) in cases {
         let (status, bytes) = call(&env, method.clone(), uri, body).await;
@@ -187,8 +226,8 @@ async fn the_openapi_document_is_served_and_committed() {
         let text = ManagementApi::openapi().to_pretty_json().expect("json");
         std::fs::write(&path, text + "\n").expect("write docs/openapi.json");
     }
-    let committed: Value = serde_json::from_str(&std::fs::read_to_string(&path).expect("docs/openapi.json"))
-        .expect("committed JSON");
+    let committed: Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).expect("docs/openapi.json")).expect("committed JSON");
     assert_eq!(
         committed, generated,
         "docs/openapi.json is out of date: regenerate with FERRY_UPDATE_OPENAPI=1 cargo test -p ferry-server --test management"
