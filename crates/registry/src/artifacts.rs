@@ -220,10 +220,11 @@ impl ArtifactStore {
                 .and_then(|m| m.modified())
                 .map(|t| t.elapsed().unwrap_or_default() >= grace)
                 .unwrap_or(false);
-            if old && entry.path().extension().is_some_and(|e| e == "upload" || e == "partial") {
-                if std::fs::remove_file(entry.path()).is_ok() {
-                    removed += 1;
-                }
+            if old
+                && entry.path().extension().is_some_and(|e| e == "upload" || e == "partial")
+                && std::fs::remove_file(entry.path()).is_ok()
+            {
+                removed += 1;
             }
         }
         Ok(removed)

@@ -29,6 +29,23 @@ pub struct RegistryContext {
     locks: parking_lot::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
+/// An alias move, as the management API asks for it.
+#[derive(Debug, Clone, Copy)]
+pub struct AliasMove<'a> {
+    /// Model name.
+    pub name: &'a str,
+    /// Alias name.
+    pub alias: &'a str,
+    /// Target version.
+    pub version: u64,
+    /// The condition for racing callers.
+    pub update: AliasUpdate,
+    /// Who moves it.
+    pub actor: &'a str,
+    /// For the serving alias: wait until the new version serves (or failed and was undone).
+    pub wait: bool,
+}
+
 /// What a sync did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Synced {
@@ -119,13 +136,9 @@ impl RegistryContext {
     pub async fn move_alias(
         self: &Arc<Self>,
         state: &AppState,
-        name: &str,
-        alias: &str,
-        version: u64,
-        update: AliasUpdate,
-        actor: &str,
-        wait: bool,
+        request: AliasMove<'_>,
     ) -> Result<AliasRecord, ApiError> {
+        let AliasMove { name, alias, version, update, actor, wait } = request;
         if alias == self.serve_alias && state.repository().in_catalog(name) {
             return Err(ApiError::new(
                 ErrorKind::Conflict,

@@ -19,7 +19,7 @@ use futures::TryStreamExt;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
-use crate::deploy::RegistryContext;
+use crate::deploy::{AliasMove, RegistryContext};
 use crate::{ApiError, AppState};
 
 /// The OpenAPI document of the management API.
@@ -325,7 +325,10 @@ async fn set_alias(
     };
     let ctx = registry(&state)?;
     let wait = query.wait.unwrap_or(true);
-    let record = ctx.move_alias(&state, name.as_str(), &alias, request.version, update, &actor(&headers), wait).await?;
+    let actor = actor(&headers);
+    let request =
+        AliasMove { name: name.as_str(), alias: &alias, version: request.version, update, actor: &actor, wait };
+    let record = ctx.move_alias(&state, request).await?;
     Ok(Json(record))
 }
 
