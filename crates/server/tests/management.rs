@@ -236,3 +236,23 @@ async fn the_openapi_document_is_served_and_committed() {
         assert!(generated["paths"][path].is_object(), "{path} documented");
     }
 }
+
+#[tokio::test]
+async fn only_loopback_callers_reach_the_management_api() {
+    let env = env(1 << 20).await;
+    let request = |addr: &str, uri: &str| {
+        let mut req = Request::builder().uri(uri).body(Body::empty()).expect("request");
+        let peer: std::net::SocketAddr = addr.parse().expect("addr");
+        req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+        req
+    };
+    let remote = app(env.state.clone()).oneshot(request("10.1.2.3:5000", "/api/v1/models")).await.expect("call");
+    assert_eq!(remote.status(), StatusCode::FORBIDDEN);
+    let body = axum::body::to_bytes(remote.into_body(), usize::MAX).await.expect("body");
+    assert!(String::from_utf8_lossy(&body).contains("only on loopback"));
+    let local = app(env.state.clone()).oneshot(request("127.0.0.1:5000", "/api/v1/models")).await.expect("call");
+    assert_eq!(local.status(), StatusCode::OK);
+    // Inference is not management: it stays reachable.
+    let live = app(env.state.clone()).oneshot(request("10.1.2.3:5000", "/v2/health/live")).await.expect("call");
+    assert_eq!(live.status(), StatusCode::OK);
+}

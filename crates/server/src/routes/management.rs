@@ -91,6 +91,27 @@ pub struct AliasQuery {
 }
 
 pub(crate) fn routes() -> Router<AppState> {
+    management_routes().route_layer(axum::middleware::from_fn(loopback_only))
+}
+
+/// Until authentication exists, the management API answers only callers on this machine, whatever `--host` says.
+/// (In-process calls carry no peer address and are let through.)
+pub(crate) async fn loopback_only(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let peer = request.extensions().get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0);
+    match peer {
+        Some(addr) if !addr.ip().is_loopback() => ApiError::new(
+            ErrorKind::PermissionDenied,
+            format!(
+                "the management API answers only on loopback until authentication is configured; {} is not",
+                addr.ip()
+            ),
+        )
+        .into_response(),
+        _ => next.run(request).await,
+    }
+}
+
+fn management_routes() -> Router<AppState> {
     Router::new()
         .route("/api/v1/openapi.json", get(openapi))
         .route("/api/v1/models", get(list_models))

@@ -12,6 +12,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/v2/repository/index", post(index))
         .route("/v2/repository/models/{name}/load", post(load))
         .route("/v2/repository/models/{name}/unload", post(unload))
+        .route_layer(axum::middleware::from_fn(super::management::loopback_only))
 }
 
 async fn index(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
