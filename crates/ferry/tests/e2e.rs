@@ -78,9 +78,11 @@ fn the_bundled_example_is_served_on_both_engines() {
 
 #[test]
 fn a_model_the_engine_cannot_run_fails_at_load_naming_the_operator() {
+    let dir = tempfile::tempdir().expect("dir");
     let model = fixtures_dir().join("models/mlp_classifier.onnx");
     let out = Command::new(ferry())
-        .args(["serve", model.to_str().expect("utf8"), "--engine", "tract", "--http-port", "0"])
+        .args(["serve", model.to_str().expect("utf8"), "--engine", "tract", "--http-port", "0", "--grpc-port", "0"])
+        .current_dir(dir.path())
         .output()
         .expect("run ferry");
     assert_eq!(out.status.code(), Some(1));
@@ -88,18 +90,22 @@ fn a_model_the_engine_cannot_run_fails_at_load_naming_the_operator() {
     assert!(stderr.contains("unsupported operator(s) Scaler"), "{stderr}");
     assert!(stderr.contains("mlp_classifier"), "{stderr}");
 
-    let out =
-        Command::new(ferry()).args(["serve", "no/such/model.onnx", "--http-port", "0"]).output().expect("run ferry");
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("no such file"));
-
     let out = Command::new(ferry())
-        .args(["serve", "--http-port", "0"])
-        .current_dir(tempfile::tempdir().expect("dir").path())
+        .args(["serve", "no/such/model.onnx", "--http-port", "0", "--grpc-port", "0"])
+        .current_dir(dir.path())
         .output()
         .expect("run ferry");
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("no models to serve"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no such file"));
+}
+
+#[test]
+fn with_no_models_the_server_starts_empty_and_waits_for_the_registry() {
+    let server = FerryProcess::start(ferry(), &[]).expect("an empty server starts and is ready");
+    assert_eq!(http_status(&server.addr, "GET", "/v2/health/ready").expect("ready"), 200);
+    let (status, models) =
+        ferry_test_support::http_request(&server.addr, "GET", "/api/v1/models", None).expect("models");
+    assert_eq!((status, models.as_str()), (200, "[]"));
 }
 
 #[test]
