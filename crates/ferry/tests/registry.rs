@@ -352,3 +352,32 @@ fn bad_input_gets_a_precise_error_and_writes_nothing() {
     let (status, models) = http_request(&server.addr, "GET", "/api/v1/models", None).expect("models");
     assert_eq!((status, models.as_str()), (200, "[]"), "nothing was registered");
 }
+
+#[test]
+fn a_large_reference_csv_is_streamed_into_a_bounded_profile() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let rows = 200_000u32;
+    let mut csv = std::io::BufWriter::new(std::fs::File::create(d.join("big.csv")).expect("csv"));
+    writeln!(csv, "sepal_length,sepal_width,petal_length,petal_width").expect("header");
+    for i in 0..rows {
+        let x = f64::from(i % 1000) / 100.0;
+        writeln!(csv, "{x},{},{},{}", 3.0 + x / 10.0, 1.0 + x / 2.0, if i % 97 == 0 { "" } else { "0.5" }).expect("row");
+    }
+    csv.flush().expect("flush");
+    drop(csv);
+    let model = iris_model();
+    ok(d, &["pack", model.to_str().expect("utf8"), "--name", "iris", "--reference", "big.csv", "-o", "big.ferry"], None);
+    let inspected: Value = serde_json::from_str(&ok(d, &["inspect", "big.ferry", "--json"], None)).expect("json");
+    let profile = &inspected["profile"];
+    assert_eq!(profile["rows"], rows);
+    let first = &profile["features"][0];
+    assert_eq!(first["count"], rows);
+    assert_eq!(first["sample"].as_array().map(Vec::len), Some(5_000), "the sample is bounded");
+    let missing = profile["features"][3]["missing"].as_u64().expect("missing");
+    assert_eq!(missing, u64::from(rows.div_ceil(97)));
+    assert!((first["mean"].as_f64().expect("mean") - 4.995).abs() < 1e-9);
+    // Every output column was profiled over every row too.
+    assert_eq!(profile["outputs"][0]["count"], rows);
+}
