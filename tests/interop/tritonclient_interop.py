@@ -6,6 +6,7 @@ Usage: python3 tritonclient_interop.py http|grpc HOST:PORT FIXTURES_DIR MODEL [M
 """
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -14,6 +15,17 @@ import numpy as np
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
+from tritonclient._plugin import InferenceServerClientPlugin
+
+
+class BearerKey(InferenceServerClientPlugin):
+    """Sends ferry's API key on every call (HTTP header or gRPC metadata)."""
+
+    def __init__(self, key):
+        self._value = "Bearer " + key
+
+    def __call__(self, request):
+        request.headers["authorization"] = self._value
 
 NP = {
     "BOOL": np.bool_, "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": np.uint32, "UINT64": np.uint64,
@@ -70,6 +82,17 @@ def main():
     protocol, url, fixtures, models = sys.argv[1], sys.argv[2], Path(sys.argv[3]), sys.argv[4:]
     lib = httpclient if protocol == "http" else grpcclient
     client = lib.InferenceServerClient(url=url)
+    key = os.environ.get("FERRY_API_KEY")
+    if key:
+        # Without the key, management calls are refused with the protocol's "unauthenticated" error.
+        try:
+            client.get_model_repository_index()
+            raise AssertionError("the repository index answered without an API key")
+        except InferenceServerException as e:
+            assert "API key" in str(e), str(e)
+            if lib is grpcclient:
+                assert e.status() == "StatusCode.UNAUTHENTICATED", e.status()
+        client.register_plugin(BearerKey(key))
     assert client.is_server_live() and client.is_server_ready()
     meta = client.get_server_metadata()
     if lib is grpcclient:

@@ -17,6 +17,9 @@ pub struct ServerArgs {
     /// The ferry server [env: FERRY_SERVER].
     #[arg(long, env = "FERRY_SERVER", default_value = "http://127.0.0.1:8000", global = true)]
     pub server: String,
+    /// API key [env: FERRY_API_KEY].
+    #[arg(long, env = "FERRY_API_KEY", hide_env_values = true, global = true)]
+    pub key: Option<String>,
 }
 
 /// `ferry push PKG [--alias ALIAS]`
@@ -80,32 +83,32 @@ pub struct PullArgs {
     pub server: ServerArgs,
 }
 
-struct Client {
-    http: reqwest::Client,
+pub(crate) struct Client {
+    pub(crate) http: reqwest::Client,
     base: String,
-    actor: String,
+    key: Option<String>,
 }
 
 impl Client {
-    fn new(server: &ServerArgs) -> anyhow::Result<Self> {
+    pub(crate) fn new(server: &ServerArgs) -> anyhow::Result<Self> {
         let base = server.server.trim_end_matches('/').to_owned();
         if !(base.starts_with("http://") || base.starts_with("https://")) {
             bail!("--server must be an http:// or https:// URL, got {base:?}");
         }
-        let actor = std::env::var("USER").unwrap_or_else(|_| "cli".into());
-        Ok(Self { http: reqwest::Client::builder().build()?, base, actor })
+        Ok(Self { http: reqwest::Client::builder().build()?, base, key: server.key.clone() })
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("{}/api/v1{path}", self.base)
     }
 
-    async fn send(&self, request: reqwest::RequestBuilder) -> anyhow::Result<reqwest::Response> {
-        let response = request
-            .header("x-ferry-actor", &self.actor)
-            .send()
-            .await
-            .with_context(|| format!("cannot reach the ferry server at {}", self.base))?;
+    pub(crate) async fn send(&self, request: reqwest::RequestBuilder) -> anyhow::Result<reqwest::Response> {
+        let request = match &self.key {
+            Some(key) => request.bearer_auth(key),
+            None => request,
+        };
+        let response =
+            request.send().await.with_context(|| format!("cannot reach the ferry server at {}", self.base))?;
         if response.status().is_success() {
             return Ok(response);
         }
@@ -115,15 +118,16 @@ impl Client {
             .ok()
             .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_owned))
             .unwrap_or(body);
-        bail!("{message} (HTTP {})", status.as_u16())
+        let hint = if status.as_u16() == 401 && self.key.is_none() { "; set FERRY_API_KEY or --key" } else { "" };
+        bail!("{message} (HTTP {}){hint}", status.as_u16())
     }
 
-    async fn get(&self, path: &str) -> anyhow::Result<Value> {
+    pub(crate) async fn get(&self, path: &str) -> anyhow::Result<Value> {
         Ok(self.send(self.http.get(self.url(path))).await?.json().await?)
     }
 }
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the runtime")
 }
 

@@ -3,6 +3,7 @@
 
 mod client;
 mod config_cmd;
+mod keys_cmd;
 mod logging;
 mod pack;
 mod progress;
@@ -47,6 +48,12 @@ enum Command {
     Alias(client::AliasArgs),
     /// Download a package from the registry.
     Pull(client::PullArgs),
+    /// Create, list and revoke API keys.
+    #[command(subcommand)]
+    Keys(keys_cmd::KeysCommand),
+    /// Read and verify the tamper-evident audit log.
+    #[command(subcommand)]
+    Audit(keys_cmd::AuditCommand),
     /// Inspect the effective configuration.
     #[command(subcommand)]
     Config(config_cmd::ConfigCommand),
@@ -64,6 +71,8 @@ fn main() -> ExitCode {
         Command::Versions(args) => client::run_versions(args),
         Command::Alias(args) => client::run_alias(args),
         Command::Pull(args) => client::run_pull(args),
+        Command::Keys(cmd) => keys_cmd::run_keys(cmd),
+        Command::Audit(cmd) => keys_cmd::run_audit(cmd),
         Command::Config(cmd) => config_cmd::run(cmd),
     };
     match result {

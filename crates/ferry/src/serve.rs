@@ -50,12 +50,15 @@ async fn serve(files: Vec<PathBuf>, settings: Settings) -> anyhow::Result<()> {
     };
     let engines = EngineSettings { onnxruntime_lib: settings.onnxruntime_lib.clone() };
     repository.set_catalog(sources, settings.models.clone(), engines);
-    let context = RegistryContext::new(
+    bootstrap_admin_key(&registry).await?;
+    let mut context = RegistryContext::new(
         registry,
         settings.serve_alias.clone(),
         settings.data_dir.join("cache"),
         settings.max_package_bytes,
     );
+    context.allow_anonymous_inference = settings.allow_anonymous_inference;
+    context.keys.refresh(&context.registry).await.map_err(|e| anyhow::anyhow!("{}", e.message()))?;
     let limits = ServerLimits { max_request_bytes: settings.max_request_bytes };
     let state = AppState::with_registry(repository.clone(), limits, Some(context));
 
@@ -69,6 +72,18 @@ async fn serve(files: Vec<PathBuf>, settings: Settings) -> anyhow::Result<()> {
     println!("ferry gRPC listening on {grpc_local}");
     tracing::info!(http = %http_local, grpc = %grpc_local, "listening; live now, ready once every model is loaded");
 
+    // Keys created or revoked by another replica sharing the registry take effect within KEY_REFRESH.
+    if let Some(ctx) = state.registry_context().cloned() {
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(ferry_server::KEY_REFRESH);
+            loop {
+                tick.tick().await;
+                if let Err(e) = ctx.keys.refresh(&ctx.registry).await {
+                    tracing::warn!(error = e.message(), "could not refresh the API keys; keeping the last ones");
+                }
+            }
+        });
+    }
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>, state: AppState| async move {
         drop(rx.wait_for(|stop| *stop).await);
@@ -115,6 +130,33 @@ async fn serve(files: Vec<PathBuf>, settings: Settings) -> anyhow::Result<()> {
     let models = repository.take_all();
     tokio::task::spawn_blocking(move || drop(models)).await.context("stopping model instances")?;
     tracing::info!("stopped");
+    Ok(())
+}
+
+/// A fresh registry gets its first admin key: `FERRY_ADMIN_KEY` if set, else a new one printed once to stderr.
+async fn bootstrap_admin_key(registry: &Registry) -> anyhow::Result<()> {
+    if registry.has_keys().await? {
+        return Ok(());
+    }
+    let scopes = [ferry_auth::Scope::new("*")?];
+    match std::env::var("FERRY_ADMIN_KEY") {
+        Ok(key) if !key.is_empty() => {
+            let info =
+                registry.insert_key(&key, "bootstrap admin", ferry_auth::Role::Admin, &scopes, "bootstrap").await?;
+            registry
+                .audit("ferry", "create_key", &format!("key/{} (admin, from FERRY_ADMIN_KEY)", info.id), "ok")
+                .await?;
+        }
+        _ => {
+            let (key, info) =
+                registry.create_key("bootstrap admin", ferry_auth::Role::Admin, &scopes, "bootstrap").await?;
+            registry.audit("ferry", "create_key", &format!("key/{} (admin, bootstrap)", info.id), "ok").await?;
+            eprintln!(
+                "\nA new registry: its first admin key is printed here once and stored only as a hash.\n\n    {key}\n\n\
+                 Use it as FERRY_API_KEY for the ferry CLI, or as `Authorization: Bearer <key>`.\n"
+            );
+        }
+    }
     Ok(())
 }
 

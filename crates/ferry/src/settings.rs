@@ -46,6 +46,8 @@ pub struct Settings {
     pub serve_alias: String,
     /// Largest package upload in bytes.
     pub max_package_bytes: u64,
+    /// Serve inference without an API key (as an anonymous predictor); management always needs a key.
+    pub allow_anonymous_inference: bool,
     /// Leftovers of interrupted uploads older than this are removed at start-up (seconds). Keep it longer than any
     /// upload when several replicas share one artifact store.
     pub orphan_grace_seconds: u64,
@@ -68,6 +70,7 @@ impl Default for Settings {
             serve_alias: "production".into(),
             max_package_bytes: 8 * 1024 * 1024 * 1024,
             orphan_grace_seconds: 0,
+            allow_anonymous_inference: false,
             models: ModelConfig::default(),
         }
     }
@@ -87,6 +90,7 @@ const ENV_KEYS: &[&str] = &[
     "serve_alias",
     "max_package_bytes",
     "orphan_grace_seconds",
+    "allow_anonymous_inference",
     "models",
 ];
 
@@ -174,6 +178,11 @@ pub struct SettingsArgs {
     #[arg(long, value_name = "BYTES")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_package_bytes: Option<u64>,
+    /// Serve inference without an API key; management still needs one [env: FERRY_ALLOW_ANONYMOUS_INFERENCE]
+    /// [default: false].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub allow_anonymous_inference: bool,
     /// Default engine for every model: auto (ONNX Runtime when found, else tract), onnxruntime or tract
     /// [env: FERRY_MODELS__ENGINE] [default: auto].
     #[arg(long, value_enum)]

@@ -33,6 +33,7 @@ fn tritonclient_interop(protocol: &str) {
     let addr = if protocol == "grpc" { &server.grpc_addr } else { &server.addr };
     let script = repo_root().join("tests/interop/tritonclient_interop.py");
     let out = Command::new("python3")
+        .env("FERRY_API_KEY", ferry_test_support::TEST_ADMIN_KEY)
         .arg(&script)
         .arg(protocol)
         .arg(addr)

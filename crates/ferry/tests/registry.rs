@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use ferry_registry::testing::TempPostgres;
-use ferry_test_support::{FerryProcess, fixtures_dir, http_request, repo_root};
+use ferry_test_support::{FerryProcess, TEST_ADMIN_KEY, fixtures_dir, http_request, http_request_as, repo_root};
 use serde_json::Value;
 
 fn ferry() -> &'static Path {
@@ -26,7 +26,7 @@ fn tabular(name: &str) -> PathBuf {
 /// Runs `ferry ARGS…` in `dir`.
 fn run(dir: &Path, args: &[&str], server: Option<&FerryProcess>) -> Output {
     let mut cmd = Command::new(ferry());
-    cmd.args(args).current_dir(dir).env_remove("FERRY_SERVER");
+    cmd.args(args).current_dir(dir).env_remove("FERRY_SERVER").env("FERRY_API_KEY", TEST_ADMIN_KEY);
     if let Some(s) = server {
         cmd.env("FERRY_SERVER", &s.base_url);
     }
@@ -76,7 +76,8 @@ fn life_cycle(envs: &[(&str, &str)]) {
     let dir = tempfile::tempdir().expect("tempdir");
     let d = dir.path();
     pack_two_versions(d);
-    let server = FerryProcess::start_in(ferry(), d, &[], envs).expect("serve with an empty registry");
+    let server = FerryProcess::start_in(ferry(), d, &["--allow-anonymous-inference"], envs)
+        .expect("serve with an empty registry");
 
     let pushed = ok(d, &["push", "v1.ferry", "--alias", "production"], Some(&server));
     assert!(pushed.contains("pushed iris version 1") && pushed.contains("-> version 1"), "{pushed}");
@@ -107,12 +108,13 @@ fn life_cycle(envs: &[(&str, &str)]) {
 
     // Restarting brings back exactly what was served.
     drop(server);
-    let server = FerryProcess::start_in(ferry(), d, &[], envs).expect("restart");
+    let server = FerryProcess::start_in(ferry(), d, &["--allow-anonymous-inference"], envs).expect("restart");
     assert_eq!(served_version(&server), "1");
     let (_, meta) = http_request(&server.addr, "GET", "/v2/models/iris", None).expect("metadata");
     let meta: Value = serde_json::from_str(&meta).expect("json");
     assert_eq!(meta["versions"], serde_json::json!(["1"]));
-    let (_, events) = http_request(&server.addr, "GET", "/api/v1/models/iris/events", None).expect("events");
+    let (_, events) =
+        http_request_as(&server.addr, Some(TEST_ADMIN_KEY), "GET", "/api/v1/models/iris/events", None).expect("events");
     let actions: Vec<String> = serde_json::from_str::<Vec<Value>>(&events)
         .expect("events json")
         .iter()
@@ -139,7 +141,7 @@ fn moving_the_alias_under_load_fails_no_request() {
     let dir = tempfile::tempdir().expect("tempdir");
     let d = dir.path();
     pack_two_versions(d);
-    let server = FerryProcess::start_in(ferry(), d, &[], &[]).expect("serve");
+    let server = FerryProcess::start_in(ferry(), d, &["--allow-anonymous-inference"], &[]).expect("serve");
     ok(d, &["push", "v1.ferry", "--alias", "production"], Some(&server));
     ok(d, &["push", "v2.ferry"], Some(&server));
 
@@ -220,14 +222,14 @@ fn a_kill_during_an_upload_leaves_no_version_and_start_up_cleans_up() {
     let d = dir.path();
     pack_two_versions(d);
     let package = std::fs::read(d.join("v1.ferry")).expect("package");
-    let mut server = FerryProcess::start_in(ferry(), d, &[], &[]).expect("serve");
+    let mut server = FerryProcess::start_in(ferry(), d, &["--allow-anonymous-inference"], &[]).expect("serve");
 
     // Half an upload, then SIGKILL while the server holds the staged half.
     let mut stream = std::net::TcpStream::connect(&server.addr).expect("connect");
     write!(
         stream,
         "POST /api/v1/models/iris/versions HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\n\
-         Content-Length: {}\r\n\r\n",
+         Authorization: Bearer {TEST_ADMIN_KEY}\r\nContent-Length: {}\r\n\r\n",
         package.len()
     )
     .expect("headers");
@@ -249,10 +251,11 @@ fn a_kill_during_an_upload_leaves_no_version_and_start_up_cleans_up() {
     std::fs::create_dir_all(orphan.parent().expect("parent")).expect("mkdir");
     std::fs::write(&orphan, b"orphan").expect("orphan");
 
-    let server = FerryProcess::start_in(ferry(), d, &[], &[]).expect("restart");
+    let server = FerryProcess::start_in(ferry(), d, &["--allow-anonymous-inference"], &[]).expect("restart");
     assert_eq!(std::fs::read_dir(&staging).expect("staging").count(), 0, "staged leftovers are removed");
     assert!(!orphan.exists(), "orphaned blobs are removed");
-    let (status, models) = http_request(&server.addr, "GET", "/api/v1/models", None).expect("models");
+    let (status, models) =
+        http_request_as(&server.addr, Some(TEST_ADMIN_KEY), "GET", "/api/v1/models", None).expect("models");
     assert_eq!((status, models.as_str()), (200, "[]"), "no half-registered version");
     // The registry still works after the crash.
     ok(d, &["push", "v1.ferry"], Some(&server));
@@ -342,14 +345,15 @@ fn bad_input_gets_a_precise_error_and_writes_nothing() {
     ferry_package::write_package(input, &lie, &|_| {}).expect("write the lie");
     let err = fails(d, &["verify", "lie.ferry"], None);
     assert!(err.contains("does not describe the model") && err.contains("features"), "{err}");
-    let server = FerryProcess::start_in(ferry(), d, &[], &[]).expect("serve");
+    let server = FerryProcess::start_in(ferry(), d, &["--allow-anonymous-inference"], &[]).expect("serve");
     let err = fails(d, &["push", "lie.ferry"], Some(&server));
     assert!(err.contains("does not describe the model") && err.contains("HTTP 400"), "{err}");
     let err = fails(d, &["push", "cut.ferry"], Some(&server));
     assert!(err.contains("truncated"), "{err}");
     let err = fails(d, &["alias", "iris", "production", "1"], Some(&server));
     assert!(err.contains("not in the registry") && err.contains("HTTP 404"), "{err}");
-    let (status, models) = http_request(&server.addr, "GET", "/api/v1/models", None).expect("models");
+    let (status, models) =
+        http_request_as(&server.addr, Some(TEST_ADMIN_KEY), "GET", "/api/v1/models", None).expect("models");
     assert_eq!((status, models.as_str()), (200, "[]"), "nothing was registered");
 }
 
@@ -363,12 +367,17 @@ fn a_large_reference_csv_is_streamed_into_a_bounded_profile() {
     writeln!(csv, "sepal_length,sepal_width,petal_length,petal_width").expect("header");
     for i in 0..rows {
         let x = f64::from(i % 1000) / 100.0;
-        writeln!(csv, "{x},{},{},{}", 3.0 + x / 10.0, 1.0 + x / 2.0, if i % 97 == 0 { "" } else { "0.5" }).expect("row");
+        writeln!(csv, "{x},{},{},{}", 3.0 + x / 10.0, 1.0 + x / 2.0, if i % 97 == 0 { "" } else { "0.5" })
+            .expect("row");
     }
     csv.flush().expect("flush");
     drop(csv);
     let model = iris_model();
-    ok(d, &["pack", model.to_str().expect("utf8"), "--name", "iris", "--reference", "big.csv", "-o", "big.ferry"], None);
+    ok(
+        d,
+        &["pack", model.to_str().expect("utf8"), "--name", "iris", "--reference", "big.csv", "-o", "big.ferry"],
+        None,
+    );
     let inspected: Value = serde_json::from_str(&ok(d, &["inspect", "big.ferry", "--json"], None)).expect("json");
     let profile = &inspected["profile"];
     assert_eq!(profile["rows"], rows);

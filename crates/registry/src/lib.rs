@@ -9,6 +9,7 @@
 
 mod artifacts;
 mod error;
+mod security;
 mod store;
 pub mod testing;
 

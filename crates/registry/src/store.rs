@@ -143,7 +143,7 @@ fn check_alias(alias: &str) -> Result<(), RegistryError> {
     Ok(())
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
@@ -161,7 +161,9 @@ fn to_i64(v: u64) -> Result<i64, RegistryError> {
 /// The registry: metadata in SQL, packages in the artifact store.
 #[derive(Debug, Clone)]
 pub struct Registry {
-    db: AnyPool,
+    pub(crate) db: AnyPool,
+    /// Serialises audit appends in this process (SQLite cannot upgrade racing read transactions to writes).
+    pub(crate) audit_lock: std::sync::Arc<tokio::sync::Mutex<()>>,
     artifacts: ArtifactStore,
     backend: &'static str,
 }
@@ -189,7 +191,7 @@ impl Registry {
             .await
             .map_err(|e| RegistryError::Io(format!("cannot open the registry database {}: {e}", redact(url))))?;
         MIGRATOR.run(&db).await?;
-        Ok(Self { db, artifacts, backend })
+        Ok(Self { db, artifacts, backend, audit_lock: std::sync::Arc::default() })
     }
 
     /// An SQLite URL for a file, created when missing.

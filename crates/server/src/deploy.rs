@@ -25,6 +25,10 @@ pub struct RegistryContext {
     pub cache_dir: PathBuf,
     /// Largest package upload in bytes.
     pub max_package_bytes: u64,
+    /// Active API keys.
+    pub keys: crate::KeyCache,
+    /// Whether inference without a key is allowed (as the anonymous predictor).
+    pub allow_anonymous_inference: bool,
     /// One lock per model, so that alias moves on one model are applied in order.
     locks: parking_lot::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
@@ -59,7 +63,15 @@ impl RegistryContext {
     /// Serves `registry`'s `serve_alias` versions, unpacking packages under `cache_dir`.
     #[must_use]
     pub fn new(registry: Registry, serve_alias: String, cache_dir: PathBuf, max_package_bytes: u64) -> Self {
-        Self { registry, serve_alias, cache_dir, max_package_bytes, locks: parking_lot::Mutex::default() }
+        Self {
+            registry,
+            serve_alias,
+            cache_dir,
+            max_package_bytes,
+            keys: crate::KeyCache::default(),
+            allow_anonymous_inference: false,
+            locks: parking_lot::Mutex::default(),
+        }
     }
 
     fn lock_for(&self, name: &str) -> Arc<tokio::sync::Mutex<()>> {

@@ -68,6 +68,9 @@ impl IntoResponse for ApiError {
         let body = serde_json::to_vec(&ferry_protocol::ErrorBody { error: &self.message }).unwrap_or_default();
         let mut response =
             (status, [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response();
+        if self.kind == ErrorKind::Unauthenticated {
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
         if matches!(self.kind, ErrorKind::Overloaded | ErrorKind::Unavailable | ErrorKind::RateLimited) {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }

@@ -4,6 +4,7 @@
 use std::future::Future;
 use std::time::Duration;
 
+use ferry_auth::{Access, Permission};
 use ferry_protocol::grpc::pb::grpc_inference_service_server::{GrpcInferenceService, GrpcInferenceServiceServer};
 use ferry_protocol::grpc::{decode_model_infer, encode_model_infer, pb};
 use ferry_serving::InferRequest;
@@ -77,6 +78,23 @@ pub struct GrpcService {
 }
 
 impl GrpcService {
+    /// The caller's access from the `authorization` metadata, checked for `permission` (and `model`'s scope).
+    async fn authorize<T>(
+        &self,
+        request: &Request<T>,
+        permission: Permission,
+        model: Option<&str>,
+    ) -> Result<Access, Status> {
+        let headers = request.metadata().clone().into_headers();
+        let access = crate::auth::authenticate(&self.state, &headers, permission).await.map_err(Status::from)?;
+        match model {
+            Some(m) => access.require_on(permission, m),
+            None => access.require(permission),
+        }
+        .map_err(|e| Status::from(crate::ApiError::from(e)))?;
+        Ok(access)
+    }
+
     fn not_ready() -> Status {
         Status::unavailable("the server is not ready: models are still loading, or it is shutting down")
     }
@@ -99,6 +117,7 @@ impl GrpcInferenceService for GrpcService {
         &self,
         request: Request<pb::ModelReadyRequest>,
     ) -> Result<Response<pb::ModelReadyResponse>, Status> {
+        self.authorize(&request, Permission::Infer, Some(&request.get_ref().name)).await?;
         let r = request.into_inner();
         let ready = self.state.is_ready() && self.state.repository().get(&r.name, version_arg(&r.version)).is_ok();
         Ok(Response::new(pb::ModelReadyResponse { ready }))
@@ -106,8 +125,9 @@ impl GrpcInferenceService for GrpcService {
 
     async fn server_metadata(
         &self,
-        _: Request<pb::ServerMetadataRequest>,
+        request: Request<pb::ServerMetadataRequest>,
     ) -> Result<Response<pb::ServerMetadataResponse>, Status> {
+        self.authorize(&request, Permission::Infer, None).await?;
         Ok(Response::new(pb::ServerMetadataResponse {
             name: "ferry".into(),
             version: env!("CARGO_PKG_VERSION").into(),
@@ -119,6 +139,7 @@ impl GrpcInferenceService for GrpcService {
         &self,
         request: Request<pb::ModelMetadataRequest>,
     ) -> Result<Response<pb::ModelMetadataResponse>, Status> {
+        self.authorize(&request, Permission::Infer, Some(&request.get_ref().name)).await?;
         let r = request.into_inner();
         let model = self.state.repository().get(&r.name, version_arg(&r.version)).map_err(status)?;
         let versions = if r.version.is_empty() {
@@ -142,6 +163,7 @@ impl GrpcInferenceService for GrpcService {
         if !self.state.is_ready() {
             return Err(Self::not_ready());
         }
+        self.authorize(&request, Permission::Infer, Some(&request.get_ref().model_name)).await?;
         let deadline = grpc_timeout(&request);
         let r = request.into_inner();
         let model = self.state.repository().get(&r.model_name, version_arg(&r.model_version)).map_err(status)?;
@@ -160,9 +182,17 @@ impl GrpcInferenceService for GrpcService {
         &self,
         request: Request<pb::ModelStatisticsRequest>,
     ) -> Result<Response<pb::ModelStatisticsResponse>, Status> {
+        let access = self.authorize(&request, Permission::Infer, None).await?;
         let r = request.into_inner();
         let name = (!r.name.is_empty()).then_some(r.name.as_str());
-        let models = crate::routes::stats::select(&self.state, name, version_arg(&r.version)).map_err(Status::from)?;
+        if let Some(n) = name {
+            access.require_on(Permission::Infer, n).map_err(|e| Status::from(crate::ApiError::from(e)))?;
+        }
+        let models: Vec<_> = crate::routes::stats::select(&self.state, name, version_arg(&r.version))
+            .map_err(Status::from)?
+            .into_iter()
+            .filter(|m| access.covers(m.name()))
+            .collect();
         let model_stats = models.iter().map(|m| crate::routes::stats::to_proto(m)).collect();
         Ok(Response::new(pb::ModelStatisticsResponse { model_stats }))
     }
@@ -171,6 +201,7 @@ impl GrpcInferenceService for GrpcService {
         &self,
         request: Request<pb::RepositoryIndexRequest>,
     ) -> Result<Response<pb::RepositoryIndexResponse>, Status> {
+        let access = self.authorize(&request, Permission::Read, None).await?;
         let ready_only = request.into_inner().ready;
         let models = self
             .state
@@ -178,6 +209,7 @@ impl GrpcInferenceService for GrpcService {
             .await
             .map_err(Status::from)?
             .into_iter()
+            .filter(|e| access.covers(&e.name))
             .filter(|e| !ready_only || e.ready)
             .map(|e| pb::repository_index_response::ModelIndex {
                 name: e.name,
@@ -193,8 +225,11 @@ impl GrpcInferenceService for GrpcService {
         &self,
         request: Request<pb::RepositoryModelLoadRequest>,
     ) -> Result<Response<pb::RepositoryModelLoadResponse>, Status> {
+        let access = self.authorize(&request, Permission::Deploy, Some(&request.get_ref().model_name)).await?;
         let name = request.into_inner().model_name;
-        self.state.load_model(&name).await.map_err(Status::from)?;
+        let result = self.state.load_model(&name).await;
+        self.state.audit(&access, "load", &format!("model/{name}"), &result).await;
+        result.map_err(Status::from)?;
         Ok(Response::new(pb::RepositoryModelLoadResponse {}))
     }
 
@@ -202,8 +237,11 @@ impl GrpcInferenceService for GrpcService {
         &self,
         request: Request<pb::RepositoryModelUnloadRequest>,
     ) -> Result<Response<pb::RepositoryModelUnloadResponse>, Status> {
+        let access = self.authorize(&request, Permission::Deploy, Some(&request.get_ref().model_name)).await?;
         let name = request.into_inner().model_name;
-        self.state.unload_model(&name).await.map_err(Status::from)?;
+        let result = self.state.unload_model(&name).await;
+        self.state.audit(&access, "unload", &format!("model/{name}"), &result).await;
+        result.map_err(Status::from)?;
         Ok(Response::new(pb::RepositoryModelUnloadResponse {}))
     }
 }

@@ -4,6 +4,7 @@
 //! [`app`] is the one constructor of the router, used by `ferry serve` and by tests alike. Handlers decode the wire
 //! with `ferry-protocol` and hand typed requests to `ferry-serving`; no other crate sees HTTP types.
 
+mod auth;
 mod body;
 mod deploy;
 mod error;
@@ -16,6 +17,7 @@ use std::future::Future;
 use axum::Router;
 use tokio::net::TcpListener;
 
+pub use auth::{Authorized, KEY_REFRESH, KeyCache, Need, ToAdmin, ToDeploy, ToInfer, ToRead, authenticate};
 pub use deploy::{RegistryContext, Synced};
 pub use error::{ApiError, status_of};
 pub use grpc::{GrpcService, code_of, serve_grpc};

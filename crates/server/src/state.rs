@@ -137,6 +137,25 @@ impl AppState {
         Ok(entries)
     }
 
+    /// Appends an audit record for a management action and its outcome (no-op without a registry). A failure to
+    /// audit is logged, not returned: the action already happened.
+    pub async fn audit<T>(
+        &self,
+        access: &ferry_auth::Access,
+        action: &str,
+        target: &str,
+        result: &Result<T, crate::ApiError>,
+    ) {
+        let Some(ctx) = self.registry_context() else { return };
+        let outcome = match result {
+            Ok(_) => "ok".to_owned(),
+            Err(e) => format!("failed: {}", e.message()),
+        };
+        if let Err(e) = ctx.registry.audit(&access.actor, action, target, &outcome).await {
+            tracing::error!(error = %e, action, target, "could not append to the audit log");
+        }
+    }
+
     /// Request limits.
     #[must_use]
     pub fn limits(&self) -> ServerLimits {

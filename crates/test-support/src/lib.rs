@@ -64,6 +64,9 @@ pub fn load_repository(
     Ok(repository)
 }
 
+/// The admin key every test server starts with (`FERRY_ADMIN_KEY`); test-only, never a real secret.
+pub const TEST_ADMIN_KEY: &str = "fry_test_admin_key_0123456789abcdef0123456789abcdef";
+
 /// A `ferry serve` process on 127.0.0.1 with a free port, killed when dropped.
 pub struct FerryProcess {
     child: Option<Child>,
@@ -83,7 +86,9 @@ impl FerryProcess {
     /// When the process exits or is not ready within 60 s; the error carries its output.
     pub fn start(binary: &Path, args: &[&str]) -> anyhow::Result<Self> {
         let data = tempfile::tempdir()?;
-        let mut process = Self::start_in(binary, data.path(), args, &[])?;
+        let mut all = vec!["--allow-anonymous-inference"];
+        all.extend_from_slice(args);
+        let mut process = Self::start_in(binary, data.path(), &all, &[])?;
         process._data = Some(data);
         Ok(process)
     }
@@ -98,6 +103,7 @@ impl FerryProcess {
             .arg("serve")
             .args(args)
             .args(["--host", "127.0.0.1", "--http-port", "0", "--grpc-port", "0"])
+            .env("FERRY_ADMIN_KEY", TEST_ADMIN_KEY)
             .envs(envs.iter().copied())
             .current_dir(dir)
             .stdout(Stdio::piped())
@@ -170,14 +176,29 @@ impl Drop for FerryProcess {
 /// # Errors
 /// Connection errors and unparsable responses.
 pub fn http_request(addr: &str, method: &str, path: &str, body: Option<&[u8]>) -> anyhow::Result<(u16, String)> {
+    http_request_as(addr, None, method, path, body)
+}
+
+/// [`http_request`] with `Authorization: Bearer KEY` when `key` is given.
+///
+/// # Errors
+/// Connection errors and unparsable responses.
+pub fn http_request_as(
+    addr: &str,
+    key: Option<&str>,
+    method: &str,
+    path: &str,
+    body: Option<&[u8]>,
+) -> anyhow::Result<(u16, String)> {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(addr)?;
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
     let body = body.unwrap_or_default();
+    let auth = key.map(|k| format!("Authorization: Bearer {k}\r\n")).unwrap_or_default();
     write!(
         stream,
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\n\r\n",
+         {auth}Content-Length: {}\r\n\r\n",
         body.len()
     )?;
     stream.write_all(body)?;

@@ -1,8 +1,8 @@
 //! The management API under `/api/v1`: models, versions (upload, download, delete), aliases and the history of
 //! each model, described by the OpenAPI document at `/api/v1/openapi.json` (generated from these handlers).
 //!
-//! Until authentication exists (the security issue), who did what is recorded from the `X-Ferry-Actor` header, and
-//! `ferry serve` keeps the whole server on loopback by default.
+//! Every handler names the permission it needs in its signature (`Authorized<ToRead>`, `Authorized<ToDeploy>`) and
+//! checks the key's model scopes; every change is appended to the audit log with its outcome.
 
 use std::sync::Arc;
 
@@ -19,6 +19,7 @@ use futures::TryStreamExt;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
+use crate::auth::{Authorized, ToDeploy, ToRead};
 use crate::deploy::{AliasMove, RegistryContext};
 use crate::{ApiError, AppState};
 
@@ -27,8 +28,9 @@ use crate::{ApiError, AppState};
 #[openapi(
     info(
         title = "ferry management API",
-        description = "Models, immutable versions, aliases and their history in the ferry registry. Errors are \
-                       `{\"error\": message}` with 400 (bad input), 404 (unknown model, version or alias), 409 \
+        description = "Models, immutable versions, aliases and their history in the ferry registry. Every call needs \
+                       `Authorization: Bearer <key>` with a role that allows it. Errors are \
+                       `{\"error\": message}` with 400 (bad input), 401 (no valid key), 403 (role or scope), 404 (unknown model, version or alias), 409 \
                        (conflict with the current state), 413 (package over the upload limit)."
     ),
     paths(
@@ -44,12 +46,35 @@ use crate::{ApiError, AppState};
         get_alias,
         set_alias,
         delete_alias,
-        list_events
+        list_events,
+        crate::routes::keys::create_key,
+        crate::routes::keys::list_keys,
+        crate::routes::keys::revoke_key,
+        crate::routes::keys::list_audit,
+        crate::routes::keys::verify_audit
     ),
-    components(schemas(ModelRecord, VersionRecord, AliasRecord, Event, SetAlias, ErrorResponse, AliasTarget)),
-    tags((name = "models"), (name = "versions"), (name = "aliases"))
+    components(schemas(ModelRecord, VersionRecord, AliasRecord, Event, SetAlias, ErrorResponse, AliasTarget,
+        crate::routes::keys::NewKey, crate::routes::keys::CreatedKey, crate::routes::keys::AuditVerdict,
+        ferry_auth::KeyInfo, ferry_auth::Role, ferry_auth::Scope, ferry_auth::AuditRecord)),
+    modifiers(&BearerAuth),
+    security(("bearer" = [])),
+    tags((name = "models"), (name = "versions"), (name = "aliases"), (name = "keys"), (name = "audit"))
 )]
 pub struct ManagementApi;
+
+/// Declares the bearer-key scheme every management call uses.
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("fry_…").build()),
+        );
+    }
+}
 
 /// The body of every error.
 #[derive(Debug, Serialize, ToSchema)]
@@ -91,24 +116,7 @@ pub struct AliasQuery {
 }
 
 pub(crate) fn routes() -> Router<AppState> {
-    management_routes().route_layer(axum::middleware::from_fn(loopback_only))
-}
-
-/// Until authentication exists, the management API answers only callers on this machine, whatever `--host` says.
-/// (In-process calls carry no peer address and are let through.)
-pub(crate) async fn loopback_only(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
-    let peer = request.extensions().get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0);
-    match peer {
-        Some(addr) if !addr.ip().is_loopback() => ApiError::new(
-            ErrorKind::PermissionDenied,
-            format!(
-                "the management API answers only on loopback until authentication is configured; {} is not",
-                addr.ip()
-            ),
-        )
-        .into_response(),
-        _ => next.run(request).await,
-    }
+    management_routes().merge(crate::routes::keys::routes())
 }
 
 fn management_routes() -> Router<AppState> {
@@ -145,27 +153,26 @@ fn version_number(version: &str) -> Result<u64, ApiError> {
         .ok_or_else(|| ApiError::new(ErrorKind::InvalidInput, format!("version {version:?} is not a positive integer")))
 }
 
-/// Who is acting, for the record (until authentication arrives, self-declared).
-fn actor(headers: &HeaderMap) -> String {
-    headers
-        .get("x-ferry-actor")
-        .and_then(|v| v.to_str().ok())
-        .map(|v| v.chars().filter(|c| !c.is_control()).take(128).collect::<String>())
-        .filter(|v| !v.trim().is_empty())
-        .unwrap_or_else(|| "anonymous".into())
-}
-
 #[utoipa::path(get, path = "/api/v1/models", tag = "models",
     responses((status = 200, description = "Every model", body = [ModelRecord])))]
-async fn list_models(State(state): State<AppState>) -> Result<Json<Vec<ModelRecord>>, ApiError> {
-    Ok(Json(registry(&state)?.registry.list_models().await?))
+async fn list_models(
+    auth: Authorized<ToRead>,
+    State(state): State<AppState>,
+) -> Result<Json<Vec<ModelRecord>>, ApiError> {
+    let models = registry(&state)?.registry.list_models().await?;
+    Ok(Json(models.into_iter().filter(|m| auth.access.covers(&m.name)).collect()))
 }
 
 #[utoipa::path(get, path = "/api/v1/models/{name}", tag = "models",
     params(("name" = String, Path, description = "Model name")),
     responses((status = 200, body = ModelRecord), (status = 404, body = ErrorResponse)))]
-async fn get_model(State(state): State<AppState>, Path(name): Path<String>) -> Result<Json<ModelRecord>, ApiError> {
+async fn get_model(
+    auth: Authorized<ToRead>,
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<ModelRecord>, ApiError> {
     let name = model_name(&name)?;
+    auth.on(name.as_str())?;
     Ok(Json(registry(&state)?.registry.get_model(name.as_str()).await?))
 }
 
@@ -174,13 +181,16 @@ async fn get_model(State(state): State<AppState>, Path(name): Path<String>) -> R
     responses((status = 204, description = "Deleted with every version and alias; unloaded if served"),
         (status = 404, body = ErrorResponse)))]
 async fn delete_model(
+    auth: Authorized<ToDeploy>,
     State(state): State<AppState>,
     Path(name): Path<String>,
-    headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
     let name = model_name(&name)?;
+    auth.on(name.as_str())?;
     let ctx = registry(&state)?;
-    ctx.registry.delete_model(name.as_str(), &actor(&headers)).await?;
+    let result = ctx.registry.delete_model(name.as_str(), &auth.access.actor).await.map_err(ApiError::from);
+    state.audit(&auth.access, "delete_model", &format!("model/{name}"), &result).await;
+    result?;
     ctx.sync_model(&state, name.as_str()).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -189,10 +199,12 @@ async fn delete_model(
     params(("name" = String, Path, description = "Model name")),
     responses((status = 200, body = [VersionRecord]), (status = 404, body = ErrorResponse)))]
 async fn list_versions(
+    auth: Authorized<ToRead>,
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<Json<Vec<VersionRecord>>, ApiError> {
     let name = model_name(&name)?;
+    auth.on(name.as_str())?;
     Ok(Json(registry(&state)?.registry.list_versions(name.as_str()).await?))
 }
 
@@ -205,12 +217,14 @@ async fn list_versions(
         (status = 409, description = "This package is already a version of the model", body = ErrorResponse),
         (status = 413, description = "Over the upload limit", body = ErrorResponse)))]
 async fn upload_version(
+    auth: Authorized<ToDeploy>,
     State(state): State<AppState>,
     Path(name): Path<String>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<(StatusCode, Json<VersionRecord>), ApiError> {
     let name = model_name(&name)?;
+    auth.on(name.as_str())?;
     let ctx = registry(&state)?;
     let limit = ctx.max_package_bytes;
     if let Some(len) =
@@ -233,7 +247,13 @@ async fn upload_version(
         }
     };
     let stream = body.into_data_stream().map_err(|e| e.to_string());
-    let record = ctx.registry.publish(&name, stream, limit, &actor(&headers), check).await?;
+    let result = ctx.registry.publish(&name, stream, limit, &auth.access.actor, check).await.map_err(ApiError::from);
+    let target = match &result {
+        Ok(r) => format!("model/{}/version/{}", r.model, r.version),
+        Err(_) => format!("model/{name}"),
+    };
+    state.audit(&auth.access, "push", &target, &result).await;
+    let record = result?;
     tracing::info!(model = %record.model, version = record.version, digest = %record.digest, "version registered");
     Ok((StatusCode::CREATED, Json(record)))
 }
@@ -242,10 +262,12 @@ async fn upload_version(
     params(("name" = String, Path, description = "Model name"), ("version" = u64, Path, description = "Version")),
     responses((status = 200, body = VersionRecord), (status = 404, body = ErrorResponse)))]
 async fn get_version(
+    auth: Authorized<ToRead>,
     State(state): State<AppState>,
     Path((name, version)): Path<(String, String)>,
 ) -> Result<Json<VersionRecord>, ApiError> {
     let (name, version) = (model_name(&name)?, version_number(&version)?);
+    auth.on(name.as_str())?;
     Ok(Json(registry(&state)?.registry.resolve(name.as_str(), &Selector::Version(version)).await?))
 }
 
@@ -255,12 +277,16 @@ async fn get_version(
         (status = 409, description = "An alias points at it", body = ErrorResponse),
         (status = 404, body = ErrorResponse)))]
 async fn delete_version(
+    auth: Authorized<ToDeploy>,
     State(state): State<AppState>,
     Path((name, version)): Path<(String, String)>,
-    headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
     let (name, version) = (model_name(&name)?, version_number(&version)?);
-    registry(&state)?.registry.delete_version(name.as_str(), version, &actor(&headers)).await?;
+    auth.on(name.as_str())?;
+    let ctx = registry(&state)?;
+    let result = ctx.registry.delete_version(name.as_str(), version, &auth.access.actor).await.map_err(ApiError::from);
+    state.audit(&auth.access, "delete_version", &format!("model/{name}/version/{version}"), &result).await;
+    result?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -269,10 +295,12 @@ async fn delete_version(
     responses((status = 200, description = "The .ferry package; `X-Ferry-Digest` carries its SHA-256",
         content_type = "application/octet-stream", body = Vec<u8>), (status = 404, body = ErrorResponse)))]
 async fn download_version(
+    auth: Authorized<ToRead>,
     State(state): State<AppState>,
     Path((name, version)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
     let (name, version) = (model_name(&name)?, version_number(&version)?);
+    auth.on(name.as_str())?;
     let ctx = registry(&state)?;
     let record = ctx.registry.resolve(name.as_str(), &Selector::Version(version)).await?;
     let (size, stream) = ctx.registry.artifacts().open(&record.digest).await?;
@@ -293,10 +321,12 @@ async fn download_version(
     params(("name" = String, Path, description = "Model name")),
     responses((status = 200, body = [AliasTarget]), (status = 404, body = ErrorResponse)))]
 async fn list_aliases(
+    auth: Authorized<ToRead>,
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<Json<Vec<AliasTarget>>, ApiError> {
     let name = model_name(&name)?;
+    auth.on(name.as_str())?;
     let ctx = registry(&state)?;
     ctx.registry.get_model(name.as_str()).await?;
     let aliases = ctx.registry.aliases_of(name.as_str()).await?;
@@ -307,10 +337,12 @@ async fn list_aliases(
     params(("name" = String, Path, description = "Model name"), ("alias" = String, Path, description = "Alias")),
     responses((status = 200, body = VersionRecord), (status = 404, body = ErrorResponse)))]
 async fn get_alias(
+    auth: Authorized<ToRead>,
     State(state): State<AppState>,
     Path((name, alias)): Path<(String, String)>,
 ) -> Result<Json<VersionRecord>, ApiError> {
     let name = model_name(&name)?;
+    auth.on(name.as_str())?;
     let selector: Selector = alias.parse()?;
     Ok(Json(registry(&state)?.registry.resolve(name.as_str(), &selector).await?))
 }
@@ -327,13 +359,14 @@ async fn get_alias(
         (status = 404, body = ErrorResponse),
         (status = 409, description = "The compare-and-set or create-only condition failed", body = ErrorResponse)))]
 async fn set_alias(
+    auth: Authorized<ToDeploy>,
     State(state): State<AppState>,
     Path((name, alias)): Path<(String, String)>,
     Query(query): Query<AliasQuery>,
-    headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<AliasRecord>, ApiError> {
     let name = model_name(&name)?;
+    auth.on(name.as_str())?;
     let request: SetAlias = serde_json::from_slice(&body)
         .map_err(|e| ApiError::new(ErrorKind::InvalidInput, format!("alias request body: {e}")))?;
     let update = match (request.if_version, request.create_only) {
@@ -346,10 +379,13 @@ async fn set_alias(
     };
     let ctx = registry(&state)?;
     let wait = query.wait.unwrap_or(true);
-    let actor = actor(&headers);
+    let actor = auth.access.actor.clone();
+    let target = format!("model/{name}/alias/{alias} -> {}", request.version);
     let request =
         AliasMove { name: name.as_str(), alias: &alias, version: request.version, update, actor: &actor, wait };
-    let record = ctx.move_alias(&state, request).await?;
+    let result = ctx.move_alias(&state, request).await;
+    state.audit(&auth.access, "set_alias", &target, &result).await;
+    let record = result?;
     Ok(Json(record))
 }
 
@@ -358,13 +394,16 @@ async fn set_alias(
     responses((status = 204, description = "Deleted; deleting the serving alias unloads the model"),
         (status = 404, body = ErrorResponse)))]
 async fn delete_alias(
+    auth: Authorized<ToDeploy>,
     State(state): State<AppState>,
     Path((name, alias)): Path<(String, String)>,
-    headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
     let name = model_name(&name)?;
+    auth.on(name.as_str())?;
     let ctx = registry(&state)?;
-    ctx.registry.delete_alias(name.as_str(), &alias, &actor(&headers)).await?;
+    let result = ctx.registry.delete_alias(name.as_str(), &alias, &auth.access.actor).await.map_err(ApiError::from);
+    state.audit(&auth.access, "delete_alias", &format!("model/{name}/alias/{alias}"), &result).await;
+    result?;
     if alias == ctx.serve_alias {
         ctx.sync_model(&state, name.as_str()).await?;
     }
@@ -374,7 +413,12 @@ async fn delete_alias(
 #[utoipa::path(get, path = "/api/v1/models/{name}/events", tag = "models",
     params(("name" = String, Path, description = "Model name")),
     responses((status = 200, description = "Who did what and when, oldest first", body = [Event])))]
-async fn list_events(State(state): State<AppState>, Path(name): Path<String>) -> Result<Json<Vec<Event>>, ApiError> {
+async fn list_events(
+    auth: Authorized<ToRead>,
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<Vec<Event>>, ApiError> {
     let name = model_name(&name)?;
+    auth.on(name.as_str())?;
     Ok(Json(registry(&state)?.registry.events(name.as_str()).await?))
 }

@@ -1,5 +1,6 @@
 //! Route table: one module per resource.
 
+mod keys;
 pub(crate) mod management;
 mod oip;
 mod repository;

@@ -15,6 +15,7 @@ use ferry_protocol::{
 use ferry_serving::{InferRequest, LoadedModel};
 use ferry_types::{ErrorKind, TensorSpec};
 
+use crate::auth::{Authorized, ToInfer};
 use crate::body::read_body;
 use crate::{ApiError, AppState, EXTENSIONS};
 
@@ -39,7 +40,7 @@ async fn server_ready(State(state): State<AppState>) -> Result<StatusCode, ApiEr
     if state.is_ready() { Ok(StatusCode::OK) } else { Err(not_ready()) }
 }
 
-async fn server_metadata() -> Json<ServerMetadata<'static>> {
+async fn server_metadata(_auth: Authorized<ToInfer>) -> Json<ServerMetadata<'static>> {
     Json(ServerMetadata { name: "ferry", version: env!("CARGO_PKG_VERSION"), extensions: EXTENSIONS })
 }
 
@@ -58,7 +59,12 @@ fn metadata_response(model: &LoadedModel, versions: Vec<String>) -> Response {
     .into_response()
 }
 
-async fn model_metadata(State(state): State<AppState>, Path(name): Path<String>) -> Result<Response, ApiError> {
+async fn model_metadata(
+    auth: Authorized<ToInfer>,
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    auth.on(&name)?;
     let model = state.repository().get(&name, None)?;
     let versions = state
         .repository()
@@ -71,14 +77,21 @@ async fn model_metadata(State(state): State<AppState>, Path(name): Path<String>)
 }
 
 async fn model_version_metadata(
+    auth: Authorized<ToInfer>,
     State(state): State<AppState>,
     Path((name, version)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
+    auth.on(&name)?;
     let model = state.repository().get(&name, Some(&version))?;
     Ok(metadata_response(&model, vec![model.version().to_string()]))
 }
 
-async fn model_ready(State(state): State<AppState>, Path(name): Path<String>) -> Result<StatusCode, ApiError> {
+async fn model_ready(
+    auth: Authorized<ToInfer>,
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    auth.on(&name)?;
     if !state.is_ready() {
         return Err(not_ready());
     }
@@ -86,9 +99,11 @@ async fn model_ready(State(state): State<AppState>, Path(name): Path<String>) ->
 }
 
 async fn model_version_ready(
+    auth: Authorized<ToInfer>,
     State(state): State<AppState>,
     Path((name, version)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
+    auth.on(&name)?;
     if !state.is_ready() {
         return Err(not_ready());
     }
@@ -96,21 +111,25 @@ async fn model_version_ready(
 }
 
 async fn infer(
+    auth: Authorized<ToInfer>,
     State(state): State<AppState>,
     Path(name): Path<String>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
+    auth.on(&name)?;
     let model = lookup(&state, &name, None)?;
     run_infer(&state, model, &headers, body).await
 }
 
 async fn infer_version(
+    auth: Authorized<ToInfer>,
     State(state): State<AppState>,
     Path((name, version)): Path<(String, String)>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
+    auth.on(&name)?;
     let model = lookup(&state, &name, Some(&version))?;
     run_infer(&state, model, &headers, body).await
 }

@@ -5,6 +5,7 @@ use axum::routing::post;
 use axum::{Json, Router};
 use serde_json::{Value, json};
 
+use crate::auth::{Authorized, ToDeploy, ToRead};
 use crate::{ApiError, AppState};
 
 pub(crate) fn routes() -> Router<AppState> {
@@ -12,14 +13,14 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/v2/repository/index", post(index))
         .route("/v2/repository/models/{name}/load", post(load))
         .route("/v2/repository/models/{name}/unload", post(unload))
-        .route_layer(axum::middleware::from_fn(super::management::loopback_only))
 }
 
-async fn index(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+async fn index(auth: Authorized<ToRead>, State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let entries: Vec<Value> = state
         .index()
         .await?
         .into_iter()
+        .filter(|e| auth.access.covers(&e.name))
         .map(|e| {
             let state = if e.ready { "READY" } else { "UNAVAILABLE" };
             json!({"name": e.name, "version": e.version.to_string(), "state": state, "reason": e.reason})
@@ -28,12 +29,26 @@ async fn index(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     Ok(Json(Value::Array(entries)))
 }
 
-async fn load(State(state): State<AppState>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
-    state.load_model(&name).await?;
+async fn load(
+    auth: Authorized<ToDeploy>,
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    auth.on(&name)?;
+    let result = state.load_model(&name).await;
+    state.audit(&auth.access, "load", &format!("model/{name}"), &result).await;
+    result?;
     Ok(Json(json!({})))
 }
 
-async fn unload(State(state): State<AppState>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
-    state.unload_model(&name).await?;
+async fn unload(
+    auth: Authorized<ToDeploy>,
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    auth.on(&name)?;
+    let result = state.unload_model(&name).await;
+    state.audit(&auth.access, "unload", &format!("model/{name}"), &result).await;
+    result?;
     Ok(Json(json!({})))
 }

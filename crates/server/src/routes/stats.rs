@@ -9,6 +9,7 @@ use ferry_protocol::grpc::pb;
 use ferry_serving::{CountDuration, LoadedModel};
 use serde_json::{Value, json};
 
+use crate::auth::{Authorized, ToInfer};
 use crate::{ApiError, AppState};
 
 pub(crate) fn routes() -> Router<AppState> {
@@ -107,17 +108,25 @@ fn respond(models: &[Arc<LoadedModel>]) -> Json<Value> {
     Json(json!({"model_stats": models.iter().map(|m| to_json(m)).collect::<Vec<_>>()}))
 }
 
-async fn all(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    Ok(respond(&select(&state, None, None)?))
+async fn all(auth: Authorized<ToInfer>, State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let models: Vec<_> = select(&state, None, None)?.into_iter().filter(|m| auth.access.covers(m.name())).collect();
+    Ok(respond(&models))
 }
 
-async fn one_model(State(state): State<AppState>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn one_model(
+    auth: Authorized<ToInfer>,
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    auth.on(&name)?;
     Ok(respond(&select(&state, Some(&name), None)?))
 }
 
 async fn one_version(
+    auth: Authorized<ToInfer>,
     State(state): State<AppState>,
     Path((name, version)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
+    auth.on(&name)?;
     Ok(respond(&select(&state, Some(&name), Some(&version))?))
 }
