@@ -104,9 +104,13 @@ fn a_model_the_engine_cannot_run_fails_at_load_naming_the_operator() {
 fn with_no_models_the_server_starts_empty_and_waits_for_the_registry() {
     let server = FerryProcess::start(ferry(), &[]).expect("an empty server starts and is ready");
     assert_eq!(http_status(&server.addr, "GET", "/v2/health/ready").expect("ready"), 200);
+    let key = Some(ferry_test_support::TEST_ADMIN_KEY);
     let (status, models) =
-        ferry_test_support::http_request(&server.addr, "GET", "/api/v1/models", None).expect("models");
+        ferry_test_support::http_request_as(&server.addr, key, "GET", "/api/v1/models", None).expect("models");
     assert_eq!((status, models.as_str()), (200, "[]"));
+    // Without a key, the registry is closed.
+    let (status, _) = ferry_test_support::http_request(&server.addr, "GET", "/api/v1/models", None).expect("models");
+    assert_eq!(status, 401);
 }
 
 #[test]
