@@ -48,3 +48,15 @@ impl Drop for TempPostgres {
         drop(dropped.join());
     }
 }
+
+/// Runs raw SQL against a registry database, bypassing the registry (tests that tamper with stored records).
+///
+/// # Errors
+/// The database's error, as text.
+pub async fn execute_raw(url: &str, sql: &str) -> Result<u64, String> {
+    sqlx::any::install_default_drivers();
+    let mut conn = sqlx::AnyConnection::connect(url).await.map_err(|e| e.to_string())?;
+    let done = sqlx::raw_sql(sql).execute(&mut conn).await.map_err(|e| e.to_string())?.rows_affected();
+    drop(conn.close().await);
+    Ok(done)
+}

@@ -1,0 +1,128 @@
+//! End-to-end security of the real binary: nothing but health without a key, the first admin key printed once,
+//! keys by role through the CLI, revocation, and an audit chain that catches tampering done directly in the
+//! database.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use ferry_registry::Registry;
+use ferry_test_support::{FerryProcess, http_request, http_request_as, repo_root};
+
+fn ferry() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_ferry"))
+}
+
+fn cli(dir: &Path, server: &FerryProcess, key: &str, args: &[&str]) -> Output {
+    Command::new(ferry())
+        .args(args)
+        .current_dir(dir)
+        .env("FERRY_SERVER", &server.base_url)
+        .env("FERRY_API_KEY", key)
+        .output()
+        .expect("run ferry")
+}
+
+fn stdout_of(out: &Output) -> String {
+    assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+const INFER: &[u8] = br#"{"inputs":[{"name":"input","shape":[1,4],"datatype":"FP32","data":[5.1,3.5,1.4,0.2]}]}"#;
+
+#[test]
+fn a_fresh_server_prints_its_first_admin_key_once_and_opens_nothing_but_health() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let repo = repo_root().join("examples/models");
+    let repo = repo.to_str().expect("utf8");
+    // No FERRY_ADMIN_KEY: a key is generated and printed to stderr once.
+    let mut child = Command::new(ferry())
+        .args(["serve", "--model-repository", repo, "--host", "127.0.0.1", "--http-port", "0", "--grpc-port", "0"])
+        .current_dir(d)
+        .env_remove("FERRY_ADMIN_KEY")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut stderr = std::io::BufReader::new(child.stderr.take().expect("stderr"));
+    let mut admin = None;
+    for _ in 0..200 {
+        let mut line = String::new();
+        if std::io::BufRead::read_line(&mut stderr, &mut line).expect("read") == 0 {
+            break;
+        }
+        if let Some(k) = line.trim().strip_prefix("fry_") {
+            admin = Some(format!("fry_{k}"));
+            break;
+        }
+    }
+    drop(child.kill());
+    drop(child.wait());
+    let admin = admin.expect("the first admin key is printed");
+    assert_eq!(admin.len(), 68);
+
+    // The second start finds it stored (as a hash) and prints nothing.
+    let server =
+        FerryProcess::start_in(ferry(), d, &["--model-repository", repo], &[("FERRY_ADMIN_KEY", "")]).expect("restart");
+    for path in ["/v2/health/live", "/v2/health/ready"] {
+        assert_eq!(http_request(&server.addr, "GET", path, None).expect("health").0, 200, "{path}");
+    }
+    for (method, path) in [
+        ("GET", "/v2"),
+        ("GET", "/v2/models/iris"),
+        ("POST", "/v2/models/iris/infer"),
+        ("GET", "/v2/models/stats"),
+        ("POST", "/v2/repository/index"),
+        ("GET", "/api/v1/models"),
+        ("GET", "/api/v1/keys"),
+    ] {
+        let (status, body) = http_request(&server.addr, method, path, Some(INFER)).expect("call");
+        assert_eq!(status, 401, "{method} {path}: {body}");
+    }
+    let (status, _) =
+        http_request_as(&server.addr, Some(&admin), "POST", "/v2/models/iris/infer", Some(INFER)).expect("infer");
+    assert_eq!(status, 200, "the printed key works");
+
+    // Keys by role from the CLI.
+    let predictor = stdout_of(&cli(d, &server, &admin, &["keys", "create", "--name", "app", "--role", "predictor"]));
+    let predictor = predictor.trim();
+    let viewer = stdout_of(&cli(d, &server, &admin, &["keys", "create", "--name", "dash", "--role", "viewer"]));
+    let viewer = viewer.trim();
+    assert_eq!(
+        http_request_as(&server.addr, Some(predictor), "POST", "/v2/models/iris/infer", Some(INFER)).expect("infer").0,
+        200
+    );
+    assert_eq!(http_request_as(&server.addr, Some(predictor), "GET", "/api/v1/models", None).expect("models").0, 403);
+    assert_eq!(
+        http_request_as(&server.addr, Some(viewer), "POST", "/v2/models/iris/infer", Some(INFER)).expect("infer").0,
+        403
+    );
+    let denied = cli(d, &server, viewer, &["keys", "list"]);
+    assert!(!denied.status.success() && String::from_utf8_lossy(&denied.stderr).contains("HTTP 403"));
+    let listed = stdout_of(&cli(d, &server, &admin, &["keys", "list"]));
+    assert!(listed.contains("predictor") && listed.contains("viewer") && !listed.contains(predictor), "{listed}");
+
+    // Revocation is effective at once.
+    let id = ferry_auth::key_id(&ferry_auth::hash_key(predictor));
+    stdout_of(&cli(d, &server, &admin, &["keys", "revoke", &id]));
+    assert_eq!(
+        http_request_as(&server.addr, Some(predictor), "POST", "/v2/models/iris/infer", Some(INFER)).expect("infer").0,
+        401
+    );
+
+    // The audit chain verifies, then catches an edit made directly in the database.
+    let verified = stdout_of(&cli(d, &server, &admin, &["audit", "verify"]));
+    assert!(verified.contains("intact"), "{verified}");
+    let audit = stdout_of(&cli(d, &server, &admin, &["audit", "list"]));
+    assert!(audit.contains("create_key") && audit.contains("revoke_key") && audit.contains("auth_failure"), "{audit}");
+    let url = Registry::sqlite_url(&d.join("ferry-data/registry.db"));
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let edited = rt
+        .block_on(ferry_registry::testing::execute_raw(&url, "UPDATE audit SET actor = 'someone-else' WHERE seq = 2"))
+        .expect("tamper");
+    assert_eq!(edited, 1);
+    let broken = cli(d, &server, &admin, &["audit", "verify"]);
+    assert!(!broken.status.success());
+    let err = String::from_utf8_lossy(&broken.stderr);
+    assert!(err.contains("audit record 2") && err.contains("changed"), "{err}");
+}
