@@ -14,7 +14,9 @@ pub enum ConfigCommand {
 pub fn run(cmd: ConfigCommand) -> anyhow::Result<()> {
     match cmd {
         ConfigCommand::Show(args) => {
-            let settings = args.load()?;
+            let mut settings = args.load()?;
+            // Secrets stay out of the output: a database password in the registry URL is masked.
+            settings.registry = ferry_registry::redact_url(&settings.registry);
             print!("{}", toml::to_string_pretty(&settings)?);
             Ok(())
         }

@@ -280,6 +280,15 @@ mod tests {
     }
 
     #[test]
+    fn database_passwords_are_masked() {
+        assert_eq!(
+            ferry_registry::redact_url("postgres://ferry:s3cret@db:5432/ferry"),
+            "postgres://ferry:***@db:5432/ferry"
+        );
+        assert_eq!(ferry_registry::redact_url("sqlite://x.db"), "sqlite://x.db");
+    }
+
+    #[test]
     fn unknown_keys_and_missing_files_are_errors() {
         figment::Jail::expect_with(|jail| {
             jail.create_file("f.toml", "http_prot = 9000\n")?;

@@ -151,6 +151,8 @@ fn config_show_prints_the_layered_settings() {
     let out = Command::new(ferry())
         .args(["config", "show", "--log-format", "json"])
         .env("FERRY_HOST", "127.0.0.9")
+        .env("FERRY_REGISTRY", "postgres://ferry:hunter2-secret@db.internal:5432/ferry")
+        .env("FERRY_ADMIN_KEY", "fry_secret_admin_key_that_must_not_show_up_anywhere")
         .current_dir(dir.path())
         .output()
         .expect("run");
@@ -159,6 +161,8 @@ fn config_show_prints_the_layered_settings() {
     for line in ["host = \"127.0.0.9\"", "http_port = 9100", "log_format = \"json\"", "instances = 1"] {
         assert!(shown.contains(line), "{line} missing from:\n{shown}");
     }
+    assert!(shown.contains("postgres://ferry:***@db.internal:5432/ferry"), "{shown}");
+    assert!(!shown.contains("hunter2") && !shown.contains("fry_secret"), "secrets are never shown:\n{shown}");
     std::fs::write(dir.path().join("ferry.toml"), "http_prot = 1\n").expect("toml");
     let out = Command::new(ferry()).args(["config", "show"]).current_dir(dir.path()).output().expect("run");
     assert_eq!(out.status.code(), Some(1));

@@ -15,4 +15,6 @@ pub mod testing;
 
 pub use artifacts::{ArtifactStore, Staged};
 pub use error::RegistryError;
-pub use store::{AliasRecord, AliasUpdate, Event, ModelRecord, Registry, Selector, VersionRecord};
+pub use store::{
+    AliasRecord, AliasUpdate, Event, ModelRecord, Registry, Selector, VersionRecord, redact as redact_url,
+};

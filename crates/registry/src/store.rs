@@ -755,8 +755,9 @@ fn short(digest: &str) -> String {
     format!("sha256:{}", digest.get(..12).unwrap_or(digest))
 }
 
-/// The URL without its password, for messages.
-fn redact(url: &str) -> String {
+/// The URL without its password, for messages, logs and `ferry config show`.
+#[must_use]
+pub fn redact(url: &str) -> String {
     match (url.find("://"), url.find('@')) {
         (Some(s), Some(at)) if at > s => {
             let creds = &url[s + 3..at];
