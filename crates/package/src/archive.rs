@@ -322,11 +322,23 @@ fn check_manifest_paths(manifest: &Manifest) -> Result<(), PackageError> {
     Ok(())
 }
 
+/// The entry's name, refusing anything but a plain file with a plain name: links, directories, devices, absolute
+/// paths and `..` never get as far as being matched against the manifest, let alone written.
 fn entry_path<R: Read>(entry: &tar::Entry<'_, R>) -> Result<String, PackageError> {
-    let path = entry.path().map_err(malformed)?;
-    path.to_str()
-        .map(str::to_owned)
-        .ok_or_else(|| PackageError::Malformed(format!("entry name {} is not UTF-8", path.display())))
+    let raw = entry.path_bytes();
+    let name = std::str::from_utf8(&raw)
+        .map_err(|_| PackageError::Malformed(format!("entry name {:?} is not UTF-8", String::from_utf8_lossy(&raw))))?
+        .to_owned();
+    if name.starts_with('/') || name.split(['/', '\\']).any(|part| part == "..") || name.contains('\0') {
+        return Err(PackageError::Malformed(format!("entry {name:?} has an unsafe path (absolute or with ..)")));
+    }
+    let kind = entry.header().entry_type();
+    if kind != tar::EntryType::Regular {
+        return Err(PackageError::Malformed(format!(
+            "entry {name:?} is a {kind:?}, not a regular file (links and directories are refused)"
+        )));
+    }
+    Ok(name)
 }
 
 fn malformed(e: std::io::Error) -> PackageError {

@@ -121,3 +121,50 @@ fn foreign_files_are_not_packages() {
     std::fs::copy(model(), &path).expect("copy");
     assert!(verify(&path, None, &|_| {}).is_err());
 }
+
+/// A tar archive whose first entry is a valid manifest, followed by `extra` (a hostile entry).
+fn hostile(dir: &Path, extra: impl FnOnce(&mut tar::Builder<Vec<u8>>)) -> PathBuf {
+    let (good, _) = pack(dir);
+    let manifest = serde_json::to_vec(&ferry_package::open_manifest(&good).expect("manifest")).expect("json");
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_size(manifest.len() as u64);
+    h.set_mode(0o644);
+    h.set_entry_type(tar::EntryType::Regular);
+    b.append_data(&mut h, "manifest.json", &manifest[..]).expect("manifest");
+    extra(&mut b);
+    let out = dir.join("hostile.ferry");
+    std::fs::write(&out, b.into_inner().expect("tar")).expect("write");
+    out
+}
+
+#[test]
+fn links_traversal_and_absolute_paths_are_refused_before_anything_is_written() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let symlink = hostile(dir.path(), |b| {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Symlink);
+        h.set_size(0);
+        b.append_link(&mut h, "model.onnx", "/etc/passwd").expect("link");
+    });
+    let extract = dir.path().join("out");
+    std::fs::create_dir(&extract).expect("mkdir");
+    let err = verify(&symlink, Some(&extract), &|_| {}).expect_err("symlink").to_string();
+    assert!(err.contains("not a regular file"), "{err}");
+    assert_eq!(std::fs::read_dir(&extract).expect("out").count(), 0, "nothing was written");
+
+    for bad in ["../model.onnx", "a/../../x"] {
+        let traversal = hostile(dir.path(), |b| {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(3);
+            h.set_entry_type(tar::EntryType::Regular);
+            // `append_data` refuses `..` itself, so write the name into the header directly, as an attacker would.
+            h.as_old_mut().name[..bad.len()].copy_from_slice(bad.as_bytes());
+            h.set_cksum();
+            b.append(&h, &b"abc"[..]).expect("entry");
+        });
+        let err = verify(&traversal, Some(&extract), &|_| {}).expect_err("traversal").to_string();
+        assert!(err.contains("unsafe path"), "{bad}: {err}");
+    }
+    assert_eq!(std::fs::read_dir(&extract).expect("out").count(), 0, "nothing was written");
+}
