@@ -38,6 +38,10 @@ enum Command {
     Inspect(pack::InspectArgs),
     /// Check every checksum of a package and that its manifest describes its model.
     Verify(pack::VerifyArgs),
+    /// Make an Ed25519 key pair for signing packages.
+    Keygen(pack::KeygenArgs),
+    /// Sign a package with a secret key.
+    Sign(pack::SignArgs),
     /// Upload a package to a server's registry as a new version.
     Push(client::PushArgs),
     /// List the registry's models.
@@ -66,6 +70,8 @@ fn main() -> ExitCode {
         Command::Pack(args) => pack::run_pack(args),
         Command::Inspect(args) => pack::run_inspect(args),
         Command::Verify(args) => pack::run_verify(args),
+        Command::Keygen(args) => pack::run_keygen(args),
+        Command::Sign(args) => pack::run_sign(args),
         Command::Push(args) => client::run_push(args),
         Command::Models(args) => client::run_models(args),
         Command::Versions(args) => client::run_versions(args),

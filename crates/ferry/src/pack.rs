@@ -68,6 +68,9 @@ pub struct PackArgs {
     /// Path of libonnxruntime.so [env: FERRY_ONNXRUNTIME_LIB].
     #[arg(long, value_name = "FILE", env = "FERRY_ONNXRUNTIME_LIB")]
     pub onnxruntime_lib: Option<PathBuf>,
+    /// Sign the package with this secret key (`ferry keygen`).
+    #[arg(long, value_name = "KEY_FILE")]
+    pub sign: Option<PathBuf>,
 }
 
 /// `--task` values.
@@ -102,6 +105,8 @@ pub fn run_pack(args: PackArgs) -> anyhow::Result<()> {
         bail!("--label names a column of --validation (or --reference) data; neither was given");
     }
     let output = args.output.clone().unwrap_or_else(|| PathBuf::from(format!("{name}.ferry")));
+    // Read the signing key first, so that a bad key fails before minutes of packing.
+    let signing_key = args.sign.as_deref().map(read_secret_key).transpose()?;
     let info = read_onnx_info(&args.model)?;
     let settings = EngineSettings { onnxruntime_lib: args.onnxruntime_lib.clone() };
     let (mut engine, kind) = open_engine(&args.model, EngineChoice::from(args.engine), &settings)
@@ -175,8 +180,13 @@ pub fn run_pack(args: PackArgs) -> anyhow::Result<()> {
         profile: profile.as_ref(),
         validation: args.validation.as_deref(),
     };
-    let digest = write_package(input, &output, &|n| bar.set_position(n))?;
+    let mut digest = write_package(input, &output, &|n| bar.set_position(n))?;
     bar.finish_and_clear();
+    if let Some(key) = signing_key {
+        let sig = ferry_package::sign_package(&output, &key)?;
+        digest = ferry_package::sha256_file(&output, &|_| {})?.0;
+        eprintln!("signed with key {}", sig.public_key);
+    }
     println!("{} sha256:{digest}", output.display());
     Ok(())
 }
@@ -417,6 +427,60 @@ fn format_metrics(metrics: &BTreeMap<String, f64>) -> String {
     metrics.iter().map(|(k, v)| format!("{k}={v:.4}")).collect::<Vec<_>>().join(" ")
 }
 
+fn read_secret_key(path: &Path) -> anyhow::Result<ed25519_dalek::SigningKey> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(ferry_package::parse_secret_key(&text).with_context(|| path.display().to_string())?)
+}
+
+/// `ferry keygen -o NAME`
+#[derive(Debug, Args)]
+pub struct KeygenArgs {
+    /// Writes NAME.key (secret, mode 600) and NAME.pub.
+    #[arg(short, long, value_name = "NAME")]
+    pub output: PathBuf,
+}
+
+pub fn run_keygen(args: KeygenArgs) -> anyhow::Result<()> {
+    let (secret, public) = ferry_package::generate_keypair()?;
+    let (secret_path, public_path) = (args.output.with_extension("key"), args.output.with_extension("pub"));
+    if secret_path.exists() {
+        bail!("{} exists; refusing to overwrite a key", secret_path.display());
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(&secret_path).with_context(|| format!("cannot create {}", secret_path.display()))?;
+    std::io::Write::write_all(&mut file, secret.as_bytes())?;
+    std::fs::write(&public_path, &public).with_context(|| format!("cannot write {}", public_path.display()))?;
+    println!(
+        "{} (secret: keep it safe) and {} (public: give it to servers as a trusted signer)",
+        secret_path.display(),
+        public_path.display()
+    );
+    Ok(())
+}
+
+/// `ferry sign PKG --key KEY`
+#[derive(Debug, Args)]
+pub struct SignArgs {
+    /// The package to sign (in place).
+    #[arg(value_name = "PKG.ferry")]
+    pub package: PathBuf,
+    /// The secret key file.
+    #[arg(long, value_name = "KEY_FILE")]
+    pub key: PathBuf,
+}
+
+pub fn run_sign(args: SignArgs) -> anyhow::Result<()> {
+    let key = read_secret_key(&args.key)?;
+    ferry_package::verify(&args.package, None, &|_| {})
+        .with_context(|| format!("{} is not a valid package", args.package.display()))?;
+    let sig = ferry_package::sign_package(&args.package, &key)?;
+    println!("{} signed by {}", args.package.display(), sig.public_key);
+    Ok(())
+}
+
 /// `ferry inspect PKG`
 #[derive(Debug, Args)]
 pub struct InspectArgs {
@@ -515,6 +579,9 @@ pub struct VerifyArgs {
     /// Path of libonnxruntime.so [env: FERRY_ONNXRUNTIME_LIB].
     #[arg(long, value_name = "FILE", env = "FERRY_ONNXRUNTIME_LIB")]
     pub onnxruntime_lib: Option<PathBuf>,
+    /// Require a valid signature by this public key (repeatable: any of them).
+    #[arg(long = "trusted-key", value_name = "PUB_FILE")]
+    pub trusted_keys: Vec<PathBuf>,
 }
 
 pub fn run_verify(args: VerifyArgs) -> anyhow::Result<()> {
@@ -523,6 +590,22 @@ pub fn run_verify(args: VerifyArgs) -> anyhow::Result<()> {
     let contents = verify(&args.package, Some(dir.path()), &|n| bar.set_position(n))
         .with_context(|| format!("{} failed verification", args.package.display()))?;
     bar.finish_and_clear();
+    let signature = ferry_package::check_signature(&args.package)
+        .with_context(|| format!("{} failed verification", args.package.display()))?;
+    let mut trusted = Vec::new();
+    for path in &args.trusted_keys {
+        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+        trusted.push(hex::encode(ferry_package::parse_public_key(&text)?.as_bytes()));
+    }
+    let signed_by = match (&signature, trusted.is_empty()) {
+        (Some(sig), true) => format!("signed by {}", sig.public_key),
+        (Some(sig), false) if trusted.contains(&sig.public_key) => format!("signed by trusted key {}", sig.public_key),
+        (Some(sig), false) => {
+            bail!("{}: signed by {}, which is not a trusted key", args.package.display(), sig.public_key)
+        }
+        (None, true) => "unsigned".to_owned(),
+        (None, false) => bail!("{}: not signed, and a trusted signature was required", args.package.display()),
+    };
     let settings = EngineSettings { onnxruntime_lib: args.onnxruntime_lib };
     let (engine, kind) = open_engine(&dir.path().join(MODEL_PATH), EngineChoice::Auto, &settings)
         .context("the package's model does not load")?;
@@ -530,7 +613,7 @@ pub fn run_verify(args: VerifyArgs) -> anyhow::Result<()> {
         bail!("{}: the manifest does not describe the model: {why}", args.package.display());
     }
     println!(
-        "{}: ok — {} files match their SHA-256, the signature matches the model ({}); package sha256:{}",
+        "{}: ok — {} files match their SHA-256, the signature matches the model ({}), {signed_by}; package sha256:{}",
         args.package.display(),
         contents.manifest.files.len(),
         kind.name(),

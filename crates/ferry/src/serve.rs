@@ -58,6 +58,15 @@ async fn serve(files: Vec<PathBuf>, settings: Settings) -> anyhow::Result<()> {
         settings.max_package_bytes,
     );
     context.allow_anonymous_inference = settings.allow_anonymous_inference;
+    context.require_signature = settings.require_signature;
+    for path in &settings.trusted_signers {
+        let text = std::fs::read_to_string(path).with_context(|| format!("trusted signer {}", path.display()))?;
+        let key =
+            ferry_package::parse_public_key(&text).with_context(|| format!("trusted signer {}", path.display()))?;
+        context
+            .trusted_signers
+            .push(ferry_package::public_key_text(&key).split_whitespace().nth(1).unwrap_or_default().to_owned());
+    }
     context.keys.refresh(&context.registry).await.map_err(|e| anyhow::anyhow!("{}", e.message()))?;
     let limits = ServerLimits { max_request_bytes: settings.max_request_bytes };
     let state = AppState::with_registry(repository.clone(), limits, Some(context));

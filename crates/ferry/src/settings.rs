@@ -48,6 +48,11 @@ pub struct Settings {
     pub max_package_bytes: u64,
     /// Serve inference without an API key (as an anonymous predictor); management always needs a key.
     pub allow_anonymous_inference: bool,
+    /// Public key files (`ferry keygen`) whose package signatures are trusted; packages signed by other keys are
+    /// refused once any is listed.
+    pub trusted_signers: Vec<PathBuf>,
+    /// Refuse packages that are not signed by a trusted key.
+    pub require_signature: bool,
     /// Leftovers of interrupted uploads older than this are removed at start-up (seconds). Keep it longer than any
     /// upload when several replicas share one artifact store.
     pub orphan_grace_seconds: u64,
@@ -71,6 +76,8 @@ impl Default for Settings {
             max_package_bytes: 8 * 1024 * 1024 * 1024,
             orphan_grace_seconds: 0,
             allow_anonymous_inference: false,
+            trusted_signers: Vec::new(),
+            require_signature: false,
             models: ModelConfig::default(),
         }
     }
@@ -91,6 +98,8 @@ const ENV_KEYS: &[&str] = &[
     "max_package_bytes",
     "orphan_grace_seconds",
     "allow_anonymous_inference",
+    "trusted_signers",
+    "require_signature",
     "models",
 ];
 
@@ -105,6 +114,9 @@ impl Settings {
         }
         if self.max_request_bytes < 1024 {
             bail!("max_request_bytes must be at least 1024, got {}", self.max_request_bytes);
+        }
+        if self.require_signature && self.trusted_signers.is_empty() {
+            bail!("require_signature is on but trusted_signers lists no public key");
         }
         if ferry_types::ModelName::new(self.serve_alias.as_str()).is_err() {
             bail!("serve_alias {:?} is not a valid alias name", self.serve_alias);

@@ -126,3 +126,45 @@ fn a_fresh_server_prints_its_first_admin_key_once_and_opens_nothing_but_health()
     let err = String::from_utf8_lossy(&broken.stderr);
     assert!(err.contains("audit record 2") && err.contains("changed"), "{err}");
 }
+
+#[test]
+fn a_server_that_requires_signatures_takes_only_packages_signed_by_a_trusted_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let run = |args: &[&str]| {
+        let out = Command::new(ferry()).args(args).current_dir(d).output().expect("run ferry");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    assert!(run(&["keygen", "-o", "trusted"]).0);
+    assert!(run(&["keygen", "-o", "other"]).0);
+    assert!(!run(&["keygen", "-o", "trusted"]).0, "an existing key is never overwritten");
+    let model = repo_root().join("examples/models/iris/1/model.onnx");
+    let model = model.to_str().expect("utf8");
+    for (out, desc) in [("unsigned.ferry", "u"), ("good.ferry", "g"), ("other.ferry", "o")] {
+        assert!(run(&["pack", model, "--name", "iris", "--description", desc, "-o", out]).0);
+    }
+    assert!(run(&["sign", "good.ferry", "--key", "trusted.key"]).0);
+    assert!(run(&["sign", "other.ferry", "--key", "other.key"]).0);
+    let (ok, text) = run(&["verify", "good.ferry", "--trusted-key", "trusted.pub"]);
+    assert!(ok && text.contains("signed by trusted key"), "{text}");
+    let (ok, text) = run(&["verify", "other.ferry", "--trusted-key", "trusted.pub"]);
+    assert!(!ok && text.contains("not a trusted key"), "{text}");
+
+    std::fs::write(d.join("ferry.toml"), "trusted_signers = [\"trusted.pub\"]\nrequire_signature = true\n")
+        .expect("toml");
+    let server = FerryProcess::start_in(ferry(), d, &[], &[]).expect("serve");
+    let admin = ferry_test_support::TEST_ADMIN_KEY;
+    let push = |pkg: &str| {
+        let out = cli(d, &server, admin, &["push", pkg]);
+        (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (ok, err) = push("unsigned.ferry");
+    assert!(!ok && err.contains("not signed") && err.contains("HTTP 400"), "{err}");
+    let (ok, err) = push("other.ferry");
+    assert!(!ok && err.contains("does not trust"), "{err}");
+    let (ok, err) = push("good.ferry");
+    assert!(ok, "{err}");
+}

@@ -186,6 +186,10 @@ pub fn verify(path: &Path, extract_to: Option<&Path>, progress: &dyn Fn(u64)) ->
     for entry in entries.by_ref() {
         let mut entry = entry.map_err(malformed)?;
         let name = entry_path(&entry)?;
+        if name == crate::SIGNATURE_PATH {
+            // Checked by `check_signature`; it is not part of the manifest's file list.
+            continue;
+        }
         let Some(expected) = manifest.file(&name) else {
             return Err(PackageError::Manifest(format!(
                 "the archive holds {name:?}, which the manifest does not list"

@@ -11,6 +11,7 @@ mod features;
 mod manifest;
 mod onnx_info;
 mod profile;
+mod signing;
 
 pub use archive::{
     MANIFEST_PATH, MODEL_PATH, PROFILE_PATH, PackageContents, PackageInput, VALIDATION_PATH, open_manifest,
@@ -22,4 +23,8 @@ pub use manifest::{FORMAT_VERSION, FileEntry, Framework, Lineage, Manifest, Task
 pub use onnx_info::{OnnxInfo, read_onnx_info};
 pub use profile::{
     ColumnKind, ColumnProfile, ColumnProfiler, Histogram, MAX_CATEGORIES, Profile, QUANTILES, SAMPLE_SIZE, is_missing,
+};
+pub use signing::{
+    PackageSignature, SIGNATURE_PATH, check_signature, generate_keypair, parse_public_key, parse_secret_key,
+    public_key_text, sign_package,
 };

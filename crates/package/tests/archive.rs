@@ -168,3 +168,31 @@ fn links_traversal_and_absolute_paths_are_refused_before_anything_is_written() {
     }
     assert_eq!(std::fs::read_dir(&extract).expect("out").count(), 0, "nothing was written");
 }
+
+#[test]
+fn a_signed_package_fails_verification_after_any_change_to_any_byte() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/models/tiny_add.onnx");
+    let path = dir.path().join("s.ferry");
+    let input = PackageInput { manifest: manifest(), model: &model, profile: None, validation: None };
+    write_package(input, &path, &|_| {}).expect("pack");
+    assert_eq!(ferry_package::check_signature(&path).expect("unsigned"), None);
+    let (secret, public) = ferry_package::generate_keypair().expect("keys");
+    let key = ferry_package::parse_secret_key(&secret).expect("key");
+    let sig = ferry_package::sign_package(&path, &key).expect("sign");
+    assert_eq!(ferry_package::public_key_text(&key.verifying_key()), public);
+    assert_eq!(ferry_package::check_signature(&path).expect("valid").map(|s| s.public_key), Some(sig.public_key));
+    verify(&path, None, &|_| {}).expect("still a valid package");
+    assert!(ferry_package::sign_package(&path, &key).is_err(), "signing twice is refused");
+
+    let original = std::fs::read(&path).expect("read");
+    let tampered = dir.path().join("t.ferry");
+    for at in 0..original.len() {
+        let mut bytes = original.clone();
+        bytes[at] ^= 0x01;
+        std::fs::write(&tampered, &bytes).expect("write");
+        let ok = verify(&tampered, None, &|_| {}).is_ok()
+            && ferry_package::check_signature(&tampered).is_ok_and(|s| s.is_some());
+        assert!(!ok, "flipping byte {at} of {} went unnoticed", original.len());
+    }
+}

@@ -321,7 +321,8 @@ impl Registry {
     }
 
     /// Publishes an upload: stages `body` (at most `limit` bytes), verifies it as a package of `name`, lets `check`
-    /// inspect the unpacked files (the model's real signature against the manifest, say), stores it, reads it back,
+    /// inspect the staged package and its unpacked files (its signature, the model's real signature against the
+    /// manifest), stores it, reads it back,
     /// and only then registers it as the next version.
     ///
     /// # Errors
@@ -338,7 +339,7 @@ impl Registry {
     where
         S: Stream<Item = Result<Bytes, E>> + Unpin,
         E: std::fmt::Display,
-        C: FnOnce(&Path, &Manifest) -> Result<(), String> + Send + 'static,
+        C: FnOnce(&Path, &Path, &Manifest) -> Result<(), String> + Send + 'static,
     {
         let staged = self.artifacts.stage(body, limit).await?;
         let path = staged.path.clone();
@@ -351,7 +352,7 @@ impl Registry {
             let result = ferry_package::verify(&path, Some(&dir), &|_| {})
                 .map_err(|e| RegistryError::Invalid(e.to_string()))
                 .and_then(|contents| {
-                    check(&dir, &contents.manifest).map_err(RegistryError::Invalid)?;
+                    check(&path, &dir, &contents.manifest).map_err(RegistryError::Invalid)?;
                     Ok(contents)
                 });
             drop(std::fs::remove_dir_all(&dir));

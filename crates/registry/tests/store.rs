@@ -59,7 +59,7 @@ async fn publish(env: &Env, name: &str, bytes: Bytes) -> Result<u64, RegistryErr
         bytes.chunks(1000).map(|c| Ok::<_, std::io::Error>(Bytes::copy_from_slice(c))).collect::<Vec<_>>(),
     );
     let name = ModelName::new(name).expect("name");
-    env.registry.publish(&name, body, 10 << 20, "tester", |_, _| Ok(())).await.map(|v| v.version)
+    env.registry.publish(&name, body, 10 << 20, "tester", |_, _, _| Ok(())).await.map(|v| v.version)
 }
 
 async fn versions_are_monotonic_and_never_reused(env: Env) {
@@ -137,13 +137,13 @@ async fn bad_uploads_leave_nothing(env: Env) {
     assert!(matches!(err, RegistryError::Invalid(ref m) if m.contains("uploaded as")), "{err}");
     // Over the limit.
     let body = futures::stream::iter(vec![Ok::<_, std::io::Error>(good.clone())]);
-    let err = env.registry.publish(&ModelName::new("m").expect("n"), body, 100, "t", |_, _| Ok(())).await;
+    let err = env.registry.publish(&ModelName::new("m").expect("n"), body, 100, "t", |_, _, _| Ok(())).await;
     assert!(matches!(err, Err(RegistryError::TooLarge { limit: 100 })));
     // Refused by the check (the server checks the model's real signature there).
     let body = futures::stream::iter(vec![Ok::<_, std::io::Error>(good.clone())]);
     let err = env
         .registry
-        .publish(&ModelName::new("m").expect("n"), body, 10 << 20, "t", |_, _| Err("signature lies".into()))
+        .publish(&ModelName::new("m").expect("n"), body, 10 << 20, "t", |_, _, _| Err("signature lies".into()))
         .await;
     assert!(matches!(err, Err(RegistryError::Invalid(ref m)) if m.contains("signature lies")));
     assert!(env.registry.list_models().await.expect("list").is_empty(), "no model was created");

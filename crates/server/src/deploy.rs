@@ -27,6 +27,10 @@ pub struct RegistryContext {
     pub max_package_bytes: u64,
     /// Active API keys.
     pub keys: crate::KeyCache,
+    /// Public keys (hex) whose package signatures are trusted.
+    pub trusted_signers: Vec<String>,
+    /// Refuse packages that are not signed by a trusted key.
+    pub require_signature: bool,
     /// Whether inference without a key is allowed (as the anonymous predictor).
     pub allow_anonymous_inference: bool,
     /// One lock per model, so that alias moves on one model are applied in order.
@@ -69,6 +73,8 @@ impl RegistryContext {
             cache_dir,
             max_package_bytes,
             keys: crate::KeyCache::default(),
+            trusted_signers: Vec::new(),
+            require_signature: false,
             allow_anonymous_inference: false,
             locks: parking_lot::Mutex::default(),
         }

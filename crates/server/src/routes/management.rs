@@ -141,6 +141,20 @@ fn registry(state: &AppState) -> Result<&Arc<RegistryContext>, ApiError> {
     state.registry_context().ok_or_else(|| ApiError::new(ErrorKind::NotFound, "this server has no model registry"))
 }
 
+/// Refuses a package whose signature does not verify, and (with trusted signers or `require_signature`) one that
+/// is unsigned or signed by a key not on the list.
+fn check_package_signature(package: &std::path::Path, trusted: &[String], required: bool) -> Result<(), String> {
+    match ferry_package::check_signature(package).map_err(|e| e.to_string())? {
+        None if required => Err("the package is not signed, and this server requires signed packages".into()),
+        None => Ok(()),
+        Some(sig) if trusted.contains(&sig.public_key) => Ok(()),
+        Some(sig) if required || !trusted.is_empty() => {
+            Err(format!("the package is signed by key {}, which this server does not trust", sig.public_key))
+        }
+        Some(_) => Ok(()),
+    }
+}
+
 fn model_name(name: &str) -> Result<ModelName, ApiError> {
     ModelName::new(name).map_err(|e| ApiError::new(ErrorKind::InvalidInput, format!("model name: {e}")))
 }
@@ -237,8 +251,11 @@ async fn upload_version(
         ));
     }
     let (_, engines) = state.repository().load_settings();
-    // The manifest must tell the truth about the model: open it in an engine and compare signatures.
-    let check = move |dir: &std::path::Path, manifest: &ferry_package::Manifest| -> Result<(), String> {
+    let (trusted, required) = (ctx.trusted_signers.clone(), ctx.require_signature);
+    // The package signature first (when configured), then the manifest must tell the truth about the model: open it
+    // in an engine and compare signatures.
+    let check = move |package: &std::path::Path, dir: &std::path::Path, manifest: &ferry_package::Manifest| {
+        check_package_signature(package, &trusted, required)?;
         let (engine, _) = open_engine(&dir.join(ferry_package::MODEL_PATH), EngineChoice::Auto, &engines)
             .map_err(|e| format!("the model in the package does not load: {}", ferry_engine::error_chain(&e)))?;
         match signature_mismatch(&manifest.signature, engine.signature()) {
