@@ -166,7 +166,6 @@ pub fn check_signature(path: &Path) -> Result<Option<PackageSignature>, PackageE
     if canonical != text || sig.algorithm != "ed25519" {
         return Err(bad("the signature entry was changed".into()));
     }
-    drop(entries);
     // Only zeros may follow the signature's content: its block padding, then the end-of-archive blocks.
     let after = at + 512 + text.len() as u64;
     let mut file = std::fs::File::open(path).map_err(PackageError::io(path))?;
