@@ -429,7 +429,7 @@ fn format_metrics(metrics: &BTreeMap<String, f64>) -> String {
 
 fn read_secret_key(path: &Path) -> anyhow::Result<ed25519_dalek::SigningKey> {
     let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    Ok(ferry_package::parse_secret_key(&text).with_context(|| path.display().to_string())?)
+    ferry_package::parse_secret_key(&text).with_context(|| path.display().to_string())
 }
 
 /// `ferry keygen -o NAME`
