@@ -7,6 +7,8 @@ Usage: python3 tritonclient_interop.py http|grpc HOST:PORT FIXTURES_DIR MODEL [M
 
 import json
 import os
+import ssl
+import time
 import sys
 from pathlib import Path
 
@@ -16,6 +18,38 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 from tritonclient._plugin import InferenceServerClientPlugin
+
+
+def make_client(lib, url, with_client_cert=True):
+    """A client for `url`; over TLS when FERRY_TLS_CA is set (with FERRY_TLS_CERT/KEY as the client certificate)."""
+    ca = os.environ.get("FERRY_TLS_CA")
+    if not ca:
+        return lib.InferenceServerClient(url=url)
+    cert = os.environ.get("FERRY_TLS_CERT") if with_client_cert else None
+    key = os.environ.get("FERRY_TLS_KEY") if with_client_cert else None
+    if lib is grpcclient:
+        return lib.InferenceServerClient(url=url, ssl=True, root_certificates=ca, private_key=key,
+                                         certificate_chain=cert)
+
+    def context():
+        ctx = ssl.create_default_context(cafile=ca)
+        if cert:
+            ctx.load_cert_chain(cert, key)
+        return ctx
+
+    return lib.InferenceServerClient(url=url, ssl=True, ssl_context_factory=context)
+
+
+def wait_ready(client):
+    """A TLS test server cannot be polled with plain HTTP by the harness; wait here (bounded: 60 s)."""
+    for _ in range(600):
+        try:
+            if client.is_server_ready():
+                return
+        except Exception:  # noqa: BLE001 - not up yet
+            pass
+        time.sleep(0.1)
+    raise AssertionError("the server did not become ready within 60 s")
 
 
 class BearerKey(InferenceServerClientPlugin):
@@ -81,7 +115,18 @@ def check(model, case, binary, client, lib):
 def main():
     protocol, url, fixtures, models = sys.argv[1], sys.argv[2], Path(sys.argv[3]), sys.argv[4:]
     lib = httpclient if protocol == "http" else grpcclient
-    client = lib.InferenceServerClient(url=url)
+    client = make_client(lib, url)
+    if os.environ.get("FERRY_TLS_CA"):
+        wait_ready(client)
+        if os.environ.get("FERRY_TLS_CERT"):
+            # Mutual TLS: without a client certificate the handshake itself is refused.
+            try:
+                make_client(lib, url, with_client_cert=False).is_server_live()
+                raise AssertionError("a client without a certificate got through mutual TLS")
+            except InferenceServerException:
+                pass
+            except Exception as e:  # noqa: BLE001 - the HTTP client raises the ssl error itself
+                assert "SSL" in type(e).__name__ or "ssl" in str(e).lower() or "certificate" in str(e).lower(), repr(e)
     key = os.environ.get("FERRY_API_KEY")
     if key:
         # Without the key, management calls are refused with the protocol's "unauthenticated" error.

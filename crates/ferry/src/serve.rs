@@ -76,8 +76,20 @@ async fn serve(files: Vec<PathBuf>, settings: Settings) -> anyhow::Result<()> {
     let grpc_addr = format!("{}:{}", settings.host, settings.grpc_port);
     let grpc = TcpListener::bind(&grpc_addr).await.with_context(|| format!("cannot listen on {grpc_addr}"))?;
     let (http_local, grpc_local) = (http.local_addr()?, grpc.local_addr()?);
+    let tls = match (&settings.tls_cert, &settings.tls_key) {
+        (Some(cert), Some(key)) => {
+            let files = ferry_server::TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                client_ca: settings.tls_client_ca.clone(),
+            };
+            Some((files.server_config()?, files.grpc_config()?))
+        }
+        _ => None,
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
     // Printed as plain lines too, so that scripts and tests started with port 0 can find the ports.
-    println!("ferry listening on http://{http_local}");
+    println!("ferry listening on {scheme}://{http_local}");
     println!("ferry gRPC listening on {grpc_local}");
     tracing::info!(http = %http_local, grpc = %grpc_local, "listening; live now, ready once every model is loaded");
 
@@ -99,9 +111,14 @@ async fn serve(files: Vec<PathBuf>, settings: Settings) -> anyhow::Result<()> {
         // Not ready first, so that load balancers stop sending while in-flight requests finish.
         state.set_ready(false);
     };
-    let http_server = tokio::spawn(ferry_server::serve(http, state.clone(), stopped(stop_rx.clone(), state.clone())));
+    let (http_tls, grpc_tls) = tls.map_or((None, None), |(h, g)| (Some(h), Some(g)));
+    let http_stop = stopped(stop_rx.clone(), state.clone());
+    let http_server = match http_tls {
+        Some(config) => tokio::spawn(ferry_server::serve_tls(http, state.clone(), http_stop, config)),
+        None => tokio::spawn(ferry_server::serve(http, state.clone(), http_stop)),
+    };
     let grpc_server =
-        tokio::spawn(ferry_server::serve_grpc(grpc, state.clone(), stopped(stop_rx.clone(), state.clone())));
+        tokio::spawn(ferry_server::serve_grpc(grpc, state.clone(), stopped(stop_rx.clone(), state.clone()), grpc_tls));
     tokio::spawn(async move {
         shutdown_signal().await;
         tracing::info!("shutting down: finishing in-flight requests");

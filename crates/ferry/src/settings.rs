@@ -53,6 +53,12 @@ pub struct Settings {
     pub trusted_signers: Vec<PathBuf>,
     /// Refuse packages that are not signed by a trusted key.
     pub require_signature: bool,
+    /// PEM certificate chain: serve HTTPS and gRPC over TLS.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA certificates: require client certificates signed by them (mutual TLS).
+    pub tls_client_ca: Option<PathBuf>,
     /// Leftovers of interrupted uploads older than this are removed at start-up (seconds). Keep it longer than any
     /// upload when several replicas share one artifact store.
     pub orphan_grace_seconds: u64,
@@ -78,6 +84,9 @@ impl Default for Settings {
             allow_anonymous_inference: false,
             trusted_signers: Vec::new(),
             require_signature: false,
+            tls_cert: None,
+            tls_key: None,
+            tls_client_ca: None,
             models: ModelConfig::default(),
         }
     }
@@ -100,6 +109,9 @@ const ENV_KEYS: &[&str] = &[
     "allow_anonymous_inference",
     "trusted_signers",
     "require_signature",
+    "tls_cert",
+    "tls_key",
+    "tls_client_ca",
     "models",
 ];
 
@@ -114,6 +126,12 @@ impl Settings {
         }
         if self.max_request_bytes < 1024 {
             bail!("max_request_bytes must be at least 1024, got {}", self.max_request_bytes);
+        }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            bail!("tls_cert and tls_key go together: give both or neither");
+        }
+        if self.tls_client_ca.is_some() && self.tls_cert.is_none() {
+            bail!("tls_client_ca needs tls_cert and tls_key");
         }
         if self.require_signature && self.trusted_signers.is_empty() {
             bail!("require_signature is on but trusted_signers lists no public key");
@@ -195,6 +213,18 @@ pub struct SettingsArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub allow_anonymous_inference: bool,
+    /// PEM certificate chain: serve HTTPS and gRPC over TLS [env: FERRY_TLS_CERT].
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert [env: FERRY_TLS_KEY].
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA: require client certificates signed by it (mutual TLS) [env: FERRY_TLS_CLIENT_CA].
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_client_ca: Option<PathBuf>,
     /// Default engine for every model: auto (ONNX Runtime when found, else tract), onnxruntime or tract
     /// [env: FERRY_MODELS__ENGINE] [default: auto].
     #[arg(long, value_enum)]

@@ -168,3 +168,87 @@ fn a_server_that_requires_signatures_takes_only_packages_signed_by_a_trusted_key
     let (ok, err) = push("good.ferry");
     assert!(ok, "{err}");
 }
+
+/// A CA, a server certificate for localhost and 127.0.0.1, and a client certificate, as PEM files in `dir`.
+fn make_certificates(dir: &Path) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().expect("ca key");
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.distinguished_name.push(DnType::CommonName, "ferry test CA");
+    let ca_cert = ca_params.self_signed(&ca_key).expect("ca");
+    let issuer = Issuer::new(ca_params, ca_key);
+    let leaf = |names: Vec<String>, purpose: ExtendedKeyUsagePurpose, stem: &str| {
+        let key = KeyPair::generate().expect("key");
+        let mut params = CertificateParams::new(names).expect("params");
+        params.extended_key_usages = vec![purpose];
+        let cert = params.signed_by(&key, &issuer).expect("sign");
+        std::fs::write(dir.join(format!("{stem}.pem")), cert.pem()).expect("cert");
+        std::fs::write(dir.join(format!("{stem}.key")), key.serialize_pem()).expect("key");
+    };
+    leaf(vec!["localhost".into(), "127.0.0.1".into()], ExtendedKeyUsagePurpose::ServerAuth, "server");
+    leaf(vec!["client".into()], ExtendedKeyUsagePurpose::ClientAuth, "client");
+    std::fs::write(dir.join("ca.pem"), ca_cert.pem()).expect("ca pem");
+}
+
+#[test]
+fn tritonclient_works_over_mutual_tls_on_http_and_grpc() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    make_certificates(d);
+    let repo = tempfile::tempdir().expect("repo");
+    let models = ["tiny_add", "mlp_classifier"];
+    for name in models {
+        let version = repo.path().join(name).join("1");
+        std::fs::create_dir_all(&version).expect("mkdir");
+        std::fs::copy(
+            ferry_test_support::fixtures_dir().join(format!("models/{name}.onnx")),
+            version.join("model.onnx"),
+        )
+        .expect("copy");
+    }
+    let path = |name: &str| d.join(name).to_str().expect("utf8").to_owned();
+    let mut child = Command::new(ferry())
+        .args(["serve", "--model-repository", repo.path().to_str().expect("utf8")])
+        .args(["--host", "127.0.0.1", "--http-port", "0", "--grpc-port", "0"])
+        .args(["--tls-cert", &path("server.pem"), "--tls-key", &path("server.key"), "--tls-client-ca", &path("ca.pem")])
+        .env("FERRY_ADMIN_KEY", ferry_test_support::TEST_ADMIN_KEY)
+        .current_dir(d)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let mut out = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+    let (mut http, mut grpc) = (String::new(), String::new());
+    out.read_line(&mut http).expect("line");
+    out.read_line(&mut grpc).expect("line");
+    let http = http.trim().strip_prefix("ferry listening on https://").expect("https address").to_owned();
+    let grpc = grpc.trim().strip_prefix("ferry gRPC listening on ").expect("grpc address").to_owned();
+    // Plain HTTP to a TLS port gets nowhere.
+    assert!(http_request(&http, "GET", "/v2/health/live", None).is_err(), "plain HTTP gets no answer");
+    let script = repo_root().join("tests/interop/tritonclient_interop.py");
+    for (protocol, addr) in [("http", &http), ("grpc", &grpc)] {
+        let addr = addr.replacen("127.0.0.1", "localhost", 1);
+        let result = Command::new("python3")
+            .arg(&script)
+            .arg(protocol)
+            .arg(&addr)
+            .arg(ferry_test_support::fixtures_dir())
+            .args(models)
+            .env("FERRY_API_KEY", ferry_test_support::TEST_ADMIN_KEY)
+            .env("FERRY_TLS_CA", path("ca.pem"))
+            .env("FERRY_TLS_CERT", path("client.pem"))
+            .env("FERRY_TLS_KEY", path("client.key"))
+            .output()
+            .expect("python3");
+        assert!(
+            result.status.success(),
+            "tritonclient {protocol} over mutual TLS failed:\n{}\n{}",
+            String::from_utf8_lossy(&result.stdout),
+            String::from_utf8_lossy(&result.stderr)
+        );
+    }
+    drop(child.kill());
+    drop(child.wait());
+}

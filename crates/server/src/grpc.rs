@@ -254,12 +254,17 @@ pub async fn serve_grpc(
     listener: TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
+    tls: Option<tonic::transport::ServerTlsConfig>,
 ) -> Result<(), tonic::transport::Error> {
     let limit = state.limits().max_request_bytes;
     let service = GrpcInferenceServiceServer::new(GrpcService { state })
         .max_decoding_message_size(limit)
         .max_encoding_message_size(usize::MAX);
-    tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        builder = builder.tls_config(tls)?;
+    }
+    builder
         .add_service(service)
         .serve_with_incoming_shutdown(tonic::transport::server::TcpIncoming::from(listener), shutdown)
         .await

@@ -11,6 +11,7 @@ mod error;
 mod grpc;
 pub(crate) mod routes;
 mod state;
+mod tls;
 
 use std::future::Future;
 
@@ -23,6 +24,7 @@ pub use error::{ApiError, status_of};
 pub use grpc::{GrpcService, code_of, serve_grpc};
 pub use routes::management::ManagementApi;
 pub use state::{AppState, ServerLimits};
+pub use tls::{TlsError, TlsFiles};
 
 /// Protocol extensions ferry implements, as `GET /v2` lists them.
 pub const EXTENSIONS: &[&str] = &["binary_tensor_data", "statistics", "model_repository"];
@@ -44,4 +46,28 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let service = app(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
     axum::serve(listener, service).with_graceful_shutdown(shutdown).await
+}
+
+/// [`serve`] over TLS (rustls): stops accepting when `shutdown` resolves, then waits for in-flight requests.
+///
+/// # Errors
+/// The listener's I/O error.
+pub async fn serve_tls(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    config: std::sync::Arc<rustls::ServerConfig>,
+) -> std::io::Result<()> {
+    let handle = axum_server::Handle::new();
+    let stopper = handle.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        stopper.graceful_shutdown(None);
+    });
+    let listener = listener.into_std()?;
+    let tls = axum_server::tls_rustls::RustlsConfig::from_config(config);
+    axum_server::from_tcp_rustls(listener, tls)?
+        .handle(handle)
+        .serve(app(state).into_make_service_with_connect_info::<std::net::SocketAddr>())
+        .await
 }
