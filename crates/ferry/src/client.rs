@@ -20,6 +20,12 @@ pub struct ServerArgs {
     /// API key [env: FERRY_API_KEY].
     #[arg(long, env = "FERRY_API_KEY", hide_env_values = true, global = true)]
     pub key: Option<String>,
+    /// PEM CA to trust for an https:// server (besides none: only this CA is trusted) [env: FERRY_CA_CERT].
+    #[arg(long, env = "FERRY_CA_CERT", value_name = "FILE", global = true)]
+    pub ca_cert: Option<PathBuf>,
+    /// PEM client certificate followed by its key, for servers that require mutual TLS [env: FERRY_CLIENT_CERT].
+    #[arg(long, env = "FERRY_CLIENT_CERT", value_name = "FILE", global = true)]
+    pub client_cert: Option<PathBuf>,
 }
 
 /// `ferry push PKG [--alias ALIAS]`
@@ -95,7 +101,21 @@ impl Client {
         if !(base.starts_with("http://") || base.starts_with("https://")) {
             bail!("--server must be an http:// or https:// URL, got {base:?}");
         }
-        Ok(Self { http: reqwest::Client::builder().build()?, base, key: server.key.clone() })
+        drop(rustls::crypto::ring::default_provider().install_default());
+        let mut builder = reqwest::Client::builder().use_rustls_tls();
+        if let Some(ca) = &server.ca_cert {
+            let pem = std::fs::read(ca).with_context(|| format!("cannot read {}", ca.display()))?;
+            let cert = reqwest::Certificate::from_pem(&pem)
+                .with_context(|| format!("{} is not a PEM certificate", ca.display()))?;
+            builder = builder.tls_built_in_root_certs(false).add_root_certificate(cert);
+        }
+        if let Some(path) = &server.client_cert {
+            let pem = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+            let identity = reqwest::Identity::from_pem(&pem)
+                .with_context(|| format!("{} must hold a PEM certificate and its private key", path.display()))?;
+            builder = builder.identity(identity);
+        }
+        Ok(Self { http: builder.build()?, base, key: server.key.clone() })
     }
 
     pub(crate) fn url(&self, path: &str) -> String {

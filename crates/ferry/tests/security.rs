@@ -249,6 +249,31 @@ fn tritonclient_works_over_mutual_tls_on_http_and_grpc() {
             String::from_utf8_lossy(&result.stderr)
         );
     }
+    // The ferry CLI speaks mutual TLS too.
+    let identity = std::fs::read_to_string(d.join("client.pem")).expect("pem")
+        + &std::fs::read_to_string(d.join("client.key")).expect("key");
+    std::fs::write(d.join("client-identity.pem"), identity).expect("identity");
+    let https = format!("https://{}", http.replacen("127.0.0.1", "localhost", 1));
+    let models = Command::new(ferry())
+        .args([
+            "models",
+            "--server",
+            &https,
+            "--ca-cert",
+            &path("ca.pem"),
+            "--client-cert",
+            &path("client-identity.pem"),
+        ])
+        .env("FERRY_API_KEY", ferry_test_support::TEST_ADMIN_KEY)
+        .output()
+        .expect("ferry models");
+    assert!(models.status.success(), "{}", String::from_utf8_lossy(&models.stderr));
+    let refused = Command::new(ferry())
+        .args(["models", "--server", &https, "--ca-cert", &path("ca.pem")])
+        .env("FERRY_API_KEY", ferry_test_support::TEST_ADMIN_KEY)
+        .output()
+        .expect("ferry models");
+    assert!(!refused.status.success(), "no client certificate, no access");
     drop(child.kill());
     drop(child.wait());
 }
