@@ -45,6 +45,12 @@ pub struct ModelConfig {
     /// already queued and run at once, which costs no latency and still forms batches under load).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_queue_delay_microseconds: Option<u64>,
+    /// Refuse requests with NaN or ±infinity in a floating-point input (default false).
+    pub reject_non_finite: Option<bool>,
+    /// Most elements one input tensor may hold (default 16,777,216).
+    pub max_tensor_elements: Option<usize>,
+    /// Longest BYTES element of an input, in bytes (default 1 MiB).
+    pub max_string_bytes: Option<usize>,
     /// Batch sizes to close a batch at without waiting longer (default none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preferred_batch_sizes: Option<Vec<usize>>,
@@ -76,6 +82,9 @@ impl ModelConfig {
                 .preferred_batch_sizes
                 .clone()
                 .or_else(|| defaults.preferred_batch_sizes.clone()),
+            reject_non_finite: self.reject_non_finite.or(defaults.reject_non_finite),
+            max_tensor_elements: self.max_tensor_elements.or(defaults.max_tensor_elements),
+            max_string_bytes: self.max_string_bytes.or(defaults.max_string_bytes),
         }
     }
 
@@ -120,6 +129,9 @@ impl ModelConfig {
             max_queue_delay: std::time::Duration::from_micros(delay_us),
             preferred_batch_sizes,
             batch_rows_cap,
+            reject_non_finite: self.reject_non_finite.unwrap_or(false),
+            max_tensor_elements: self.max_tensor_elements.unwrap_or(16 * 1024 * 1024).max(1),
+            max_string_bytes: self.max_string_bytes.unwrap_or(1024 * 1024),
         })
     }
 }
@@ -150,6 +162,12 @@ pub struct ResolvedModelConfig {
     pub preferred_batch_sizes: Vec<usize>,
     /// Most rows one dynamic batch may stack.
     pub batch_rows_cap: usize,
+    /// Whether NaN and ±infinity inputs are refused.
+    pub reject_non_finite: bool,
+    /// Most elements per input tensor.
+    pub max_tensor_elements: usize,
+    /// Longest BYTES element.
+    pub max_string_bytes: usize,
 }
 
 #[cfg(test)]

@@ -266,6 +266,7 @@ impl LoadedModel {
                     spec.shape
                 )));
             }
+            check_limits(&t, &self.config).map_err(invalid)?;
             if let (Some(max), true, Some(&batch)) =
                 (self.config.max_batch_size, spec.has_dynamic_batch(), t.tensor.shape().first())
                 && batch > max
@@ -293,6 +294,49 @@ impl LoadedModel {
         };
         Ok((ordered, outputs))
     }
+}
+
+/// The abuse limits a model's config sets on one input: element count, string length, non-finite values.
+fn check_limits(t: &NamedTensor, config: &ResolvedModelConfig) -> Result<(), String> {
+    use ferry_types::TensorData;
+    if t.tensor.len() > config.max_tensor_elements {
+        return Err(format!(
+            "input {:?} holds {} elements, more than max_tensor_elements {}",
+            t.name,
+            t.tensor.len(),
+            config.max_tensor_elements
+        ));
+    }
+    match t.tensor.data() {
+        TensorData::Bytes(v) => {
+            if let Some((i, s)) = v.iter().enumerate().find(|(_, s)| s.len() > config.max_string_bytes) {
+                return Err(format!(
+                    "input {:?} element {i} is {} bytes long, more than max_string_bytes {}",
+                    t.name,
+                    s.len(),
+                    config.max_string_bytes
+                ));
+            }
+        }
+        data if config.reject_non_finite => {
+            let bad = match data {
+                TensorData::Fp32(v) => v.iter().position(|x| !x.is_finite()),
+                TensorData::Fp64(v) => v.iter().position(|x| !x.is_finite()),
+                TensorData::Fp16(v) => v.iter().position(|x| !x.is_finite()),
+                TensorData::Bf16(v) => v.iter().position(|x| !x.is_finite()),
+                _ => None,
+            };
+            if let Some(i) = bad {
+                return Err(format!(
+                    "input {:?} element {i} is NaN or infinite, and this model refuses non-finite values \
+                     (reject_non_finite)",
+                    t.name
+                ));
+            }
+        }
+        _ => {}
+    }
+    Ok(())
 }
 
 impl Drop for LoadedModel {
@@ -540,5 +584,45 @@ mod tests {
         assert_eq!(ferry_types::HasErrorKind::kind(&err), ferry_types::ErrorKind::Internal);
         open.send(()).expect("open");
         assert!(model.infer(request(1.0, None)).await.is_ok());
+    }
+}
+
+#[cfg(test)]
+mod limit_tests {
+    use ferry_types::{NamedTensor, Tensor, TensorData};
+
+    use super::check_limits;
+    use crate::ModelConfig;
+
+    fn fp32(values: Vec<f32>) -> NamedTensor {
+        let n = values.len();
+        NamedTensor::new("x", Tensor::new(vec![1, n], TensorData::Fp32(values)).expect("tensor"))
+    }
+
+    #[test]
+    fn element_string_and_non_finite_limits_name_the_input() {
+        let strict = ModelConfig {
+            reject_non_finite: Some(true),
+            max_tensor_elements: Some(4),
+            max_string_bytes: Some(3),
+            ..ModelConfig::default()
+        }
+        .resolve()
+        .expect("config");
+        assert!(check_limits(&fp32(vec![1.0, 2.0]), &strict).is_ok());
+        let err = check_limits(&fp32(vec![1.0, f32::NAN]), &strict).expect_err("nan");
+        assert!(err.contains("element 1 is NaN or infinite") && err.contains("reject_non_finite"), "{err}");
+        assert!(check_limits(&fp32(vec![f32::INFINITY]), &strict).is_err());
+        let err = check_limits(&fp32(vec![0.0; 5]), &strict).expect_err("elements");
+        assert!(err.contains("5 elements, more than max_tensor_elements 4"), "{err}");
+        let s = NamedTensor::new(
+            "s",
+            Tensor::new(vec![2], TensorData::Bytes(vec![b"ok".to_vec(), b"long".to_vec()])).expect("t"),
+        );
+        let err = check_limits(&s, &strict).expect_err("string");
+        assert!(err.contains("element 1 is 4 bytes long"), "{err}");
+        // By default NaN passes (many models treat it as missing), and the limits are generous.
+        let lenient = ModelConfig::default().resolve().expect("defaults");
+        assert!(check_limits(&fp32(vec![f32::NAN]), &lenient).is_ok());
     }
 }
