@@ -172,6 +172,12 @@ pub struct KeyInfo {
     pub created_by: String,
     /// Unix milliseconds, if revoked.
     pub revoked_at: Option<i64>,
+    /// Requests per second this key may make (burst: the same number); `None` = the server's default.
+    #[serde(default)]
+    pub rate_per_second: Option<u32>,
+    /// Requests per UTC day; `None` = the server's default.
+    #[serde(default)]
+    pub daily_quota: Option<u64>,
 }
 
 /// The resolved identity of a caller: what every handler gets, and passes on.
@@ -183,19 +189,35 @@ pub struct Access {
     pub role: Role,
     /// Model scopes; empty means none.
     pub scopes: Vec<Scope>,
+    /// The key's own request rate limit, if any.
+    pub rate_per_second: Option<u32>,
+    /// The key's own daily quota, if any.
+    pub daily_quota: Option<u64>,
 }
 
 impl Access {
     /// Anonymous inference, when the server allows it.
     #[must_use]
     pub fn anonymous_predictor() -> Self {
-        Self { actor: "anonymous".into(), role: Role::Predictor, scopes: vec![Scope("*".into())] }
+        Self {
+            actor: "anonymous".into(),
+            role: Role::Predictor,
+            scopes: vec![Scope("*".into())],
+            rate_per_second: None,
+            daily_quota: None,
+        }
     }
 
     /// Full access for in-process use without authentication (tests, library embedding).
     #[must_use]
     pub fn unrestricted(actor: &str) -> Self {
-        Self { actor: actor.into(), role: Role::Admin, scopes: vec![Scope("*".into())] }
+        Self {
+            actor: actor.into(),
+            role: Role::Admin,
+            scopes: vec![Scope("*".into())],
+            rate_per_second: None,
+            daily_quota: None,
+        }
     }
 
     /// Whether the role grants `permission`.
@@ -335,8 +357,13 @@ mod tests {
 
     #[test]
     fn access_checks_role_then_scope() {
-        let access =
-            Access { actor: "k1".into(), role: Role::Deployer, scopes: vec![Scope::new("fraud-*").expect("s")] };
+        let access = Access {
+            actor: "k1".into(),
+            role: Role::Deployer,
+            scopes: vec![Scope::new("fraud-*").expect("s")],
+            rate_per_second: None,
+            daily_quota: None,
+        };
         assert!(access.require_on(Permission::Deploy, "fraud-1").is_ok());
         assert!(
             matches!(access.require_on(Permission::Deploy, "churn"), Err(AuthError::Forbidden(m)) if m.contains("scoped"))

@@ -29,6 +29,12 @@ pub struct CreateArgs {
     /// Model-name patterns the key is limited to (repeatable; default all).
     #[arg(long = "scope", value_name = "PATTERN")]
     pub scopes: Vec<String>,
+    /// Requests per second this key may make (default: the server's).
+    #[arg(long, value_name = "N")]
+    pub rate: Option<u32>,
+    /// Requests per UTC day (default: the server's).
+    #[arg(long, value_name = "N")]
+    pub daily_quota: Option<u64>,
     #[command(flatten)]
     pub server: ServerArgs,
 }
@@ -59,6 +65,12 @@ pub fn run_keys(cmd: KeysCommand) -> anyhow::Result<()> {
                 let mut body = json!({"name": args.name, "role": args.role});
                 if !args.scopes.is_empty() {
                     body["scopes"] = json!(args.scopes);
+                }
+                if let Some(r) = args.rate {
+                    body["rate_per_second"] = json!(r);
+                }
+                if let Some(q) = args.daily_quota {
+                    body["daily_quota"] = json!(q);
                 }
                 let created: Value =
                     client.send(client.http.post(client.url("/keys")).json(&body)).await?.json().await?;

@@ -59,6 +59,10 @@ async fn serve(files: Vec<PathBuf>, settings: Settings) -> anyhow::Result<()> {
     );
     context.allow_anonymous_inference = settings.allow_anonymous_inference;
     context.require_signature = settings.require_signature;
+    context.default_limits = ferry_server::DefaultLimits {
+        rate_per_second: settings.rate_limit_per_key,
+        daily_quota: settings.daily_quota_per_key,
+    };
     for path in &settings.trusted_signers {
         let text = std::fs::read_to_string(path).with_context(|| format!("trusted signer {}", path.display()))?;
         let key =
@@ -68,7 +72,10 @@ async fn serve(files: Vec<PathBuf>, settings: Settings) -> anyhow::Result<()> {
             .push(ferry_package::public_key_text(&key).split_whitespace().nth(1).unwrap_or_default().to_owned());
     }
     context.keys.refresh(&context.registry).await.map_err(|e| anyhow::anyhow!("{}", e.message()))?;
-    let limits = ServerLimits { max_request_bytes: settings.max_request_bytes };
+    let limits = ServerLimits {
+        max_request_bytes: settings.max_request_bytes,
+        max_concurrent_requests: settings.max_concurrent_requests,
+    };
     let state = AppState::with_registry(repository.clone(), limits, Some(context));
 
     let http_addr = format!("{}:{}", settings.host, settings.http_port);

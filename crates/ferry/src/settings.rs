@@ -38,6 +38,12 @@ pub struct Settings {
     pub model_repository: Option<PathBuf>,
     /// Largest request body in bytes.
     pub max_request_bytes: usize,
+    /// HTTP requests handled at once; more get 503 at once.
+    pub max_concurrent_requests: usize,
+    /// Requests per second per API key (unset: no limit); a key's own limit overrides it.
+    pub rate_limit_per_key: Option<u32>,
+    /// Requests per API key per UTC day (unset: no quota); a key's own quota overrides it.
+    pub daily_quota_per_key: Option<u64>,
     /// Where ferry keeps its data: the SQLite registry, package files, unpacked models.
     pub data_dir: PathBuf,
     /// The registry database: `sqlite://PATH` or `postgres://USER@HOST/DB`; empty means SQLite in `data_dir`.
@@ -76,6 +82,9 @@ impl Default for Settings {
             onnxruntime_lib: None,
             model_repository: None,
             max_request_bytes: 64 * 1024 * 1024,
+            max_concurrent_requests: 4096,
+            rate_limit_per_key: None,
+            daily_quota_per_key: None,
             data_dir: PathBuf::from("ferry-data"),
             registry: String::new(),
             serve_alias: "production".into(),
@@ -101,6 +110,9 @@ const ENV_KEYS: &[&str] = &[
     "onnxruntime_lib",
     "model_repository",
     "max_request_bytes",
+    "max_concurrent_requests",
+    "rate_limit_per_key",
+    "daily_quota_per_key",
     "data_dir",
     "registry",
     "serve_alias",

@@ -102,6 +102,30 @@ fn a_fresh_server_prints_its_first_admin_key_once_and_opens_nothing_but_health()
     let listed = stdout_of(&cli(d, &server, &admin, &["keys", "list"]));
     assert!(listed.contains("predictor") && listed.contains("viewer") && !listed.contains(predictor), "{listed}");
 
+    // Per-key quota and rate: the fourth request of a 3-a-day key and the second of a 1-per-second key get 429.
+    let quota = stdout_of(&cli(
+        d,
+        &server,
+        &admin,
+        &["keys", "create", "--name", "q", "--role", "predictor", "--daily-quota", "3"],
+    ));
+    let statuses: Vec<u16> = (0..4)
+        .map(|_| {
+            http_request_as(&server.addr, Some(quota.trim()), "POST", "/v2/models/iris/infer", Some(INFER))
+                .expect("infer")
+                .0
+        })
+        .collect();
+    assert_eq!(statuses, [200, 200, 200, 429]);
+    let slow =
+        stdout_of(&cli(d, &server, &admin, &["keys", "create", "--name", "r", "--role", "predictor", "--rate", "1"]));
+    let first =
+        http_request_as(&server.addr, Some(slow.trim()), "POST", "/v2/models/iris/infer", Some(INFER)).expect("infer");
+    let (status, body) =
+        http_request_as(&server.addr, Some(slow.trim()), "POST", "/v2/models/iris/infer", Some(INFER)).expect("infer");
+    assert_eq!((first.0, status), (200, 429), "{body}");
+    assert!(body.contains("rate limit of 1 requests per second"), "{body}");
+
     // Revocation is effective at once.
     let id = ferry_auth::key_id(&ferry_auth::hash_key(predictor));
     stdout_of(&cli(d, &server, &admin, &["keys", "revoke", &id]));

@@ -51,6 +51,8 @@ impl Registry {
             created_at: now_ms(),
             created_by: created_by.to_owned(),
             revoked_at: None,
+            rate_per_second: None,
+            daily_quota: None,
         };
         let scopes_json = serde_json::to_string(&info.scopes).map_err(|e| RegistryError::Invalid(e.to_string()))?;
         sqlx::query(
@@ -75,7 +77,8 @@ impl Registry {
     /// Database errors.
     pub async fn list_keys(&self) -> Result<Vec<KeyInfo>, RegistryError> {
         let rows = sqlx::query(
-            "SELECT id, name, role, scopes, created_at, created_by, revoked_at FROM api_keys ORDER BY created_at, id",
+            "SELECT id, name, role, scopes, created_at, created_by, revoked_at, rate_per_second, daily_quota \
+             FROM api_keys ORDER BY created_at, id",
         )
         .fetch_all(&self.db)
         .await?;
@@ -88,12 +91,35 @@ impl Registry {
     /// Database errors.
     pub async fn active_keys(&self) -> Result<Vec<(String, KeyInfo)>, RegistryError> {
         let rows = sqlx::query(
-            "SELECT hash, id, name, role, scopes, created_at, created_by, revoked_at FROM api_keys \
-             WHERE revoked_at IS NULL",
+            "SELECT hash, id, name, role, scopes, created_at, created_by, revoked_at, rate_per_second, daily_quota \
+             FROM api_keys WHERE revoked_at IS NULL",
         )
         .fetch_all(&self.db)
         .await?;
         rows.iter().map(|r| Ok((r.try_get("hash")?, key_info(r)?))).collect()
+    }
+
+    /// Sets a key's own limits (`None` = the server's default).
+    ///
+    /// # Errors
+    /// [`RegistryError::NotFound`] for an unknown key.
+    pub async fn set_key_limits(
+        &self,
+        id: &str,
+        rate_per_second: Option<u32>,
+        daily_quota: Option<u64>,
+    ) -> Result<(), RegistryError> {
+        let done = sqlx::query("UPDATE api_keys SET rate_per_second = $1, daily_quota = $2 WHERE id = $3")
+            .bind(rate_per_second.map(i64::from))
+            .bind(daily_quota.and_then(|q| i64::try_from(q).ok()))
+            .bind(id)
+            .execute(&self.db)
+            .await?
+            .rows_affected();
+        if done == 0 {
+            return Err(RegistryError::NotFound(format!("no key {id:?}")));
+        }
+        Ok(())
     }
 
     /// Revokes a key by id.
@@ -255,5 +281,7 @@ fn key_info(r: &AnyRow) -> Result<KeyInfo, RegistryError> {
         created_at: r.try_get("created_at")?,
         created_by: r.try_get("created_by")?,
         revoked_at: r.try_get("revoked_at")?,
+        rate_per_second: r.try_get::<Option<i64>, _>("rate_per_second")?.and_then(|v| u32::try_from(v).ok()),
+        daily_quota: r.try_get::<Option<i64>, _>("daily_quota")?.and_then(|v| u64::try_from(v).ok()),
     })
 }

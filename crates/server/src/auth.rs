@@ -36,7 +36,16 @@ impl KeyCache {
             .active_keys()
             .await?
             .into_iter()
-            .map(|(hash, info)| (hash, Access { actor: info.id, role: info.role, scopes: info.scopes }))
+            .map(|(hash, info)| {
+                let access = Access {
+                    actor: info.id,
+                    role: info.role,
+                    scopes: info.scopes,
+                    rate_per_second: info.rate_per_second,
+                    daily_quota: info.daily_quota,
+                };
+                (hash, access)
+            })
             .collect();
         *self.keys.write() = fresh;
         Ok(())
@@ -124,7 +133,9 @@ pub async fn authenticate(state: &AppState, headers: &HeaderMap, permission: Per
     let header = headers.get(axum::http::header::AUTHORIZATION).map(|v| v.to_str().unwrap_or("\u{fffd}"));
     let result = match header {
         None if permission == Permission::Infer && ctx.allow_anonymous_inference => {
-            return Ok(Access::anonymous_predictor());
+            let access = Access::anonymous_predictor();
+            ctx.limiter.admit(&access, ctx.default_limits)?;
+            return Ok(access);
         }
         None => {
             Err(AuthError::Unauthenticated("this endpoint needs an API key: send `Authorization: Bearer <key>`".into()))
@@ -138,7 +149,10 @@ pub async fn authenticate(state: &AppState, headers: &HeaderMap, permission: Per
         },
     };
     match result {
-        Ok(access) => Ok(access),
+        Ok(access) => {
+            ctx.limiter.admit(&access, ctx.default_limits)?;
+            Ok(access)
+        }
         Err(e) => {
             if permission != Permission::Infer {
                 audit_failure(state, "unauthenticated", "management API", "denied: no valid key").await;

@@ -31,6 +31,10 @@ pub struct RegistryContext {
     pub trusted_signers: Vec<String>,
     /// Refuse packages that are not signed by a trusted key.
     pub require_signature: bool,
+    /// Per-key request counting.
+    pub limiter: crate::UsageLimiter,
+    /// Limits for keys without their own.
+    pub default_limits: crate::DefaultLimits,
     /// Whether inference without a key is allowed (as the anonymous predictor).
     pub allow_anonymous_inference: bool,
     /// One lock per model, so that alias moves on one model are applied in order.
@@ -75,6 +79,8 @@ impl RegistryContext {
             keys: crate::KeyCache::default(),
             trusted_signers: Vec::new(),
             require_signature: false,
+            limiter: crate::UsageLimiter::default(),
+            default_limits: crate::DefaultLimits::default(),
             allow_anonymous_inference: false,
             locks: parking_lot::Mutex::default(),
         }

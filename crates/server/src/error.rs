@@ -10,12 +10,26 @@ use ferry_types::{ErrorKind, HasErrorKind};
 pub struct ApiError {
     kind: ErrorKind,
     message: String,
+    retry_after: Option<u64>,
 }
 
 impl ApiError {
     /// An error of `kind` with `message` shown to the caller.
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        Self { kind, message: message.into() }
+        Self { kind, message: message.into(), retry_after: None }
+    }
+
+    /// Tells the caller when to retry (seconds), for 429 and 503.
+    #[must_use]
+    pub fn with_retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after = Some(seconds);
+        self
+    }
+
+    /// The `Retry-After` seconds, if set.
+    #[must_use]
+    pub fn retry_after(&self) -> Option<u64> {
+        self.retry_after
     }
 
     /// The kind.
@@ -41,7 +55,7 @@ impl<E: HasErrorKind + std::error::Error + 'static> From<E> for ApiError {
         } else {
             error_chain(&e)
         };
-        Self { kind, message }
+        Self { kind, message, retry_after: None }
     }
 }
 
@@ -72,7 +86,7 @@ impl IntoResponse for ApiError {
             response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         if matches!(self.kind, ErrorKind::Overloaded | ErrorKind::Unavailable | ErrorKind::RateLimited) {
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(self.retry_after.unwrap_or(1)));
         }
         response
     }

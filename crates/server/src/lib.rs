@@ -9,6 +9,7 @@ mod body;
 mod deploy;
 mod error;
 mod grpc;
+mod limits;
 pub(crate) mod routes;
 mod state;
 mod tls;
@@ -22,6 +23,7 @@ pub use auth::{Authorized, KEY_REFRESH, KeyCache, Need, ToAdmin, ToDeploy, ToInf
 pub use deploy::{RegistryContext, Synced};
 pub use error::{ApiError, status_of};
 pub use grpc::{GrpcService, code_of, serve_grpc};
+pub use limits::{DefaultLimits, UsageLimiter};
 pub use routes::management::ManagementApi;
 pub use state::{AppState, ServerLimits};
 pub use tls::{TlsError, TlsFiles};

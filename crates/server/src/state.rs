@@ -12,11 +12,13 @@ use crate::deploy::RegistryContext;
 pub struct ServerLimits {
     /// Largest request body in bytes; larger ones get 413.
     pub max_request_bytes: usize,
+    /// Requests handled at once over HTTP; more get 503 at once (health checks are exempt).
+    pub max_concurrent_requests: usize,
 }
 
 impl Default for ServerLimits {
     fn default() -> Self {
-        Self { max_request_bytes: 64 * 1024 * 1024 }
+        Self { max_request_bytes: 64 * 1024 * 1024, max_concurrent_requests: 4096 }
     }
 }
 
@@ -32,6 +34,7 @@ struct Inner {
     ready: AtomicBool,
     limits: ServerLimits,
     registry: Option<Arc<RegistryContext>>,
+    concurrency: Arc<tokio::sync::Semaphore>,
 }
 
 impl AppState {
@@ -49,7 +52,8 @@ impl AppState {
         registry: Option<RegistryContext>,
     ) -> Self {
         let registry = registry.map(Arc::new);
-        Self { inner: Arc::new(Inner { repository, ready: AtomicBool::new(false), limits, registry }) }
+        let concurrency = Arc::new(tokio::sync::Semaphore::new(limits.max_concurrent_requests.max(1)));
+        Self { inner: Arc::new(Inner { repository, ready: AtomicBool::new(false), limits, registry, concurrency }) }
     }
 
     /// The registry, if this server has one.
@@ -154,6 +158,12 @@ impl AppState {
         if let Err(e) = ctx.registry.audit(&access.actor, action, target, &outcome).await {
             tracing::error!(error = %e, action, target, "could not append to the audit log");
         }
+    }
+
+    /// The permits of the concurrency limit.
+    #[must_use]
+    pub fn concurrency(&self) -> &Arc<tokio::sync::Semaphore> {
+        &self.inner.concurrency
     }
 
     /// Request limits.

@@ -236,7 +236,7 @@ async fn unknown_models_routes_and_methods() {
 #[tokio::test]
 async fn oversized_bodies_get_413() {
     let repo = load_repository(&["tiny_add"], EngineChoice::Tract, ModelConfig::default()).expect("load");
-    let state = state_with(repo, ServerLimits { max_request_bytes: 2048 });
+    let state = state_with(repo, ServerLimits { max_request_bytes: 2048, ..ServerLimits::default() });
     let big = tiny_request(200).to_string();
     assert!(big.len() > 2048);
     let reply = post_json(&state, "/v2/models/tiny_add/infer", tiny_request(200)).await;
@@ -430,4 +430,20 @@ async fn dynamic_batching_never_changes_an_answer() {
     assert_eq!(s["inference_stats"]["fail"]["count"], 0);
     let alone = call(&state, Method::GET, "/v2/models/alone/stats", &[], "").await.json();
     assert_eq!(alone["model_stats"][0]["execution_count"], 48);
+}
+
+#[tokio::test]
+async fn over_the_concurrency_limit_requests_are_shed_but_health_answers() {
+    let repo = load_repository(&["tiny_add"], EngineChoice::Tract, ModelConfig::default()).expect("load");
+    let state = state_with(repo, ServerLimits { max_concurrent_requests: 1, ..ServerLimits::default() });
+    let held = state.concurrency().clone().try_acquire_owned().expect("the only permit");
+    let busy = call(&state, Method::POST, "/v2/models/tiny_add/infer", &[], tiny_request(1).to_string()).await;
+    assert_eq!(busy.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(busy.error().contains("limit of 1 requests at once"), "{}", busy.error());
+    assert_eq!(busy.headers.get("retry-after").map(|v| v.to_str().unwrap_or("")), Some("1"));
+    let health = call(&state, Method::GET, "/v2/health/live", &[], Body::empty()).await;
+    assert_eq!(health.status, StatusCode::OK);
+    drop(held);
+    let ok = call(&state, Method::POST, "/v2/models/tiny_add/infer", &[], tiny_request(1).to_string()).await;
+    assert_eq!(ok.status, StatusCode::OK);
 }

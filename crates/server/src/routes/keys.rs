@@ -33,6 +33,12 @@ pub struct NewKey {
     /// Model-name patterns (`*`, `fraud-*`); default all models.
     #[serde(default)]
     pub scopes: Option<Vec<Scope>>,
+    /// Requests per second; default the server's.
+    #[serde(default)]
+    pub rate_per_second: Option<u32>,
+    /// Requests per UTC day; default the server's.
+    #[serde(default)]
+    pub daily_quota: Option<u64>,
 }
 
 /// A new key: the secret is in this answer and nowhere else, ever.
@@ -93,7 +99,12 @@ pub(crate) async fn create_key(
         Err(_) => format!("key ({})", request.name),
     };
     state.audit(&auth.access, "create_key", &target, &result).await;
-    let (key, info) = result?;
+    let (key, mut info) = result?;
+    if request.rate_per_second.is_some() || request.daily_quota.is_some() {
+        ctx.registry.set_key_limits(&info.id, request.rate_per_second, request.daily_quota).await?;
+        info.rate_per_second = request.rate_per_second;
+        info.daily_quota = request.daily_quota;
+    }
     ctx.keys.refresh(&ctx.registry).await?;
     Ok((StatusCode::CREATED, Json(CreatedKey { key, info })))
 }
