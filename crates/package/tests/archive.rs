@@ -196,3 +196,42 @@ fn a_signed_package_fails_verification_after_any_change_to_any_byte() {
         assert!(!ok, "flipping byte {at} of {} went unnoticed", original.len());
     }
 }
+
+#[test]
+fn mutated_packages_are_refused_without_panicking() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (path, _) = pack(dir.path());
+    let original = std::fs::read(&path).expect("read");
+    let target = dir.path().join("m.ferry");
+    let mut state = 0x2545_F491_4F6C_DD1Du64;
+    let mut next = move |n: usize| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        usize::try_from(state % (n.max(1) as u64)).unwrap_or(0)
+    };
+    let mut refused = 0;
+    for _ in 0..1_500 {
+        let mut bytes = original.clone();
+        match next(3) {
+            0 => {
+                let i = next(bytes.len());
+                bytes[i] = u8::try_from(next(256)).unwrap_or(0);
+            }
+            1 => bytes.truncate(next(bytes.len())),
+            _ => {
+                let i = next(bytes.len());
+                let j = (i + next(600)).min(bytes.len());
+                bytes.drain(i..j);
+            }
+        }
+        std::fs::write(&target, &bytes).expect("write");
+        let extract = tempfile::tempdir().expect("extract");
+        if verify(&target, Some(extract.path()), &|_| {}).is_err() {
+            refused += 1;
+        }
+        drop(read_small_file(&target, PROFILE_PATH, 1 << 20));
+        drop(ferry_package::check_signature(&target));
+    }
+    assert!(refused > 1_000, "mutations are caught ({refused} of 1500)");
+}
