@@ -189,7 +189,10 @@ def main():
 
     def ferry(label, name, model, config):
         port = free_port()
-        cmd = [str(TARGET / "ferry"), "serve", "--model-repository", repo(label, name, model, config),
+        models = repo(label, name, model, config)
+        # The peers have no authentication; anonymous inference keeps the comparison like for like.
+        cmd = [str(TARGET / "ferry"), "serve", "--model-repository", models, "--allow-anonymous-inference",
+               "--data-dir", str(Path(models) / ".ferry-data"),
                "--http-port", str(port), "--grpc-port", str(free_port())]
         return Server(label, cmd, f"http://127.0.0.1:{port}/v2/models/{name}/infer",
                       ready=f"http://127.0.0.1:{port}/v2/health/ready")
