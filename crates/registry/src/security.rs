@@ -159,7 +159,7 @@ impl Registry {
         target: &str,
         outcome: &str,
     ) -> Result<AuditRecord, RegistryError> {
-        let _serial = self.audit_lock.lock().await;
+        let _serial = self.write_lock.lock().await;
         for _ in 0..APPEND_ATTEMPTS {
             match self.try_append(actor, action, target, outcome).await {
                 Ok(record) => return Ok(record),

@@ -162,8 +162,9 @@ fn to_i64(v: u64) -> Result<i64, RegistryError> {
 #[derive(Debug, Clone)]
 pub struct Registry {
     pub(crate) db: AnyPool,
-    /// Serialises audit appends in this process (SQLite cannot upgrade racing read transactions to writes).
-    pub(crate) audit_lock: std::sync::Arc<tokio::sync::Mutex<()>>,
+    /// Serialises writes in this process: always for audit appends (one chain), and every write on SQLite, which
+    /// answers "database is locked" when two read-then-write transactions race instead of waiting.
+    pub(crate) write_lock: std::sync::Arc<tokio::sync::Mutex<()>>,
     artifacts: ArtifactStore,
     backend: &'static str,
 }
@@ -191,7 +192,7 @@ impl Registry {
             .await
             .map_err(|e| RegistryError::Io(format!("cannot open the registry database {}: {e}", redact(url))))?;
         MIGRATOR.run(&db).await?;
-        Ok(Self { db, artifacts, backend, audit_lock: std::sync::Arc::default() })
+        Ok(Self { db, artifacts, backend, write_lock: std::sync::Arc::default() })
     }
 
     /// An SQLite URL for a file, created when missing.
@@ -204,6 +205,11 @@ impl Registry {
     #[must_use]
     pub fn backend(&self) -> &'static str {
         self.backend
+    }
+
+    /// Holds the write lock on SQLite (see `write_lock`); nothing on PostgreSQL, which orders writers itself.
+    pub(crate) async fn sqlite_writer(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        if self.backend == "sqlite" { Some(self.write_lock.lock().await) } else { None }
     }
 
     /// The artifact store.
@@ -260,6 +266,7 @@ impl Registry {
         let manifest_json =
             serde_json::to_string(&contents.manifest).map_err(|e| RegistryError::Invalid(format!("manifest: {e}")))?;
         let at = now_ms();
+        let _writer = self.sqlite_writer().await;
         let mut tx = self.db.begin().await?;
         if let Some(existing) = sqlx::query("SELECT version FROM versions WHERE model = $1 AND digest = $2")
             .bind(name)
@@ -343,7 +350,8 @@ impl Registry {
     {
         let staged = self.artifacts.stage(body, limit).await?;
         let path = staged.path.clone();
-        let unpack_dir = self.artifacts.staging_dir().join(format!("{}.unpack", staged.digest));
+        // Named after the staged file, which is unique, so concurrent uploads of one package never share it.
+        let unpack_dir = staged.path.with_extension("unpack");
         let dir = unpack_dir.clone();
         let verified = tokio::task::spawn_blocking(move || -> Result<PackageContents, RegistryError> {
             drop(std::fs::remove_dir_all(&dir));
@@ -443,6 +451,7 @@ impl Registry {
                 record.aliases.join(", ")
             )));
         }
+        let writer = self.sqlite_writer().await;
         let mut tx = self.db.begin().await?;
         sqlx::query("DELETE FROM versions WHERE model = $1 AND version = $2")
             .bind(name)
@@ -452,6 +461,7 @@ impl Registry {
             .map_err(|e| conflict_or(e, || format!("an alias of {name:?} points at version {version}")))?;
         event(&mut tx, name, Some(to_i64(version)?), "delete_version", "", actor, now_ms()).await?;
         tx.commit().await?;
+        drop(writer);
         self.drop_blob_if_unused(&record.digest).await
     }
 
@@ -461,6 +471,7 @@ impl Registry {
     /// [`RegistryError::NotFound`].
     pub async fn delete_model(&self, name: &str, actor: &str) -> Result<(), RegistryError> {
         let versions = self.list_versions(name).await?;
+        let writer = self.sqlite_writer().await;
         let mut tx = self.db.begin().await?;
         sqlx::query("DELETE FROM aliases WHERE model = $1").bind(name).execute(&mut *tx).await?;
         sqlx::query("DELETE FROM versions WHERE model = $1").bind(name).execute(&mut *tx).await?;
@@ -468,6 +479,7 @@ impl Registry {
         let detail = format!("{} version(s)", versions.len());
         event(&mut tx, name, None, "delete_model", &detail, actor, now_ms()).await?;
         tx.commit().await?;
+        drop(writer);
         for v in versions {
             self.drop_blob_if_unused(&v.digest).await?;
         }
@@ -503,6 +515,7 @@ impl Registry {
         self.resolve(name, &Selector::Version(version)).await?;
         let v = to_i64(version)?;
         let at = now_ms();
+        let _writer = self.sqlite_writer().await;
         let mut tx = self.db.begin().await?;
         let previous: Option<i64> = sqlx::query("SELECT version FROM aliases WHERE model = $1 AND alias = $2")
             .bind(name)
@@ -585,6 +598,7 @@ impl Registry {
     /// # Errors
     /// [`RegistryError::NotFound`].
     pub async fn delete_alias(&self, name: &str, alias: &str, actor: &str) -> Result<(), RegistryError> {
+        let _writer = self.sqlite_writer().await;
         let mut tx = self.db.begin().await?;
         let done = sqlx::query("DELETE FROM aliases WHERE model = $1 AND alias = $2")
             .bind(name)

@@ -24,6 +24,9 @@ pub const KEY_REFRESH: Duration = Duration::from_secs(5);
 #[derive(Debug, Default)]
 pub struct KeyCache {
     keys: RwLock<HashMap<String, Access>>,
+    /// One refresh at a time, so that a slow background refresh cannot overwrite a newer one (and bring back a key
+    /// revoked in between).
+    refreshing: tokio::sync::Mutex<()>,
 }
 
 impl KeyCache {
@@ -32,6 +35,7 @@ impl KeyCache {
     /// # Errors
     /// Registry errors (the old cache stays).
     pub async fn refresh(&self, registry: &Registry) -> Result<(), ApiError> {
+        let _one_at_a_time = self.refreshing.lock().await;
         let fresh: HashMap<String, Access> = registry
             .active_keys()
             .await?
@@ -162,10 +166,49 @@ pub async fn authenticate(state: &AppState, headers: &HeaderMap, permission: Per
     }
 }
 
+/// Failures without a valid key are summarised: at most one audit record per [`FAILURE_SUMMARY`], counting them,
+/// so that a flood of keyless requests cannot flood the audit log (or hold connections waiting on it).
+pub const FAILURE_SUMMARY: Duration = Duration::from_secs(10);
+
+/// Keyless failures counted since the last summary record.
+#[derive(Debug)]
+pub struct FailureCounter {
+    state: parking_lot::Mutex<(std::time::Instant, u64)>,
+}
+
+impl Default for FailureCounter {
+    fn default() -> Self {
+        let long_ago = std::time::Instant::now().checked_sub(FAILURE_SUMMARY).unwrap_or_else(std::time::Instant::now);
+        Self { state: parking_lot::Mutex::new((long_ago, 0)) }
+    }
+}
+
+impl FailureCounter {
+    /// Counts one failure; returns how many to record now, if a summary is due.
+    fn count(&self) -> Option<u64> {
+        let mut s = self.state.lock();
+        s.1 += 1;
+        if s.0.elapsed() >= FAILURE_SUMMARY {
+            let n = s.1;
+            *s = (std::time::Instant::now(), 0);
+            Some(n)
+        } else {
+            None
+        }
+    }
+}
+
 async fn audit_failure(state: &AppState, actor: &str, target: &str, outcome: &str) {
-    if let Some(ctx) = state.registry_context()
-        && let Err(e) = ctx.registry.audit(actor, "auth_failure", target, outcome).await
-    {
+    let Some(ctx) = state.registry_context() else { return };
+    let (target, outcome) = if actor == "unauthenticated" {
+        match ctx.keyless_failures.count() {
+            Some(n) => (target.to_owned(), format!("{outcome} ({n} such request(s) since the last record)")),
+            None => return,
+        }
+    } else {
+        (target.to_owned(), outcome.to_owned())
+    };
+    if let Err(e) = ctx.registry.audit(actor, "auth_failure", &target, &outcome).await {
         tracing::error!(error = %e, "could not audit an authentication failure");
     }
 }

@@ -33,6 +33,8 @@ pub struct RegistryContext {
     pub require_signature: bool,
     /// Per-key request counting.
     pub limiter: crate::UsageLimiter,
+    /// Keyless management requests, summarised in the audit log.
+    pub keyless_failures: crate::auth::FailureCounter,
     /// Limits for keys without their own.
     pub default_limits: crate::DefaultLimits,
     /// Whether inference without a key is allowed (as the anonymous predictor).
@@ -80,6 +82,7 @@ impl RegistryContext {
             trusted_signers: Vec::new(),
             require_signature: false,
             limiter: crate::UsageLimiter::default(),
+            keyless_failures: crate::auth::FailureCounter::default(),
             default_limits: crate::DefaultLimits::default(),
             allow_anonymous_inference: false,
             locks: parking_lot::Mutex::default(),
@@ -98,6 +101,15 @@ impl RegistryContext {
     pub async fn sync_model(&self, state: &AppState, name: &str) -> Result<Synced, ApiError> {
         let lock = self.lock_for(name);
         let _guard = lock.lock().await;
+        self.sync_locked(state, name).await
+    }
+
+    /// [`RegistryContext::sync_model`] for a caller that holds the model's lock.
+    async fn sync_locked(&self, state: &AppState, name: &str) -> Result<Synced, ApiError> {
+        if state.repository().in_catalog(name) {
+            // Served from a file or model repository: the registry never touches it.
+            return Ok(Synced::NotServed);
+        }
         let target = self.registry.aliases_of(name).await?.get(&self.serve_alias).copied();
         let Some(version) = target else {
             if let Ok(removed) = state.repository().unload(name) {
@@ -169,16 +181,23 @@ impl RegistryContext {
                 format!("model {name:?} is served from a file or model repository, not from the registry"),
             ));
         }
-        let record = self.registry.set_alias(name, alias, version, update, actor).await?;
         if alias != self.serve_alias {
-            return Ok(record);
+            return Ok(self.registry.set_alias(name, alias, version, update, actor).await?);
         }
+        // Moves of one model's serving alias, their loads and their undos happen one at a time, in order.
+        let guard = self.lock_for(name).lock_owned().await;
+        let record = self.registry.set_alias(name, alias, version, update, actor).await?;
         let (ctx, state2, record2) = (self.clone(), state.clone(), record.clone());
         let apply = async move {
-            match ctx.sync_model(&state2, &record2.model).await {
+            let _guard = guard;
+            match ctx.sync_locked(&state2, &record2.model).await {
                 Ok(_) => Ok(()),
                 Err(e) => {
                     ctx.undo_alias(&record2).await;
+                    // Serve what the alias points at now (the previous version, normally already loaded).
+                    if let Err(again) = ctx.sync_locked(&state2, &record2.model).await {
+                        tracing::error!(model = %record2.model, error = again.message(), "re-sync after an undo failed");
+                    }
                     Err(ApiError::new(
                         e.kind(),
                         format!(
@@ -215,6 +234,17 @@ impl RegistryContext {
                 .map(drop),
             None => self.registry.delete_alias(&record.model, &record.alias, actor).await,
         };
+        let outcome = match &undone {
+            Ok(()) => "ok".to_owned(),
+            Err(e) => format!("failed: {e}"),
+        };
+        let target = format!(
+            "model/{}/alias/{} -> {:?} (version {} failed to load)",
+            record.model, record.alias, record.previous, record.version
+        );
+        if let Err(e) = self.registry.audit("ferry", "undo_alias", &target, &outcome).await {
+            tracing::error!(error = %e, "could not audit an alias undo");
+        }
         if let Err(e) = undone {
             tracing::error!(model = %record.model, alias = %record.alias, error = %e, "could not undo the alias move");
         }

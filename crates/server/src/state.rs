@@ -94,6 +94,8 @@ impl AppState {
         if !self.inner.repository.in_catalog(name)
             && let Some(ctx) = self.registry_context()
         {
+            // 404 for a model the registry does not have either, rather than a silent no-op.
+            ctx.registry.get_model(name).await?;
             return ctx.sync_model(self, name).await.map(drop);
         }
         let repository = self.inner.repository.clone();

@@ -192,6 +192,9 @@ async fn every_mistake_has_its_status_and_message() {
         assert_eq!(status, want, "{method} {uri}: {message}");
         assert!(message.contains(text), "{method} {uri}: {message:?} should mention {text:?}");
     }
+    // Loading a model nobody has is a 404, not a silent success.
+    let (status, bytes) = call(&env, Method::POST, "/v2/repository/models/typo/load", Body::empty()).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{}", String::from_utf8_lossy(&bytes));
     // A streamed body over the limit (no Content-Length) is cut off too.
     let chunks = futures::stream::iter((0..100).map(|_| Ok::<_, std::io::Error>(Bytes::from(vec![0u8; 1000]))));
     let (status, _) = call(&env, Method::POST, "/api/v1/models/tiny/versions", Body::from_stream(chunks)).await;
@@ -283,6 +286,11 @@ async fn keys_roles_scopes_and_the_audit_chain() {
         }
     };
     let (viewer, _) = make("viewer", json!(["*"])).await;
+    // An admin scoped to some models cannot mint keys (it could otherwise give itself every model).
+    let (scoped_admin, _) = make("admin", json!(["fraud-*"])).await;
+    let body = json!({"name": "escalate", "role": "admin"}).to_string();
+    let (status, text) = send(Some(scoped_admin), Method::POST, "/api/v1/keys", body).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{text}");
     let (predictor, _) = make("predictor", json!(["*"])).await;
     let (deployer, deployer_id) = make("deployer", json!(["fraud-*"])).await;
     assert_eq!(send(Some(viewer.clone()), Method::GET, "/api/v1/models", String::new()).await.0, StatusCode::OK);

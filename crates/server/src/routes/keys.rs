@@ -82,6 +82,13 @@ pub(crate) async fn create_key(
     State(state): State<AppState>,
     body: Bytes,
 ) -> Result<(StatusCode, Json<CreatedKey>), ApiError> {
+    // A key can only hand out what it holds; an admin limited to some models cannot mint unscoped keys.
+    if !auth.access.scopes.iter().any(|s| s.as_str() == "*") {
+        return Err(ApiError::new(
+            ErrorKind::PermissionDenied,
+            "only an admin key scoped to every model (*) may create keys",
+        ));
+    }
     let request: NewKey = serde_json::from_slice(&body)
         .map_err(|e| ApiError::new(ErrorKind::InvalidInput, format!("key request body: {e}")))?;
     if request.name.trim().is_empty() || request.name.len() > 128 {
