@@ -100,6 +100,7 @@ impl Need for ToAdmin {
 pub struct Authorized<P: Need> {
     /// Who is calling, with what role and scopes.
     pub access: Access,
+    state: AppState,
     _need: PhantomData<P>,
 }
 
@@ -108,8 +109,19 @@ impl<P: Need> Authorized<P> {
     ///
     /// # Errors
     /// 403 naming the model.
-    pub fn on(&self, model: &str) -> Result<(), ApiError> {
-        self.access.require_on(P::PERMISSION, model).map_err(ApiError::from)
+    pub async fn on(&self, model: &str) -> Result<(), ApiError> {
+        let refused = self.access.require_on(P::PERMISSION, model).map_err(ApiError::from);
+        if refused.is_err() && P::PERMISSION != Permission::Infer {
+            // Management refusals are audited; inference ones are not, so that they cannot flood the log.
+            audit_failure(
+                &self.state,
+                &self.access.actor,
+                &format!("model/{model}"),
+                "denied: out of the key's scopes",
+            )
+            .await;
+        }
+        refused
     }
 }
 
@@ -122,7 +134,7 @@ impl<P: Need> FromRequestParts<AppState> for Authorized<P> {
             audit_failure(state, &access.actor, parts.uri.path(), "denied").await;
             return Err(e.into());
         }
-        Ok(Self { access, _need: PhantomData })
+        Ok(Self { access, state: state.clone(), _need: PhantomData })
     }
 }
 
@@ -198,7 +210,7 @@ impl FailureCounter {
     }
 }
 
-async fn audit_failure(state: &AppState, actor: &str, target: &str, outcome: &str) {
+pub(crate) async fn audit_failure(state: &AppState, actor: &str, target: &str, outcome: &str) {
     let Some(ctx) = state.registry_context() else { return };
     let (target, outcome) = if actor == "unauthenticated" {
         match ctx.keyless_failures.count() {

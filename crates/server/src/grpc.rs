@@ -87,11 +87,17 @@ impl GrpcService {
     ) -> Result<Access, Status> {
         let headers = request.metadata().clone().into_headers();
         let access = crate::auth::authenticate(&self.state, &headers, permission).await.map_err(Status::from)?;
-        match model {
+        let checked = match model {
             Some(m) => access.require_on(permission, m),
             None => access.require(permission),
+        };
+        if let Err(e) = checked {
+            if permission != Permission::Infer {
+                let target = format!("grpc {}", model.unwrap_or("-"));
+                crate::auth::audit_failure(&self.state, &access.actor, &target, "denied").await;
+            }
+            return Err(Status::from(crate::ApiError::from(e)));
         }
-        .map_err(|e| Status::from(crate::ApiError::from(e)))?;
         Ok(access)
     }
 

@@ -323,6 +323,12 @@ async fn keys_roles_scopes_and_the_audit_chain() {
     assert_eq!(status, StatusCode::OK);
     let records: Vec<Value> = serde_json::from_str(&body).expect("json");
     let actions: Vec<&str> = records.iter().filter_map(|r| r["action"].as_str()).collect();
+    let scope_refusal = records.iter().any(|r| {
+        r["action"] == "auth_failure"
+            && r["target"] == "model/tiny"
+            && r["outcome"].as_str().is_some_and(|o| o.contains("scopes"))
+    });
+    assert!(scope_refusal, "the out-of-scope delete is audited: {records:?}");
     for want in ["create_key", "auth_failure", "revoke_key"] {
         assert!(actions.contains(&want), "{want} in {actions:?}");
     }

@@ -186,7 +186,7 @@ async fn get_model(
     Path(name): Path<String>,
 ) -> Result<Json<ModelRecord>, ApiError> {
     let name = model_name(&name)?;
-    auth.on(name.as_str())?;
+    auth.on(name.as_str()).await?;
     Ok(Json(registry(&state)?.registry.get_model(name.as_str()).await?))
 }
 
@@ -200,7 +200,7 @@ async fn delete_model(
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let name = model_name(&name)?;
-    auth.on(name.as_str())?;
+    auth.on(name.as_str()).await?;
     let ctx = registry(&state)?;
     let result = ctx.registry.delete_model(name.as_str(), &auth.access.actor).await.map_err(ApiError::from);
     state.audit(&auth.access, "delete_model", &format!("model/{name}"), &result).await;
@@ -218,7 +218,7 @@ async fn list_versions(
     Path(name): Path<String>,
 ) -> Result<Json<Vec<VersionRecord>>, ApiError> {
     let name = model_name(&name)?;
-    auth.on(name.as_str())?;
+    auth.on(name.as_str()).await?;
     Ok(Json(registry(&state)?.registry.list_versions(name.as_str()).await?))
 }
 
@@ -238,7 +238,7 @@ async fn upload_version(
     body: Body,
 ) -> Result<(StatusCode, Json<VersionRecord>), ApiError> {
     let name = model_name(&name)?;
-    auth.on(name.as_str())?;
+    auth.on(name.as_str()).await?;
     let ctx = registry(&state)?;
     let limit = ctx.max_package_bytes;
     if let Some(len) =
@@ -284,7 +284,7 @@ async fn get_version(
     Path((name, version)): Path<(String, String)>,
 ) -> Result<Json<VersionRecord>, ApiError> {
     let (name, version) = (model_name(&name)?, version_number(&version)?);
-    auth.on(name.as_str())?;
+    auth.on(name.as_str()).await?;
     Ok(Json(registry(&state)?.registry.resolve(name.as_str(), &Selector::Version(version)).await?))
 }
 
@@ -299,7 +299,7 @@ async fn delete_version(
     Path((name, version)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     let (name, version) = (model_name(&name)?, version_number(&version)?);
-    auth.on(name.as_str())?;
+    auth.on(name.as_str()).await?;
     let ctx = registry(&state)?;
     let result = ctx.registry.delete_version(name.as_str(), version, &auth.access.actor).await.map_err(ApiError::from);
     state.audit(&auth.access, "delete_version", &format!("model/{name}/version/{version}"), &result).await;
@@ -317,7 +317,7 @@ async fn download_version(
     Path((name, version)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
     let (name, version) = (model_name(&name)?, version_number(&version)?);
-    auth.on(name.as_str())?;
+    auth.on(name.as_str()).await?;
     let ctx = registry(&state)?;
     let record = ctx.registry.resolve(name.as_str(), &Selector::Version(version)).await?;
     let (size, stream) = ctx.registry.artifacts().open(&record.digest).await?;
@@ -343,7 +343,7 @@ async fn list_aliases(
     Path(name): Path<String>,
 ) -> Result<Json<Vec<AliasTarget>>, ApiError> {
     let name = model_name(&name)?;
-    auth.on(name.as_str())?;
+    auth.on(name.as_str()).await?;
     let ctx = registry(&state)?;
     ctx.registry.get_model(name.as_str()).await?;
     let aliases = ctx.registry.aliases_of(name.as_str()).await?;
@@ -359,7 +359,7 @@ async fn get_alias(
     Path((name, alias)): Path<(String, String)>,
 ) -> Result<Json<VersionRecord>, ApiError> {
     let name = model_name(&name)?;
-    auth.on(name.as_str())?;
+    auth.on(name.as_str()).await?;
     let selector: Selector = alias.parse()?;
     Ok(Json(registry(&state)?.registry.resolve(name.as_str(), &selector).await?))
 }
@@ -383,7 +383,7 @@ async fn set_alias(
     body: Bytes,
 ) -> Result<Json<AliasRecord>, ApiError> {
     let name = model_name(&name)?;
-    auth.on(name.as_str())?;
+    auth.on(name.as_str()).await?;
     let request: SetAlias = serde_json::from_slice(&body)
         .map_err(|e| ApiError::new(ErrorKind::InvalidInput, format!("alias request body: {e}")))?;
     let update = match (request.if_version, request.create_only) {
@@ -416,7 +416,7 @@ async fn delete_alias(
     Path((name, alias)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     let name = model_name(&name)?;
-    auth.on(name.as_str())?;
+    auth.on(name.as_str()).await?;
     let ctx = registry(&state)?;
     let result = ctx.registry.delete_alias(name.as_str(), &alias, &auth.access.actor).await.map_err(ApiError::from);
     state.audit(&auth.access, "delete_alias", &format!("model/{name}/alias/{alias}"), &result).await;
@@ -436,6 +436,6 @@ async fn list_events(
     Path(name): Path<String>,
 ) -> Result<Json<Vec<Event>>, ApiError> {
     let name = model_name(&name)?;
-    auth.on(name.as_str())?;
+    auth.on(name.as_str()).await?;
     Ok(Json(registry(&state)?.registry.events(name.as_str()).await?))
 }

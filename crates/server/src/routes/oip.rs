@@ -64,7 +64,7 @@ async fn model_metadata(
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
-    auth.on(&name)?;
+    auth.on(&name).await?;
     let model = state.repository().get(&name, None)?;
     let versions = state
         .repository()
@@ -81,7 +81,7 @@ async fn model_version_metadata(
     State(state): State<AppState>,
     Path((name, version)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    auth.on(&name)?;
+    auth.on(&name).await?;
     let model = state.repository().get(&name, Some(&version))?;
     Ok(metadata_response(&model, vec![model.version().to_string()]))
 }
@@ -91,7 +91,7 @@ async fn model_ready(
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    auth.on(&name)?;
+    auth.on(&name).await?;
     if !state.is_ready() {
         return Err(not_ready());
     }
@@ -103,7 +103,7 @@ async fn model_version_ready(
     State(state): State<AppState>,
     Path((name, version)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    auth.on(&name)?;
+    auth.on(&name).await?;
     if !state.is_ready() {
         return Err(not_ready());
     }
@@ -117,7 +117,7 @@ async fn infer(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    auth.on(&name)?;
+    auth.on(&name).await?;
     let model = lookup(&state, &name, None)?;
     run_infer(&state, model, &headers, body).await
 }
@@ -129,7 +129,7 @@ async fn infer_version(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    auth.on(&name)?;
+    auth.on(&name).await?;
     let model = lookup(&state, &name, Some(&version))?;
     run_infer(&state, model, &headers, body).await
 }

@@ -34,7 +34,7 @@ async fn load(
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    auth.on(&name)?;
+    auth.on(&name).await?;
     let result = state.load_model(&name).await;
     state.audit(&auth.access, "load", &format!("model/{name}"), &result).await;
     result?;
@@ -46,7 +46,7 @@ async fn unload(
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    auth.on(&name)?;
+    auth.on(&name).await?;
     let result = state.unload_model(&name).await;
     state.audit(&auth.access, "unload", &format!("model/{name}"), &result).await;
     result?;

@@ -118,7 +118,7 @@ async fn one_model(
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    auth.on(&name)?;
+    auth.on(&name).await?;
     Ok(respond(&select(&state, Some(&name), None)?))
 }
 
@@ -127,6 +127,6 @@ async fn one_version(
     State(state): State<AppState>,
     Path((name, version)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
-    auth.on(&name)?;
+    auth.on(&name).await?;
     Ok(respond(&select(&state, Some(&name), Some(&version))?))
 }
