@@ -188,3 +188,26 @@ fn post(addr: &str, path: &str, body: &str) -> (u16, String) {
 fn get(addr: &str, path: &str) -> (u16, String) {
     request(addr, &format!("GET {path} HTTP/1.1"), "")
 }
+
+#[test]
+fn an_oversized_grpc_message_is_resource_exhausted() {
+    let repo = repository_of(&["tiny_add"]);
+    let server = FerryProcess::start(
+        ferry(),
+        &["--model-repository", repo.path().to_str().expect("utf8"), "--max-request-bytes", "2048"],
+    )
+    .expect("serve");
+    let script = r#"
+import sys, numpy as np, tritonclient.grpc as g
+from tritonclient.utils import InferenceServerException
+c = g.InferenceServerClient(sys.argv[1])
+x = g.InferInput("x", [1000, 4], "FP32"); x.set_data_from_numpy(np.ones([1000, 4], dtype=np.float32))
+try:
+    c.infer("tiny_add", [x]); print("accepted")
+except InferenceServerException as e:
+    print(e.status())
+"#;
+    let out = Command::new("python3").args(["-c", script, &server.grpc_addr]).output().expect("python3");
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(printed.contains("StatusCode.RESOURCE_EXHAUSTED"), "{printed}{}", String::from_utf8_lossy(&out.stderr));
+}

@@ -252,6 +252,23 @@ impl GrpcInferenceService for GrpcService {
     }
 }
 
+/// tonic refuses a message over `max_decoding_message_size` with OUT_OF_RANGE; the protocol (and Triton) say
+/// RESOURCE_EXHAUSTED, which is what clients retry or report as "too large". Rewrites exactly that case.
+fn too_large_is_resource_exhausted<B>(
+    mut response: tonic::codegen::http::Response<B>,
+) -> tonic::codegen::http::Response<B> {
+    let headers = response.headers_mut();
+    let out_of_range = headers.get("grpc-status").is_some_and(|v| v.as_bytes() == b"11");
+    let too_large = headers
+        .get("grpc-message")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|m| m.contains("message%20length%20too%20large") || m.contains("message length too large"));
+    if out_of_range && too_large {
+        headers.insert("grpc-status", tonic::codegen::http::HeaderValue::from_static("8"));
+    }
+    response
+}
+
 /// Serves gRPC on `listener` until `shutdown` resolves, then drains in-flight calls.
 ///
 /// # Errors
@@ -271,6 +288,7 @@ pub async fn serve_grpc(
         builder = builder.tls_config(tls)?;
     }
     builder
+        .layer(tower::util::MapResponseLayer::new(too_large_is_resource_exhausted::<tonic::body::Body>))
         .add_service(service)
         .serve_with_incoming_shutdown(tonic::transport::server::TcpIncoming::from(listener), shutdown)
         .await
