@@ -48,6 +48,56 @@ pub struct RevokeArgs {
     pub server: ServerArgs,
 }
 
+/// `ferry subjects …`
+#[derive(Debug, Subcommand)]
+pub enum SubjectsCommand {
+    /// Print every logged prediction about a data subject (an access request).
+    Show(SubjectArgs),
+    /// Erase every logged prediction about a data subject (audited).
+    Delete(SubjectArgs),
+}
+
+/// A data subject.
+#[derive(Debug, Args)]
+pub struct SubjectArgs {
+    /// The subject id (the value of the configured subject header).
+    pub id: String,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+pub fn run_subjects(cmd: SubjectsCommand) -> anyhow::Result<()> {
+    runtime()?.block_on(async {
+        match cmd {
+            SubjectsCommand::Show(args) => {
+                let client = Client::new(&args.server)?;
+                let records = client.get(&format!("/subjects/{}", urlencode(&args.id))).await?;
+                println!("{}", serde_json::to_string_pretty(&records)?);
+            }
+            SubjectsCommand::Delete(args) => {
+                let client = Client::new(&args.server)?;
+                let url = client.url(&format!("/subjects/{}", urlencode(&args.id)));
+                let done: Value = client.send(client.http.delete(url)).await?.json().await?;
+                println!("subject {}: {} logged prediction(s) erased", args.id, done["erased"]);
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Percent-encodes a path segment.
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
 /// `ferry audit …`
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {

@@ -55,6 +55,9 @@ enum Command {
     /// Create, list and revoke API keys.
     #[command(subcommand)]
     Keys(keys_cmd::KeysCommand),
+    /// See or erase what is logged about a data subject.
+    #[command(subcommand)]
+    Subjects(keys_cmd::SubjectsCommand),
     /// Read and verify the tamper-evident audit log.
     #[command(subcommand)]
     Audit(keys_cmd::AuditCommand),
@@ -79,6 +82,7 @@ fn main() -> ExitCode {
         Command::Pull(args) => client::run_pull(args),
         Command::Keys(cmd) => keys_cmd::run_keys(cmd),
         Command::Audit(cmd) => keys_cmd::run_audit(cmd),
+        Command::Subjects(cmd) => keys_cmd::run_subjects(cmd),
         Command::Config(cmd) => config_cmd::run(cmd),
     };
     match result {

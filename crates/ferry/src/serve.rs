@@ -72,6 +72,17 @@ async fn serve(files: Vec<PathBuf>, settings: Settings) -> anyhow::Result<()> {
             .push(ferry_package::public_key_text(&key).split_whitespace().nth(1).unwrap_or_default().to_owned());
     }
     context.keys.refresh(&context.registry).await.map_err(|e| anyhow::anyhow!("{}", e.message()))?;
+    if !settings.prediction_log.models.is_empty() {
+        let p = &settings.prediction_log;
+        let config = ferry_server::PredictionLogConfig {
+            models: p.models.clone(),
+            subject_header: p.subject_header.clone(),
+            redact: p.redact.clone(),
+            retention: std::time::Duration::from_secs(p.retention_days.saturating_mul(86_400)),
+        };
+        context.prediction_log = Some(ferry_server::PredictionLog::start(config, context.registry.clone()));
+        tracing::info!(models = ?p.models, retention_days = p.retention_days, "prediction logging on");
+    }
     let limits = ServerLimits {
         max_request_bytes: settings.max_request_bytes,
         max_concurrent_requests: settings.max_concurrent_requests,

@@ -68,6 +68,8 @@ pub struct Settings {
     /// Leftovers of interrupted uploads older than this are removed at start-up (seconds). Keep it longer than any
     /// upload when several replicas share one artifact store.
     pub orphan_grace_seconds: u64,
+    /// Prediction logging (off unless `models` names some).
+    pub prediction_log: PredictionLogSettings,
     /// Defaults for every model; a model's own `config.toml` overrides them.
     pub models: ModelConfig,
 }
@@ -97,7 +99,28 @@ impl Default for Settings {
             tls_key: None,
             tls_client_ca: None,
             models: ModelConfig::default(),
+            prediction_log: PredictionLogSettings::default(),
         }
+    }
+}
+
+/// `[prediction_log]`: which models' predictions are kept, about whom, without what, for how long.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PredictionLogSettings {
+    /// Models whose requests and responses are logged (`"*"` for all); empty: logging off.
+    pub models: Vec<String>,
+    /// The request header (HTTP) or metadata key (gRPC) naming the data subject.
+    pub subject_header: String,
+    /// Input and output names whose values are never stored.
+    pub redact: Vec<String>,
+    /// Days a logged prediction is kept.
+    pub retention_days: u64,
+}
+
+impl Default for PredictionLogSettings {
+    fn default() -> Self {
+        Self { models: Vec::new(), subject_header: "x-subject-id".into(), redact: Vec::new(), retention_days: 30 }
     }
 }
 
@@ -125,6 +148,7 @@ const ENV_KEYS: &[&str] = &[
     "tls_key",
     "tls_client_ca",
     "models",
+    "prediction_log",
 ];
 
 impl Settings {
@@ -151,6 +175,12 @@ impl Settings {
         if ferry_types::ModelName::new(self.serve_alias.as_str()).is_err() {
             bail!("serve_alias {:?} is not a valid alias name", self.serve_alias);
         }
+        if self.prediction_log.retention_days == 0 {
+            bail!("prediction_log.retention_days must be at least 1");
+        }
+        if axum_free_header_name(&self.prediction_log.subject_header).is_none() {
+            bail!("prediction_log.subject_header {:?} is not a valid header name", self.prediction_log.subject_header);
+        }
         self.models.resolve().map_err(|e| anyhow::anyhow!("[models]: {e}"))?;
         Ok(())
     }
@@ -164,6 +194,12 @@ impl Settings {
             self.registry.clone()
         }
     }
+}
+
+/// A lowercase HTTP header name of token characters, or `None`.
+fn axum_free_header_name(name: &str) -> Option<String> {
+    let ok = !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    ok.then(|| name.to_ascii_lowercase())
 }
 
 /// Flags that override settings; each names its environment variable and `ferry.toml` key.

@@ -301,3 +301,71 @@ fn tritonclient_works_over_mutual_tls_on_http_and_grpc() {
     drop(child.kill());
     drop(child.wait());
 }
+
+/// POSTs an inference with a data-subject header.
+fn infer_as_subject(addr: &str, subject: Option<&str>) -> u16 {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(10))).expect("timeout");
+    let subject = subject.map(|s| format!("X-Subject-Id: {s}\r\n")).unwrap_or_default();
+    write!(
+        stream,
+        "POST /v2/models/iris/infer HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer {}\r\n\
+         {subject}Content-Length: {}\r\n\r\n",
+        ferry_test_support::TEST_ADMIN_KEY,
+        INFER.len()
+    )
+    .expect("head");
+    stream.write_all(INFER).expect("body");
+    let mut reply = String::new();
+    drop(stream.read_to_string(&mut reply));
+    reply.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0)
+}
+
+#[test]
+fn logged_predictions_are_kept_per_subject_redacted_and_erased_on_request() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    std::fs::write(
+        d.join("ferry.toml"),
+        "[prediction_log]\nmodels = [\"iris\"]\nredact = [\"probabilities\"]\nretention_days = 7\n",
+    )
+    .expect("toml");
+    let repo = repo_root().join("examples/models");
+    let server =
+        FerryProcess::start_in(ferry(), d, &["--model-repository", repo.to_str().expect("utf8")], &[]).expect("serve");
+    for subject in [Some("alice"), Some("alice"), Some("bob"), None] {
+        assert_eq!(infer_as_subject(&server.addr, subject), 200);
+    }
+    let admin = ferry_test_support::TEST_ADMIN_KEY;
+    let records_of = |who: &str| -> Vec<serde_json::Value> {
+        let (status, body) =
+            http_request_as(&server.addr, Some(admin), "GET", &format!("/api/v1/subjects/{who}"), None)
+                .expect("subject");
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str(&body).expect("json")
+    };
+    // The writer is asynchronous: wait (bounded) until alice's two records are stored.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while records_of("alice").len() < 2 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let alice = records_of("alice");
+    assert_eq!(alice.len(), 2);
+    let request = alice[0]["request"].as_str().expect("request");
+    let response = alice[0]["response"].as_str().expect("response");
+    assert!(request.contains("5.1") && request.contains("\"input\""), "{request}");
+    assert!(response.contains("\"label\"") && response.contains("[redacted]"), "{response}");
+    assert!(!response.contains("0.98"), "redacted probabilities are not stored: {response}");
+    assert_eq!(records_of("bob").len(), 1);
+
+    let out = cli(d, &server, admin, &["subjects", "delete", "alice"]);
+    assert!(stdout_of(&out).contains("2 logged prediction(s) erased"));
+    assert!(records_of("alice").is_empty());
+    assert_eq!(records_of("bob").len(), 1, "other subjects are untouched");
+    let audit = stdout_of(&cli(d, &server, admin, &["audit", "list"]));
+    assert!(
+        audit.contains("erase_subject") && audit.contains("subject/alice") && audit.contains("2 record(s)"),
+        "{audit}"
+    );
+}

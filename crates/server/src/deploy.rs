@@ -33,6 +33,8 @@ pub struct RegistryContext {
     pub require_signature: bool,
     /// Per-key request counting.
     pub limiter: crate::UsageLimiter,
+    /// Prediction logging, when configured.
+    pub prediction_log: Option<std::sync::Arc<crate::PredictionLog>>,
     /// Keyless management requests, summarised in the audit log.
     pub keyless_failures: crate::auth::FailureCounter,
     /// Limits for keys without their own.
@@ -83,6 +85,7 @@ impl RegistryContext {
             require_signature: false,
             limiter: crate::UsageLimiter::default(),
             keyless_failures: crate::auth::FailureCounter::default(),
+            prediction_log: None,
             default_limits: crate::DefaultLimits::default(),
             allow_anonymous_inference: false,
             locks: parking_lot::Mutex::default(),

@@ -171,6 +171,12 @@ impl GrpcInferenceService for GrpcService {
         }
         self.authorize(&request, Permission::Infer, Some(&request.get_ref().model_name)).await?;
         let deadline = grpc_timeout(&request);
+        let log = self.state.registry_context().and_then(|c| c.prediction_log.clone());
+        let subject = log
+            .as_ref()
+            .and_then(|l| request.metadata().get(l.subject_header.as_str()))
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
         let r = request.into_inner();
         let model = self.state.repository().get(&r.model_name, version_arg(&r.model_version)).map_err(status)?;
         let decoded = decode_model_infer(r).map_err(status)?;
@@ -180,7 +186,12 @@ impl GrpcInferenceService for GrpcService {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
+        let log = log.filter(|l| l.wants(model.name()));
+        let logged_inputs = log.as_ref().map(|_| decoded.inputs.clone());
         let response = model.infer(InferRequest { inputs: decoded.inputs, outputs, timeout }).await.map_err(status)?;
+        if let (Some(log), Some(inputs)) = (&log, &logged_inputs) {
+            log.record(model.name(), model.version(), subject, inputs, &response.outputs);
+        }
         Ok(Response::new(encode_model_infer(model.name(), &model.version().to_string(), decoded.id, response.outputs)))
     }
 

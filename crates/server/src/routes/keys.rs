@@ -20,6 +20,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/api/v1/keys/{id}", delete(revoke_key))
         .route("/api/v1/audit", get(list_audit))
         .route("/api/v1/audit/verify", get(verify_audit))
+        .route("/api/v1/subjects/{id}", get(subject_records).delete(erase_subject))
 }
 
 /// `POST /api/v1/keys`.
@@ -164,4 +165,58 @@ pub(crate) async fn verify_audit(
         Err(e) => AuditVerdict { intact: false, records: e.seq - 1, error: Some(e.to_string()) },
     };
     Ok(Json(verdict))
+}
+
+/// The result of an erasure.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Erased {
+    /// The data subject.
+    pub subject: String,
+    /// Logged predictions erased.
+    pub erased: u64,
+}
+
+fn subject_id(id: &str) -> Result<&str, ApiError> {
+    if id.is_empty() || id.len() > 256 || id.chars().any(char::is_control) {
+        return Err(ApiError::new(ErrorKind::InvalidInput, "a subject id is 1 to 256 printable characters"));
+    }
+    Ok(id)
+}
+
+#[utoipa::path(get, path = "/api/v1/subjects/{id}", tag = "subjects",
+    params(("id" = String, Path, description = "Data subject id")),
+    responses((status = 200, description = "Every logged prediction about the subject (an access request)",
+        body = [ferry_registry::PredictionRecord]), (status = 403, body = ErrorResponse)))]
+pub(crate) async fn subject_records(
+    auth: Authorized<ToAdmin>,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Vec<ferry_registry::PredictionRecord>>, ApiError> {
+    let id = subject_id(&id)?;
+    let result = ctx(&state)?.registry.subject_predictions(id).await.map_err(ApiError::from);
+    state.audit(&auth.access, "read_subject", &format!("subject/{id}"), &result).await;
+    Ok(Json(result?))
+}
+
+#[utoipa::path(delete, path = "/api/v1/subjects/{id}", tag = "subjects",
+    params(("id" = String, Path, description = "Data subject id")),
+    responses((status = 200, description = "Every logged prediction about the subject is erased", body = Erased),
+        (status = 403, body = ErrorResponse)))]
+pub(crate) async fn erase_subject(
+    auth: Authorized<ToAdmin>,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Erased>, ApiError> {
+    let id = subject_id(&id)?;
+    let result = ctx(&state)?.registry.erase_subject(id).await.map_err(ApiError::from);
+    let outcome = match &result {
+        Ok(n) => format!("ok: {n} record(s) erased"),
+        Err(e) => format!("failed: {}", e.message()),
+    };
+    if let Err(e) =
+        ctx(&state)?.registry.audit(&auth.access.actor, "erase_subject", &format!("subject/{id}"), &outcome).await
+    {
+        tracing::error!(error = %e, "could not audit an erasure");
+    }
+    Ok(Json(Erased { subject: id.to_owned(), erased: result? }))
 }

@@ -51,14 +51,17 @@ use crate::{ApiError, AppState};
         crate::routes::keys::list_keys,
         crate::routes::keys::revoke_key,
         crate::routes::keys::list_audit,
-        crate::routes::keys::verify_audit
+        crate::routes::keys::verify_audit,
+        crate::routes::keys::subject_records,
+        crate::routes::keys::erase_subject
     ),
     components(schemas(ModelRecord, VersionRecord, AliasRecord, Event, SetAlias, ErrorResponse, AliasTarget,
         crate::routes::keys::NewKey, crate::routes::keys::CreatedKey, crate::routes::keys::AuditVerdict,
-        ferry_auth::KeyInfo, ferry_auth::Role, ferry_auth::Scope, ferry_auth::AuditRecord)),
+        ferry_auth::KeyInfo, ferry_auth::Role, ferry_auth::Scope, ferry_auth::AuditRecord,
+        crate::routes::keys::Erased, ferry_registry::PredictionRecord)),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
-    tags((name = "models"), (name = "versions"), (name = "aliases"), (name = "keys"), (name = "audit"))
+    tags((name = "models"), (name = "versions"), (name = "aliases"), (name = "keys"), (name = "audit"), (name = "subjects"))
 )]
 pub struct ManagementApi;
 

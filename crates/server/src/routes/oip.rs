@@ -164,6 +164,9 @@ async fn run_infer(
     } else {
         request.outputs.into_iter().map(|o| (o.name, o.binary)).collect()
     };
+    // Logged models keep a copy of their inputs (only they pay for it).
+    let log = state.registry_context().and_then(|c| c.prediction_log.clone()).filter(|l| l.wants(model.name()));
+    let logged_inputs = log.as_ref().map(|_| request.inputs.clone());
     let response = model
         .infer(InferRequest {
             inputs: request.inputs,
@@ -171,6 +174,10 @@ async fn run_infer(
             timeout: request.timeout,
         })
         .await?;
+    if let (Some(log), Some(inputs)) = (&log, &logged_inputs) {
+        let subject = headers.get(log.subject_header.as_str()).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        log.record(model.name(), model.version(), subject, inputs, &response.outputs);
+    }
     let outputs: Vec<_> = response.outputs.into_iter().zip(wanted).map(|(t, (_, binary))| (t, binary)).collect();
     let version = model.version().to_string();
     let encoded = encode_infer_response(model.name(), &version, request.id.as_deref(), &outputs)?;
