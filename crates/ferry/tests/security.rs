@@ -72,6 +72,7 @@ fn a_fresh_server_prints_its_first_admin_key_once_and_opens_nothing_but_health()
         ("GET", "/v2/models/iris"),
         ("POST", "/v2/models/iris/infer"),
         ("GET", "/v2/models/stats"),
+        ("GET", "/metrics"),
         ("POST", "/v2/repository/index"),
         ("GET", "/api/v1/models"),
         ("GET", "/api/v1/keys"),

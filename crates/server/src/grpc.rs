@@ -186,9 +186,16 @@ impl GrpcInferenceService for GrpcService {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
+        let started = std::time::Instant::now();
         let log = log.filter(|l| l.wants(model.name()));
         let logged_inputs = log.as_ref().map(|_| decoded.inputs.clone());
-        let response = model.infer(InferRequest { inputs: decoded.inputs, outputs, timeout }).await.map_err(status)?;
+        let result = model.infer(InferRequest { inputs: decoded.inputs, outputs, timeout }).await;
+        let (code, timing) = match &result {
+            Ok(r) => ("OK".to_owned(), Some((r.queue, r.compute))),
+            Err(e) => (format!("{:?}", code_of(ferry_types::HasErrorKind::kind(e))), None),
+        };
+        self.state.metrics().observe(model.name(), model.version(), "grpc", &code, timing, started.elapsed());
+        let response = result.map_err(status)?;
         if let (Some(log), Some(inputs)) = (&log, &logged_inputs) {
             log.record(model.name(), model.version(), subject, inputs, &response.outputs);
         }

@@ -10,6 +10,7 @@ mod deploy;
 mod error;
 mod grpc;
 mod limits;
+pub mod metrics;
 mod predlog;
 pub(crate) mod routes;
 mod state;

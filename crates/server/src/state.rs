@@ -35,6 +35,7 @@ struct Inner {
     limits: ServerLimits,
     registry: Option<Arc<RegistryContext>>,
     concurrency: Arc<tokio::sync::Semaphore>,
+    metrics: crate::metrics::Metrics,
 }
 
 impl AppState {
@@ -53,7 +54,17 @@ impl AppState {
     ) -> Self {
         let registry = registry.map(Arc::new);
         let concurrency = Arc::new(tokio::sync::Semaphore::new(limits.max_concurrent_requests.max(1)));
-        Self { inner: Arc::new(Inner { repository, ready: AtomicBool::new(false), limits, registry, concurrency }) }
+        let metrics = crate::metrics::Metrics::default();
+        Self {
+            inner: Arc::new(Inner {
+                repository,
+                ready: AtomicBool::new(false),
+                limits,
+                registry,
+                concurrency,
+                metrics,
+            }),
+        }
     }
 
     /// The registry, if this server has one.
@@ -160,6 +171,12 @@ impl AppState {
         if let Err(e) = ctx.registry.audit(&access.actor, action, target, &outcome).await {
             tracing::error!(error = %e, action, target, "could not append to the audit log");
         }
+    }
+
+    /// The Prometheus metrics.
+    #[must_use]
+    pub fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.inner.metrics
     }
 
     /// The permits of the concurrency limit.

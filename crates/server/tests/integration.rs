@@ -447,3 +447,34 @@ async fn over_the_concurrency_limit_requests_are_shed_but_health_answers() {
     let ok = call(&state, Method::POST, "/v2/models/tiny_add/infer", &[], tiny_request(1).to_string()).await;
     assert_eq!(ok.status, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn metrics_count_requests_by_outcome_and_time_each_phase() {
+    let state = tiny_state(ModelConfig::default());
+    for _ in 0..2 {
+        assert_eq!(post_json(&state, "/v2/models/tiny_add/infer", tiny_request(1)).await.status, StatusCode::OK);
+    }
+    let bad = json!({"inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3]}]});
+    assert_eq!(post_json(&state, "/v2/models/tiny_add/infer", bad).await.status, StatusCode::BAD_REQUEST);
+    // Unknown models are not counted: their names would otherwise grow the label set without bound.
+    post_json(&state, "/v2/models/no-such-model/infer", tiny_request(1)).await;
+
+    let reply = call(&state, Method::GET, "/metrics", &[], Body::empty()).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let text = String::from_utf8_lossy(&reply.body).into_owned();
+    for line in [
+        r#"ferry_requests_total{model="tiny_add",version="1",protocol="http",code="200"} 2"#,
+        r#"ferry_requests_total{model="tiny_add",version="1",protocol="http",code="400"} 1"#,
+        r#"ferry_request_duration_seconds_count{model="tiny_add",version="1",phase="total"} 3"#,
+        r#"ferry_request_duration_seconds_count{model="tiny_add",version="1",phase="queue"} 2"#,
+        r#"ferry_request_duration_seconds_count{model="tiny_add",version="1",phase="compute"} 2"#,
+        r#"ferry_model_loaded{model="tiny_add",version="1"} 1"#,
+        r#"ferry_batch_size_count{model="tiny_add",version="1"} 2"#,
+        r#"ferry_queue_depth{model="tiny_add",version="1"} 0"#,
+    ] {
+        assert!(text.contains(line), "missing {line} in:\n{text}");
+    }
+    assert!(text.contains("process_resident_memory_bytes") && text.trim_end().ends_with("# EOF"), "{text}");
+    assert!(!text.contains("no-such-model"));
+    assert!(text.contains(r#"le="5e-5""#) || text.contains(r#"le="0.00005""#), "buckets start at 50 µs:\n{text}");
+}

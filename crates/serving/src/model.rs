@@ -25,11 +25,15 @@ pub struct InferRequest {
     pub timeout: Option<Duration>,
 }
 
-/// The outputs of one request.
+/// The outputs of one request, and where its time went.
 #[derive(Debug)]
 pub struct InferResponse {
     /// Outputs, in the order requested.
     pub outputs: Vec<NamedTensor>,
+    /// Time waiting in the queue for an instance.
+    pub queue: Duration,
+    /// Time in the instance (stacking, engine run, splitting), shared by the requests of one batch.
+    pub compute: Duration,
 }
 
 /// One version of one model, loaded, warmed up and ready.
@@ -215,8 +219,8 @@ impl LoadedModel {
             }
             TrySendError::Disconnected(_) => ServingError::Unloading { name: self.name.clone() },
         })?;
-        let outputs = result.await.map_err(|_| ServingError::Unloading { name: self.name.clone() })??;
-        Ok(InferResponse { outputs })
+        let (outputs, timing) = result.await.map_err(|_| ServingError::Unloading { name: self.name.clone() })??;
+        Ok(InferResponse { outputs, queue: timing.queue, compute: timing.compute })
     }
 
     /// Checks names, datatypes, shapes and batch size; returns the inputs in model order and the output names.

@@ -27,7 +27,16 @@ pub(crate) struct Job {
     /// When it stops being worth running.
     pub(crate) deadline: Option<Instant>,
     /// Where the answer goes.
-    pub(crate) reply: oneshot::Sender<Result<Vec<NamedTensor>, ServingError>>,
+    pub(crate) reply: oneshot::Sender<Result<(Vec<NamedTensor>, Timing), ServingError>>,
+}
+
+/// Where one request's time went in the instance thread.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Timing {
+    /// Queued until its batch started.
+    pub(crate) queue: Duration,
+    /// From its batch's start to its answer.
+    pub(crate) compute: Duration,
 }
 
 impl Job {
@@ -139,7 +148,10 @@ fn run_alone(name: &str, engine: &mut dyn Engine, job: Job, stats: &ModelStats) 
     if result.is_ok() {
         stats.executed(1, job.rows() as u64, Duration::ZERO, started.elapsed(), Duration::ZERO);
     }
-    let _gone = job.reply.send(result.map_err(|source| ServingError::Engine { name: name.to_owned(), source }));
+    let timing = Timing { queue: started.duration_since(job.enqueued), compute: started.elapsed() };
+    let _gone = job
+        .reply
+        .send(result.map(|o| (o, timing)).map_err(|source| ServingError::Engine { name: name.to_owned(), source }));
 }
 
 /// Stacks the jobs' inputs, runs once and splits the outputs back. Anything unexpected (an engine error, outputs
@@ -174,7 +186,8 @@ fn run_stacked(name: &str, engine: &mut dyn Engine, jobs: Vec<Job>, stats: &Mode
             .zip(per_output.iter_mut())
             .map(|(o, parts)| NamedTensor::new(&o.name, parts.swap_remove(k)))
             .collect();
-        let _gone = job.reply.send(Ok(mine));
+        let timing = Timing { queue: t0.duration_since(job.enqueued), compute: t0.elapsed() };
+        let _gone = job.reply.send(Ok((mine, timing)));
     }
     stats.executed(rows.len() as u64, total as u64, t1 - t0, t2 - t1, t2.elapsed());
 }

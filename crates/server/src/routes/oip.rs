@@ -119,7 +119,7 @@ async fn infer(
 ) -> Result<Response, ApiError> {
     auth.on(&name).await?;
     let model = lookup(&state, &name, None)?;
-    run_infer(&state, model, &headers, body).await
+    observed(&state, model, &headers, body).await
 }
 
 async fn infer_version(
@@ -131,7 +131,7 @@ async fn infer_version(
 ) -> Result<Response, ApiError> {
     auth.on(&name).await?;
     let model = lookup(&state, &name, Some(&version))?;
-    run_infer(&state, model, &headers, body).await
+    observed(&state, model, &headers, body).await
 }
 
 fn lookup(state: &AppState, name: &str, version: Option<&str>) -> Result<Arc<LoadedModel>, ApiError> {
@@ -141,12 +141,30 @@ fn lookup(state: &AppState, name: &str, version: Option<&str>) -> Result<Arc<Loa
     Ok(state.repository().get(name, version)?)
 }
 
-async fn run_infer(
+/// [`run_infer`], counted in the metrics (only for a model that exists, so that unknown names cannot grow them).
+async fn observed(
     state: &AppState,
     model: Arc<LoadedModel>,
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
+    let started = std::time::Instant::now();
+    let (name, version) = (model.name().to_owned(), model.version());
+    let result = run_infer(state, model, headers, body).await;
+    let (code, timing) = match &result {
+        Ok((_, timing)) => (200, Some(*timing)),
+        Err(e) => (crate::status_of(e.kind()).as_u16(), None),
+    };
+    state.metrics().observe(&name, version, "http", &code.to_string(), timing, started.elapsed());
+    result.map(|(response, _)| response)
+}
+
+async fn run_infer(
+    state: &AppState,
+    model: Arc<LoadedModel>,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(Response, (std::time::Duration, std::time::Duration)), ApiError> {
     let json_len = match headers.get(INFERENCE_HEADER_CONTENT_LENGTH) {
         None => None,
         Some(v) => Some(v.to_str().ok().and_then(|s| s.trim().parse::<usize>().ok()).ok_or_else(|| {
@@ -178,6 +196,7 @@ async fn run_infer(
         let subject = headers.get(log.subject_header.as_str()).and_then(|v| v.to_str().ok()).map(str::to_owned);
         log.record(model.name(), model.version(), subject, inputs, &response.outputs);
     }
+    let timing = (response.queue, response.compute);
     let outputs: Vec<_> = response.outputs.into_iter().zip(wanted).map(|(t, (_, binary))| (t, binary)).collect();
     let version = model.version().to_string();
     let encoded = encode_infer_response(model.name(), &version, request.id.as_deref(), &outputs)?;
@@ -192,5 +211,5 @@ async fn run_infer(
             headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         }
     }
-    Ok(http)
+    Ok((http, timing))
 }

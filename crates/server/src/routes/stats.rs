@@ -9,11 +9,12 @@ use ferry_protocol::grpc::pb;
 use ferry_serving::{CountDuration, LoadedModel};
 use serde_json::{Value, json};
 
-use crate::auth::{Authorized, ToInfer};
+use crate::auth::{Authorized, ToInfer, ToRead};
 use crate::{ApiError, AppState};
 
 pub(crate) fn routes() -> Router<AppState> {
     Router::new()
+        .route("/metrics", get(metrics))
         .route("/v2/models/stats", get(all))
         .route("/v2/models/{name}/stats", get(one_model))
         .route("/v2/models/{name}/versions/{version}/stats", get(one_version))
@@ -106,6 +107,13 @@ pub(crate) fn to_proto(m: &LoadedModel) -> pb::ModelStatistics {
 
 fn respond(models: &[Arc<LoadedModel>]) -> Json<Value> {
     Json(json!({"model_stats": models.iter().map(|m| to_json(m)).collect::<Vec<_>>()}))
+}
+
+async fn metrics(_auth: Authorized<ToRead>, State(state): State<AppState>) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let body = state.metrics().render(&state);
+    ([(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body)
+        .into_response()
 }
 
 async fn all(auth: Authorized<ToInfer>, State(state): State<AppState>) -> Result<Json<Value>, ApiError> {

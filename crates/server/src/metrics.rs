@@ -1,0 +1,202 @@
+//! Prometheus metrics at `GET /metrics` (OpenMetrics text), with the names ARCHITECTURE.md fixes.
+//!
+//! Per-request figures (requests by outcome, latency by phase) are counted as requests finish: a labelled counter and
+//! three histogram observations, a few hundred nanoseconds. Everything else (queue depth, batch sizes, loaded models,
+//! load times, process CPU and memory) is read from the serving statistics when scraped, so it costs nothing on the
+//! request path.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::AppState;
+
+/// Labels of `ferry_requests_total`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    model: String,
+    version: String,
+    protocol: String,
+    code: String,
+}
+
+/// Labels of `ferry_request_duration_seconds`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PhaseLabels {
+    model: String,
+    version: String,
+    phase: String,
+}
+
+fn latency_histogram() -> Histogram {
+    // 50 µs doubling to about 13 s.
+    Histogram::new(exponential_buckets(0.000_05, 2.0, 19))
+}
+
+/// The request metrics and their registry.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    durations: Family<PhaseLabels, Histogram, fn() -> Histogram>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::default();
+        let requests = Family::<RequestLabels, Counter>::default();
+        let durations = Family::<PhaseLabels, Histogram, fn() -> Histogram>::new_with_constructor(latency_histogram);
+        registry.register(
+            "ferry_requests",
+            "Inference requests by model, version, protocol and outcome",
+            requests.clone(),
+        );
+        registry.register(
+            "ferry_request_duration_seconds",
+            "Inference latency by phase: queue (waiting for an instance), compute (in the instance), total",
+            durations.clone(),
+        );
+        Self { registry, requests, durations }
+    }
+}
+
+impl Metrics {
+    /// Counts one finished inference request.
+    pub fn observe(
+        &self,
+        model: &str,
+        version: u64,
+        protocol: &str,
+        code: &str,
+        timing: Option<(Duration, Duration)>,
+        total: Duration,
+    ) {
+        let version = version.to_string();
+        self.requests
+            .get_or_create(&RequestLabels {
+                model: model.to_owned(),
+                version: version.clone(),
+                protocol: protocol.to_owned(),
+                code: code.to_owned(),
+            })
+            .inc();
+        let phase = |phase: &str, d: Duration| {
+            self.durations
+                .get_or_create(&PhaseLabels {
+                    model: model.to_owned(),
+                    version: version.clone(),
+                    phase: phase.to_owned(),
+                })
+                .observe(d.as_secs_f64());
+        };
+        phase("total", total);
+        if let Some((queue, compute)) = timing {
+            phase("queue", queue);
+            phase("compute", compute);
+        }
+    }
+
+    /// The whole exposition: the request metrics, then what is read at scrape time.
+    #[must_use]
+    pub fn render(&self, state: &AppState) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        // `encode` ends with `# EOF`; the scrape-time families go before it.
+        if let Some(stripped) = out.strip_suffix("# EOF\n") {
+            out.truncate(stripped.len());
+        }
+        scrape_time(&mut out, state);
+        out.push_str("# EOF\n");
+        out
+    }
+}
+
+fn scrape_time(out: &mut String, state: &AppState) {
+    let models: Vec<_> = state
+        .repository()
+        .summaries()
+        .into_iter()
+        .flat_map(|s| {
+            s.versions.into_iter().filter_map(move |v| state.repository().get(&s.name, Some(&v.to_string())).ok())
+        })
+        .collect();
+    let _ = writeln!(out, "# HELP ferry_model_loaded Whether the model version is loaded and serving.");
+    let _ = writeln!(out, "# TYPE ferry_model_loaded gauge");
+    for m in &models {
+        let _ = writeln!(out, "ferry_model_loaded{{model=\"{}\",version=\"{}\"}} 1", m.name(), m.version());
+    }
+    let _ = writeln!(out, "# HELP ferry_model_load_seconds Time to load and warm up the model version.");
+    let _ = writeln!(out, "# TYPE ferry_model_load_seconds gauge");
+    for m in &models {
+        let _ = writeln!(
+            out,
+            "ferry_model_load_seconds{{model=\"{}\",version=\"{}\"}} {}",
+            m.name(),
+            m.version(),
+            m.load_time().as_secs_f64()
+        );
+    }
+    let _ = writeln!(out, "# HELP ferry_queue_depth Requests waiting for an instance.");
+    let _ = writeln!(out, "# TYPE ferry_queue_depth gauge");
+    for m in &models {
+        let _ = writeln!(
+            out,
+            "ferry_queue_depth{{model=\"{}\",version=\"{}\"}} {}",
+            m.name(),
+            m.version(),
+            m.queue_depth()
+        );
+    }
+    let _ = writeln!(out, "# HELP ferry_batch_size Requests per engine run (dynamic batching).");
+    let _ = writeln!(out, "# TYPE ferry_batch_size histogram");
+    for m in &models {
+        let stats = m.stats();
+        let (mut cumulative, mut sum) = (0u64, 0u64);
+        let bounds = [1u64, 2, 4, 8, 16, 32, 64, 128, 256];
+        let labels = format!("model=\"{}\",version=\"{}\"", m.name(), m.version());
+        for bound in bounds {
+            let upto: u64 = stats.batches.iter().filter(|b| b.batch_size <= bound).map(|b| b.compute_infer.count).sum();
+            cumulative = cumulative.max(upto);
+            let _ = writeln!(out, "ferry_batch_size_bucket{{{labels},le=\"{bound}.0\"}} {cumulative}");
+        }
+        let count: u64 = stats.batches.iter().map(|b| b.compute_infer.count).sum();
+        for b in &stats.batches {
+            sum += b.batch_size * b.compute_infer.count;
+        }
+        let _ = writeln!(out, "ferry_batch_size_bucket{{{labels},le=\"+Inf\"}} {count}");
+        let _ = writeln!(out, "ferry_batch_size_sum{{{labels}}} {sum}.0");
+        let _ = writeln!(out, "ferry_batch_size_count{{{labels}}} {count}");
+    }
+    let in_use = state.limits().max_concurrent_requests.saturating_sub(state.concurrency().available_permits());
+    let _ = writeln!(out, "# HELP ferry_inflight_requests HTTP requests being handled.");
+    let _ = writeln!(out, "# TYPE ferry_inflight_requests gauge");
+    let _ = writeln!(out, "ferry_inflight_requests {in_use}");
+    if let Some((cpu, rss)) = process_usage() {
+        let _ = writeln!(out, "# HELP process_cpu_seconds Total user and system CPU time.");
+        let _ = writeln!(out, "# TYPE process_cpu_seconds counter");
+        let _ = writeln!(out, "process_cpu_seconds_total {cpu}");
+        let _ = writeln!(out, "# HELP process_resident_memory_bytes Resident memory.");
+        let _ = writeln!(out, "# TYPE process_resident_memory_bytes gauge");
+        let _ = writeln!(out, "process_resident_memory_bytes {rss}");
+    }
+}
+
+/// CPU seconds and resident bytes of this process, from /proc (Linux); `None` elsewhere.
+fn process_usage() -> Option<(f64, u64)> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which may contain spaces, hence the last ')').
+    let rest = stat.get(stat.rfind(')')? + 2..)?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    // The kernel's USER_HZ is 100 and the page size 4 KiB on every Linux this runs on.
+    Some((ticks / 100.0, pages * 4096))
+}
