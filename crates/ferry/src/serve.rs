@@ -185,15 +185,17 @@ async fn bootstrap_admin_key(registry: &Registry) -> anyhow::Result<()> {
     let scopes = [ferry_auth::Scope::new("*")?];
     match std::env::var("FERRY_ADMIN_KEY") {
         Ok(key) if !key.is_empty() => {
-            let info =
-                registry.insert_key(&key, "bootstrap admin", ferry_auth::Role::Admin, &scopes, "bootstrap").await?;
+            let info = registry
+                .insert_key(&key, "bootstrap admin", ferry_auth::Role::Admin, &scopes, Default::default(), "bootstrap")
+                .await?;
             registry
                 .audit("ferry", "create_key", &format!("key/{} (admin, from FERRY_ADMIN_KEY)", info.id), "ok")
                 .await?;
         }
         _ => {
-            let (key, info) =
-                registry.create_key("bootstrap admin", ferry_auth::Role::Admin, &scopes, "bootstrap").await?;
+            let (key, info) = registry
+                .create_key("bootstrap admin", ferry_auth::Role::Admin, &scopes, Default::default(), "bootstrap")
+                .await?;
             registry.audit("ferry", "create_key", &format!("key/{} (admin, bootstrap)", info.id), "ok").await?;
             eprintln!(
                 "\nA new registry: its first admin key is printed here once and stored only as a hash.\n\n    {key}\n\n\

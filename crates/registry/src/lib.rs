@@ -10,13 +10,14 @@
 mod artifacts;
 mod error;
 mod predictions;
-mod security;
+pub(crate) mod security;
 mod store;
 pub mod testing;
 
 pub use artifacts::{ArtifactStore, Staged};
 pub use error::RegistryError;
 pub use predictions::PredictionRecord;
+pub use security::KeyLimits;
 pub use store::{
     AliasRecord, AliasUpdate, Event, ModelRecord, Registry, Selector, VersionRecord, redact as redact_url,
 };

@@ -10,6 +10,15 @@ use crate::{Registry, RegistryError};
 /// How many times an audit append retries when another writer took the same sequence number.
 const APPEND_ATTEMPTS: usize = 20;
 
+/// A key's own abuse limits; `None` means the server's default.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KeyLimits {
+    /// Requests per second.
+    pub rate_per_second: Option<u32>,
+    /// Requests per UTC day.
+    pub daily_quota: Option<u64>,
+}
+
 impl Registry {
     /// Creates a key and returns it (the only time it is ever visible) with its description.
     ///
@@ -20,10 +29,11 @@ impl Registry {
         name: &str,
         role: Role,
         scopes: &[Scope],
+        limits: KeyLimits,
         created_by: &str,
     ) -> Result<(String, KeyInfo), RegistryError> {
         let key = generate_key().map_err(|e| RegistryError::Invalid(e.to_string()))?;
-        let info = self.insert_key(&key, name, role, scopes, created_by).await?;
+        let info = self.insert_key(&key, name, role, scopes, limits, created_by).await?;
         Ok((key, info))
     }
 
@@ -37,6 +47,7 @@ impl Registry {
         name: &str,
         role: Role,
         scopes: &[Scope],
+        limits: KeyLimits,
         created_by: &str,
     ) -> Result<KeyInfo, RegistryError> {
         if key.len() < 32 {
@@ -51,13 +62,13 @@ impl Registry {
             created_at: now_ms(),
             created_by: created_by.to_owned(),
             revoked_at: None,
-            rate_per_second: None,
-            daily_quota: None,
+            rate_per_second: limits.rate_per_second,
+            daily_quota: limits.daily_quota,
         };
         let scopes_json = serde_json::to_string(&info.scopes).map_err(|e| RegistryError::Invalid(e.to_string()))?;
         sqlx::query(
-            "INSERT INTO api_keys (id, hash, name, role, scopes, created_at, created_by) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            "INSERT INTO api_keys (id, hash, name, role, scopes, created_at, created_by, rate_per_second, daily_quota) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .bind(&info.id)
         .bind(&hash)
@@ -66,6 +77,8 @@ impl Registry {
         .bind(scopes_json)
         .bind(info.created_at)
         .bind(created_by)
+        .bind(limits.rate_per_second.map(i64::from))
+        .bind(limits.daily_quota.and_then(|q| i64::try_from(q).ok()))
         .execute(&self.db)
         .await?;
         Ok(info)
@@ -97,29 +110,6 @@ impl Registry {
         .fetch_all(&self.db)
         .await?;
         rows.iter().map(|r| Ok((r.try_get("hash")?, key_info(r)?))).collect()
-    }
-
-    /// Sets a key's own limits (`None` = the server's default).
-    ///
-    /// # Errors
-    /// [`RegistryError::NotFound`] for an unknown key.
-    pub async fn set_key_limits(
-        &self,
-        id: &str,
-        rate_per_second: Option<u32>,
-        daily_quota: Option<u64>,
-    ) -> Result<(), RegistryError> {
-        let done = sqlx::query("UPDATE api_keys SET rate_per_second = $1, daily_quota = $2 WHERE id = $3")
-            .bind(rate_per_second.map(i64::from))
-            .bind(daily_quota.and_then(|q| i64::try_from(q).ok()))
-            .bind(id)
-            .execute(&self.db)
-            .await?
-            .rows_affected();
-        if done == 0 {
-            return Err(RegistryError::NotFound(format!("no key {id:?}")));
-        }
-        Ok(())
     }
 
     /// Revokes a key by id.

@@ -524,34 +524,34 @@ impl Registry {
             .await?
             .map(|r| r.try_get("version"))
             .transpose()?;
+        let upsert = |on_conflict: &'static str| {
+            format!(
+                "INSERT INTO aliases (model, alias, version, updated_at, updated_by) VALUES ($1, $2, $3, $4, $5) \
+                 ON CONFLICT (model, alias) {on_conflict}"
+            )
+        };
+        let just_deleted = || format!("version {version} of {name:?} was just deleted");
         let affected = match update {
-            AliasUpdate::Always => sqlx::query(
-                "INSERT INTO aliases (model, alias, version, updated_at, updated_by) VALUES ($1, $2, $3, $4, $5) \
-                 ON CONFLICT (model, alias) DO UPDATE SET version = excluded.version, \
-                 updated_at = excluded.updated_at, updated_by = excluded.updated_by",
-            )
-            .bind(name)
-            .bind(alias)
-            .bind(v)
-            .bind(at)
-            .bind(actor)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| conflict_or(e, || format!("version {version} of {name:?} was just deleted")))?
-            .rows_affected(),
-            AliasUpdate::CreateOnly => sqlx::query(
-                "INSERT INTO aliases (model, alias, version, updated_at, updated_by) VALUES ($1, $2, $3, $4, $5) \
-                 ON CONFLICT (model, alias) DO NOTHING",
-            )
-            .bind(name)
-            .bind(alias)
-            .bind(v)
-            .bind(at)
-            .bind(actor)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| conflict_or(e, || format!("version {version} of {name:?} was just deleted")))?
-            .rows_affected(),
+            AliasUpdate::Always | AliasUpdate::CreateOnly => {
+                let sql = if update == AliasUpdate::Always {
+                    upsert(
+                        "DO UPDATE SET version = excluded.version, updated_at = excluded.updated_at, \
+                            updated_by = excluded.updated_by",
+                    )
+                } else {
+                    upsert("DO NOTHING")
+                };
+                sqlx::query(&sql)
+                    .bind(name)
+                    .bind(alias)
+                    .bind(v)
+                    .bind(at)
+                    .bind(actor)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| conflict_or(e, just_deleted))?
+                    .rows_affected()
+            }
             AliasUpdate::IfVersion(expected) => sqlx::query(
                 "UPDATE aliases SET version = $1, updated_at = $2, updated_by = $3 \
                  WHERE model = $4 AND alias = $5 AND version = $6",
@@ -564,7 +564,7 @@ impl Registry {
             .bind(to_i64(expected)?)
             .execute(&mut *tx)
             .await
-            .map_err(|e| conflict_or(e, || format!("version {version} of {name:?} was just deleted")))?
+            .map_err(|e| conflict_or(e, just_deleted))?
             .rows_affected(),
         };
         if affected == 0 {

@@ -123,6 +123,8 @@ async fn racing_alias_creations_have_one_winner(env: Env) {
         env.registry.set_alias("m", "staging", 2, AliasUpdate::CreateOnly, "b"),
     );
     assert!(a.is_ok() != b.is_ok(), "exactly one creation wins: {a:?} {b:?}");
+    let loser = if a.is_ok() { &b } else { &a };
+    assert!(matches!(loser, Err(RegistryError::Conflict(_))), "the loser is told it lost, not a 500: {loser:?}");
     let winner = if a.is_ok() { 1 } else { 2 };
     assert_eq!(env.registry.aliases_of("m").await.expect("aliases").get("staging"), Some(&winner));
 }

@@ -190,11 +190,14 @@ impl GrpcInferenceService for GrpcService {
         let log = log.filter(|l| l.wants(model.name()));
         let logged_inputs = log.as_ref().map(|_| decoded.inputs.clone());
         let result = model.infer(InferRequest { inputs: decoded.inputs, outputs, timeout }).await;
-        let (code, timing) = match &result {
-            Ok(r) => ("OK".to_owned(), Some((r.queue, r.compute))),
-            Err(e) => (format!("{:?}", code_of(ferry_types::HasErrorKind::kind(e))), None),
-        };
-        self.state.metrics().observe(model.name(), model.version(), "grpc", &code, timing, started.elapsed());
+        let (metrics, elapsed) = (self.state.metrics(), started.elapsed());
+        match &result {
+            Ok(r) => metrics.observe(model.name(), model.version(), "grpc", "OK", Some((r.queue, r.compute)), elapsed),
+            Err(e) => {
+                let code = format!("{:?}", code_of(ferry_types::HasErrorKind::kind(e)));
+                metrics.observe(model.name(), model.version(), "grpc", &code, None, elapsed);
+            }
+        }
         let response = result.map_err(status)?;
         if let (Some(log), Some(inputs)) = (&log, &logged_inputs) {
             log.record(model.name(), model.version(), subject, inputs, &response.outputs);

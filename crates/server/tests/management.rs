@@ -26,7 +26,10 @@ async fn env(max_package_bytes: u64) -> Env {
     let artifacts = ArtifactStore::local(&dir.path().join("artifacts"), &dir.path().join("staging")).expect("store");
     let registry = Registry::open(&Registry::sqlite_url(&dir.path().join("r.db")), artifacts).await.expect("open");
     let scopes = [ferry_auth::Scope::new("*").expect("scope")];
-    let (key, _) = registry.create_key("test admin", ferry_auth::Role::Admin, &scopes, "test").await.expect("key");
+    let (key, _) = registry
+        .create_key("test admin", ferry_auth::Role::Admin, &scopes, Default::default(), "test")
+        .await
+        .expect("key");
     let ctx = RegistryContext::new(registry, "production".into(), dir.path().join("cache"), max_package_bytes);
     ctx.keys.refresh(&ctx.registry).await.expect("keys");
     let state = AppState::with_registry(Arc::new(ModelRepository::new()), ServerLimits::default(), Some(ctx));

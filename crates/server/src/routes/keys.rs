@@ -100,19 +100,19 @@ pub(crate) async fn create_key(
         _ => vec![Scope::new("*").map_err(ApiError::from)?],
     };
     let ctx = ctx(&state)?;
-    let result =
-        ctx.registry.create_key(&request.name, request.role, &scopes, &auth.access.actor).await.map_err(ApiError::from);
+    let limits =
+        ferry_registry::KeyLimits { rate_per_second: request.rate_per_second, daily_quota: request.daily_quota };
+    let result = ctx
+        .registry
+        .create_key(&request.name, request.role, &scopes, limits, &auth.access.actor)
+        .await
+        .map_err(ApiError::from);
     let target = match &result {
         Ok((_, info)) => format!("key/{} ({}, {})", info.id, info.role.as_str(), request.name),
         Err(_) => format!("key ({})", request.name),
     };
     state.audit(&auth.access, "create_key", &target, &result).await;
-    let (key, mut info) = result?;
-    if request.rate_per_second.is_some() || request.daily_quota.is_some() {
-        ctx.registry.set_key_limits(&info.id, request.rate_per_second, request.daily_quota).await?;
-        info.rate_per_second = request.rate_per_second;
-        info.daily_quota = request.daily_quota;
-    }
+    let (key, info) = result?;
     ctx.keys.refresh(&ctx.registry).await?;
     Ok((StatusCode::CREATED, Json(CreatedKey { key, info })))
 }

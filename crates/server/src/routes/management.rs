@@ -244,8 +244,7 @@ async fn upload_version(
     auth.on(name.as_str()).await?;
     let ctx = registry(&state)?;
     let limit = ctx.max_package_bytes;
-    if let Some(len) =
-        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok())
+    if let Some(len) = crate::body::declared_length(&headers)
         && len > limit
     {
         return Err(ApiError::new(

@@ -149,13 +149,15 @@ async fn observed(
     body: Body,
 ) -> Result<Response, ApiError> {
     let started = std::time::Instant::now();
-    let (name, version) = (model.name().to_owned(), model.version());
-    let result = run_infer(state, model, headers, body).await;
-    let (code, timing) = match &result {
-        Ok((_, timing)) => (200, Some(*timing)),
-        Err(e) => (crate::status_of(e.kind()).as_u16(), None),
-    };
-    state.metrics().observe(&name, version, "http", &code.to_string(), timing, started.elapsed());
+    let result = run_infer(state, model.clone(), headers, body).await;
+    let (metrics, elapsed) = (state.metrics(), started.elapsed());
+    match &result {
+        Ok((_, timing)) => metrics.observe(model.name(), model.version(), "http", "200", Some(*timing), elapsed),
+        Err(e) => {
+            let code = crate::status_of(e.kind()).as_u16().to_string();
+            metrics.observe(model.name(), model.version(), "http", &code, None, elapsed);
+        }
+    }
     result.map(|(response, _)| response)
 }
 
