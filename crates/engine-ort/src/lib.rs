@@ -9,7 +9,7 @@ mod locate;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use ferry_engine::{Engine, EngineError, EngineOptions};
+use ferry_engine::{ModelData, Engine, EngineError, EngineOptions};
 use ferry_types::{ModelSignature, NamedTensor, TensorSpec};
 use ort::environment::Environment;
 use ort::session::builder::GraphOptimizationLevel;
@@ -59,21 +59,38 @@ impl OrtRuntime {
         &self.library
     }
 
-    /// Loads a model into a new session.
+    /// Loads a model file into a new session.
     ///
     /// # Errors
     /// [`EngineError::Load`] when ONNX Runtime rejects the file (the message names a missing operator, if that is
     /// the cause), [`EngineError::UnsupportedSignature`] when an input or output is not a plain tensor.
     pub fn load(&'static self, path: &Path, options: &EngineOptions) -> Result<OrtEngine, EngineError> {
+        self.load_model(ModelData::File(path), options)
+    }
+
+    /// Loads a model held in memory (a decrypted package, which must never touch the disk); `label` names it in
+    /// errors and logs.
+    ///
+    /// # Errors
+    /// As [`OrtRuntime::load`].
+    pub fn load_bytes(&'static self, bytes: &[u8], label: &Path, options: &EngineOptions) -> Result<OrtEngine, EngineError> {
+        self.load_model(ModelData::Memory { bytes, label }, options)
+    }
+
+    fn load_model(&'static self, model: ModelData<'_>, options: &EngineOptions) -> Result<OrtEngine, EngineError> {
+        let path = model.label();
         let load_err = |e: ort::Error| EngineError::Load { engine: ENGINE, path: path.to_owned(), source: Box::new(e) };
         let build = || -> Result<Session, ort::Error> {
-            Session::builder(&self.env)?
+            let mut builder = Session::builder(&self.env)?
                 .with_optimization_level(GraphOptimizationLevel::Level3)?
                 .with_intra_threads(options.intra_op_threads.max(1))?
                 .with_inter_threads(1)?
                 // Idle intra-op threads must not spin: they would steal the cores the HTTP stack needs.
-                .with_intra_op_spinning(false)?
-                .commit_from_file(path)
+                .with_intra_op_spinning(false)?;
+            match model {
+                ModelData::File(path) => builder.commit_from_file(path),
+                ModelData::Memory { bytes, .. } => builder.commit_from_memory(bytes),
+            }
         };
         let session = build().map_err(load_err)?;
         let signature = signature_of(&session, path)?;

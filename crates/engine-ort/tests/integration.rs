@@ -14,6 +14,17 @@ fn onnxruntime_passes_the_conformance_suite() {
 }
 
 #[test]
+fn models_loaded_from_memory_pass_the_same_suite() {
+    let runtime = OrtRuntime::init(None).expect("ONNX Runtime");
+    let load = |p: &std::path::Path| {
+        let bytes = std::fs::read(p).expect("read the fixture");
+        runtime.load_bytes(&bytes, p, &EngineOptions::default()).map(|e| Box::new(e) as Box<dyn Engine>)
+    };
+    let failures = run_suite(&load, &|_| Expectation::Runs);
+    assert!(failures.is_empty(), "conformance failures:\n{}", failures.join("\n"));
+}
+
+#[test]
 fn a_file_that_is_not_onnx_is_a_load_error() {
     let runtime = OrtRuntime::init(None).expect("ONNX Runtime");
     let dir = tempfile::tempdir().expect("tempdir");

@@ -6,7 +6,7 @@
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 
-use ferry_engine::{Engine, EngineError};
+use ferry_engine::{Engine, EngineError, ModelData};
 use ferry_types::{DataType, ModelSignature, NamedTensor, Tensor, TensorData, TensorSpec};
 use tract_onnx::prelude::{
     Datum, DatumType, Framework, InferenceFact, InferenceModelExt, IntoRunnable, IntoTValue, TDim, TValue, TVec,
@@ -41,20 +41,37 @@ impl TractEngine {
     /// [`EngineError::UnsupportedOperator`] naming every operator tract lacks, [`EngineError::UnsupportedSignature`]
     /// for an input or output type the protocol cannot carry, [`EngineError::Load`] for anything else.
     pub fn load(path: &Path) -> Result<Self, EngineError> {
+        Self::load_model(ModelData::File(path))
+    }
+
+    /// Loads and optimises a model held in memory; `label` names it in errors.
+    ///
+    /// # Errors
+    /// As [`TractEngine::load`].
+    pub fn load_bytes(bytes: &[u8], label: &Path) -> Result<Self, EngineError> {
+        Self::load_model(ModelData::Memory { bytes, label })
+    }
+
+    fn load_model(model: ModelData<'_>) -> Result<Self, EngineError> {
         // tract panics on a few unsupported tensor encodings; a bad model must be an error, never a crash.
-        catch_unwind(AssertUnwindSafe(|| Self::load_inner(path))).unwrap_or_else(|panic| {
-            Err(EngineError::Load { engine: ENGINE, path: path.to_owned(), source: panic_message(&panic).into() })
+        catch_unwind(AssertUnwindSafe(|| Self::load_inner(model))).unwrap_or_else(|panic| {
+            Err(EngineError::Load { engine: ENGINE, path: model.label().to_owned(), source: panic_message(&panic).into() })
         })
     }
 
-    fn load_inner(path: &Path) -> Result<Self, EngineError> {
+    fn load_inner(model: ModelData<'_>) -> Result<Self, EngineError> {
+        let path = model.label();
         let load_err = |e: tract_onnx::prelude::TractError| EngineError::Load {
             engine: ENGINE,
             path: path.to_owned(),
             source: e.into(),
         };
         let onnx = tract_onnx::onnx();
-        let proto = onnx.proto_model_for_path(path).map_err(load_err)?;
+        let proto = match model {
+            ModelData::File(path) => onnx.proto_model_for_path(path),
+            ModelData::Memory { mut bytes, .. } => onnx.proto_model_for_read(&mut bytes),
+        }
+        .map_err(load_err)?;
         if let Some(graph) = &proto.graph {
             let mut wrong: Vec<String> = graph
                 .node
@@ -71,7 +88,11 @@ impl TractEngine {
                 });
             }
         }
-        let dir = path.parent().and_then(Path::to_str);
+        // External data is looked up beside a model file; a model in memory must carry all of its weights.
+        let dir = match model {
+            ModelData::File(path) => path.parent().and_then(Path::to_str),
+            ModelData::Memory { .. } => None,
+        };
         let mut model = onnx.parse(&proto, dir).map_err(load_err)?.model;
         let mut missing: Vec<String> = model
             .nodes()

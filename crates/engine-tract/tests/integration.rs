@@ -23,6 +23,16 @@ fn tract_passes_the_conformance_suite() {
 }
 
 #[test]
+fn models_loaded_from_memory_pass_the_same_suite() {
+    let load = |p: &std::path::Path| {
+        let bytes = std::fs::read(p).expect("read the fixture");
+        TractEngine::load_bytes(&bytes, p).map(|e| Box::new(e) as Box<dyn Engine>)
+    };
+    let failures = run_suite(&load, &expectation);
+    assert!(failures.is_empty(), "conformance failures:\n{}", failures.join("\n"));
+}
+
+#[test]
 fn a_file_that_is_not_onnx_is_a_load_error() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("junk.onnx");

@@ -27,6 +27,32 @@ pub trait Engine: Send {
     fn infer(&mut self, inputs: &[NamedTensor], outputs: &[String]) -> Result<Vec<NamedTensor>, EngineError>;
 }
 
+/// Where an engine reads a model from.
+#[derive(Debug, Clone, Copy)]
+pub enum ModelData<'a> {
+    /// An `.onnx` file (external data, if any, beside it).
+    File(&'a std::path::Path),
+    /// The model's bytes, held in memory (a decrypted package must never be written to disk); `label` names it in
+    /// errors and logs.
+    Memory {
+        /// The `.onnx` bytes.
+        bytes: &'a [u8],
+        /// What to call it.
+        label: &'a std::path::Path,
+    },
+}
+
+impl ModelData<'_> {
+    /// The file, or the label of the bytes.
+    #[must_use]
+    pub fn label(&self) -> &std::path::Path {
+        match self {
+            Self::File(path) => path,
+            Self::Memory { label, .. } => label,
+        }
+    }
+}
+
 /// How an engine should set up a model instance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EngineOptions {

@@ -15,6 +15,29 @@ pub enum KeysCommand {
     List(ServerArgs),
     /// Revoke a key by id; effective at once.
     Revoke(RevokeArgs),
+    /// Write a new random master key (for encryption at rest) to a file only you can read.
+    GenerateMaster(GenerateMasterArgs),
+    /// Re-wrap every package's data key under a new master key (packages are not rewritten), and encrypt packages
+    /// stored before encryption was on. Works on the data directory and registry directly, like `ferry serve`.
+    RotateMaster(RotateMasterArgs),
+}
+
+/// `ferry keys generate-master FILE`
+#[derive(Debug, Args)]
+pub struct GenerateMasterArgs {
+    /// Where to write it (refuses to overwrite).
+    pub out: std::path::PathBuf,
+}
+
+/// `ferry keys rotate-master --new-key-file FILE`
+#[derive(Debug, Args)]
+pub struct RotateMasterArgs {
+    /// The new master key (`ferry keys generate-master`). The current one comes from the settings
+    /// (master_key_file or FERRY_MASTER_KEY); without one, this turns encryption on.
+    #[arg(long, value_name = "FILE")]
+    pub new_key_file: std::path::PathBuf,
+    #[command(flatten)]
+    pub settings: crate::settings::SettingsArgs,
 }
 
 /// `ferry keys create`
@@ -151,9 +174,49 @@ pub fn run_keys(cmd: KeysCommand) -> anyhow::Result<()> {
                 client.send(client.http.delete(client.url(&format!("/keys/{}", args.id)))).await?;
                 println!("key {} revoked", args.id);
             }
+            KeysCommand::GenerateMaster(args) => generate_master(&args.out)?,
+            KeysCommand::RotateMaster(args) => rotate_master(&args).await?,
         }
         Ok(())
     })
+}
+
+fn generate_master(out: &std::path::Path) -> anyhow::Result<()> {
+    use std::io::Write;
+    let key = ferry_registry::MasterKey::generate()?;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(out).with_context(|| format!("cannot create {} (it must not exist)", out.display()))?;
+    writeln!(file, "{}", key.to_hex().as_str()).with_context(|| format!("cannot write {}", out.display()))?;
+    println!("master key {} written to {}; keep a copy: packages stored under it cannot be read without it", key.id(), out.display());
+    Ok(())
+}
+
+async fn rotate_master(args: &RotateMasterArgs) -> anyhow::Result<()> {
+    let settings = args.settings.load()?;
+    let new = crate::settings::read_master_key(&args.new_key_file)?;
+    let current = settings.master_key()?;
+    let registry = crate::serve::open_registry(&settings).await?;
+    let from = current.as_ref().map_or("none", |k| k.id()).to_owned();
+    let result = registry.artifacts().rotate_master(current.as_ref(), &new).await;
+    let outcome = match &result {
+        Ok(r) => format!("ok: {} re-wrapped, {} encrypted, {} already under it", r.rewrapped, r.encrypted, r.already),
+        Err(e) => format!("failed: {e}"),
+    };
+    registry.audit("cli", "rotate_master_key", &format!("{from} -> {}", new.id()), &outcome).await?;
+    registry.close().await;
+    let report = result?;
+    println!(
+        "master key {from} -> {}: {} data key(s) re-wrapped, {} package(s) encrypted, {} already under the new key",
+        new.id(),
+        report.rewrapped,
+        report.encrypted,
+        report.already
+    );
+    println!("configure the new key (master_key_file or FERRY_MASTER_KEY) and restart the servers");
+    Ok(())
 }
 
 pub fn run_audit(cmd: AuditCommand) -> anyhow::Result<()> {

@@ -51,12 +51,7 @@ async fn serve(files: Vec<PathBuf>, settings: Settings) -> anyhow::Result<()> {
     let engines = EngineSettings { onnxruntime_lib: settings.onnxruntime_lib.clone() };
     repository.set_catalog(sources, settings.models.clone(), engines);
     bootstrap_admin_key(&registry).await?;
-    let mut context = RegistryContext::new(
-        registry,
-        settings.serve_alias.clone(),
-        settings.data_dir.join("cache"),
-        settings.max_package_bytes,
-    );
+    let mut context = RegistryContext::new(registry, settings.serve_alias.clone(), settings.max_package_bytes);
     context.allow_anonymous_inference = settings.allow_anonymous_inference;
     context.require_signature = settings.require_signature;
     context.default_limits = ferry_server::DefaultLimits {
@@ -208,10 +203,14 @@ async fn bootstrap_admin_key(registry: &Registry) -> anyhow::Result<()> {
 
 /// Opens the registry (SQLite in the data directory unless configured otherwise) and removes what interrupted
 /// uploads left behind.
-async fn open_registry(settings: &Settings) -> anyhow::Result<Registry> {
+pub(crate) async fn open_registry(settings: &Settings) -> anyhow::Result<Registry> {
     let data = &settings.data_dir;
     std::fs::create_dir_all(data).with_context(|| format!("cannot create the data directory {}", data.display()))?;
-    let artifacts = ArtifactStore::local(&data.join("artifacts"), &data.join("staging"))?;
+    let artifacts =
+        ArtifactStore::local(&data.join("artifacts"), &data.join("staging"))?.with_master_key(settings.master_key()?);
+    if let Some(id) = artifacts.master_key_id() {
+        tracing::info!(master_key = id, "packages are stored encrypted");
+    }
     let registry = Registry::open(&settings.registry_url(), artifacts).await?;
     let grace = std::time::Duration::from_secs(settings.orphan_grace_seconds);
     registry.clean_orphans(grace).await.context("cleaning up after interrupted uploads")?;

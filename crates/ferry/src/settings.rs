@@ -65,6 +65,9 @@ pub struct Settings {
     pub tls_key: Option<PathBuf>,
     /// PEM CA certificates: require client certificates signed by them (mutual TLS).
     pub tls_client_ca: Option<PathBuf>,
+    /// A file holding the master key (64 hex digits): packages are stored encrypted under it. `FERRY_MASTER_KEY`
+    /// gives the key itself instead (never a setting, so that `ferry config show` cannot print it).
+    pub master_key_file: Option<PathBuf>,
     /// Leftovers of interrupted uploads older than this are removed at start-up (seconds). Keep it longer than any
     /// upload when several replicas share one artifact store.
     pub orphan_grace_seconds: u64,
@@ -98,6 +101,7 @@ impl Default for Settings {
             tls_cert: None,
             tls_key: None,
             tls_client_ca: None,
+            master_key_file: None,
             models: ModelConfig::default(),
             prediction_log: PredictionLogSettings::default(),
         }
@@ -147,6 +151,7 @@ const ENV_KEYS: &[&str] = &[
     "tls_cert",
     "tls_key",
     "tls_client_ca",
+    "master_key_file",
     "models",
     "prediction_log",
 ];
@@ -185,6 +190,23 @@ impl Settings {
         Ok(())
     }
 
+    /// The master key, from `FERRY_MASTER_KEY` or `master_key_file`; `None` when neither is set (packages are then
+    /// stored in plaintext).
+    ///
+    /// # Errors
+    /// Both set, an unreadable file, or a malformed key (the message never contains the key).
+    pub fn master_key(&self) -> anyhow::Result<Option<ferry_registry::MasterKey>> {
+        let from_env = std::env::var("FERRY_MASTER_KEY").ok().filter(|v| !v.trim().is_empty());
+        match (from_env, &self.master_key_file) {
+            (Some(_), Some(_)) => bail!("FERRY_MASTER_KEY and master_key_file are both set; give the master key once"),
+            (Some(text), None) => {
+                Ok(Some(ferry_registry::MasterKey::from_hex(&text).context("FERRY_MASTER_KEY")?))
+            }
+            (None, Some(path)) => read_master_key(path).map(Some),
+            (None, None) => Ok(None),
+        }
+    }
+
     /// The registry database URL: the configured one, or SQLite under the data directory.
     #[must_use]
     pub fn registry_url(&self) -> String {
@@ -194,6 +216,24 @@ impl Settings {
             self.registry.clone()
         }
     }
+}
+
+/// Reads a master key file, warning when others may read it.
+///
+/// # Errors
+/// An unreadable file or a malformed key.
+pub fn read_master_key(path: &Path) -> anyhow::Result<ferry_registry::MasterKey> {
+    let text = zeroize::Zeroizing::new(
+        std::fs::read_to_string(path).with_context(|| format!("master key file {}", path.display()))?,
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o077 != 0) {
+            tracing::warn!(file = %path.display(), "the master key file is readable by other users; chmod 600 it");
+        }
+    }
+    ferry_registry::MasterKey::from_hex(&text).with_context(|| format!("master key file {}", path.display()))
 }
 
 /// A lowercase HTTP header name of token characters, or `None`.
@@ -273,6 +313,11 @@ pub struct SettingsArgs {
     #[arg(long, value_name = "FILE")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls_client_ca: Option<PathBuf>,
+    /// Master key file: store packages encrypted (AES-256-GCM) [env: FERRY_MASTER_KEY_FILE; FERRY_MASTER_KEY gives
+    /// the key itself].
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub master_key_file: Option<PathBuf>,
     /// Default engine for every model: auto (ONNX Runtime when found, else tract), onnxruntime or tract
     /// [env: FERRY_MODELS__ENGINE] [default: auto].
     #[arg(long, value_enum)]

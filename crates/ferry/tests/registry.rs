@@ -390,3 +390,85 @@ fn a_large_reference_csv_is_streamed_into_a_bounded_profile() {
     // Every output column was profiled over every row too.
     assert_eq!(profile["outputs"][0]["count"], rows);
 }
+
+/// Every file under `dir`, recursively.
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("read_dir").filter_map(Result::ok) {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(files_under(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+#[test]
+fn packages_are_encrypted_at_rest_and_a_master_key_rotation_rewraps_only_the_keys() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    pack_two_versions(d);
+    ok(d, &["keys", "generate-master", "old.key"], None);
+    ok(d, &["keys", "generate-master", "new.key"], None);
+    assert!(fails(d, &["keys", "generate-master", "old.key"], None).contains("must not exist"));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(d.join("old.key")).expect("key file").permissions().mode();
+        assert_eq!(mode & 0o077, 0, "the key file is readable by its owner only");
+    }
+
+    let with_old = ["--allow-anonymous-inference", "--master-key-file", "old.key"];
+    let server = FerryProcess::start_in(ferry(), d, &with_old, &[]).expect("serve with a master key");
+    ok(d, &["push", "v1.ferry", "--alias", "production"], Some(&server));
+    assert_eq!(served_version(&server), "1");
+    // Readers get the plaintext package back, byte for byte.
+    ok(d, &["pull", "iris@production", "-o", "pulled.ferry"], Some(&server));
+    assert_eq!(std::fs::read(d.join("pulled.ferry")).expect("pulled"), std::fs::read(d.join("v1.ferry")).expect("v1"));
+    drop(server);
+
+    // Nothing under the data directory holds the model or the package in plaintext (no unpacked cache either).
+    let model = std::fs::read(iris_model()).expect("model");
+    let needle = &model[model.len() / 2..model.len() / 2 + 48];
+    let stored = files_under(&d.join("ferry-data"));
+    for file in &stored {
+        let bytes = std::fs::read(file).expect("read");
+        assert!(!bytes.windows(needle.len()).any(|w| w == needle), "{} holds the model in plaintext", file.display());
+    }
+    let blob = stored.iter().find(|p| p.extension().is_some_and(|e| e == "ferry")).expect("stored blob").clone();
+    let key_file = blob.with_extension("key");
+    let (blob_before, key_before) = (std::fs::read(&blob).expect("blob"), std::fs::read(&key_file).expect("key"));
+
+    // Without the key, or with another one, the server says so and serves nothing wrong.
+    let err = FerryProcess::start_in(ferry(), d, &["--allow-anonymous-inference"], &[]).expect_err("no key").to_string();
+    assert!(err.contains("is encrypted") && err.contains("FERRY_MASTER_KEY"), "{err}");
+    let with_new = ["--allow-anonymous-inference", "--master-key-file", "new.key"];
+    let err = FerryProcess::start_in(ferry(), d, &with_new, &[]).expect_err("wrong key").to_string();
+    assert!(err.contains("is encrypted under master key") && err.contains("configured master key is"), "{err}");
+
+    // Rotation re-wraps the data key and leaves the package's bytes alone.
+    let rotated = ok(d, &["keys", "rotate-master", "--new-key-file", "new.key", "--master-key-file", "old.key"], None);
+    assert!(rotated.contains("1 data key(s) re-wrapped"), "{rotated}");
+    assert_eq!(std::fs::read(&blob).expect("blob"), blob_before, "the package itself is not rewritten");
+    assert_ne!(std::fs::read(&key_file).expect("key"), key_before, "its key file is");
+    let again = ok(d, &["keys", "rotate-master", "--new-key-file", "new.key", "--master-key-file", "new.key"], None);
+    assert!(again.contains("1 already under the new key"), "{again}");
+    let err = FerryProcess::start_in(ferry(), d, &with_old, &[]).expect_err("old key").to_string();
+    assert!(err.contains("is encrypted under master key"), "{err}");
+    let server = FerryProcess::start_in(ferry(), d, &with_new, &[]).expect("serve with the new key");
+    assert_eq!(served_version(&server), "1");
+    let (_, audit) =
+        http_request_as(&server.addr, Some(TEST_ADMIN_KEY), "GET", "/api/v1/audit?limit=1000", None).expect("audit");
+    assert!(audit.contains("rotate_master_key"), "the rotation is audited: {audit}");
+
+    // A stored package altered in place is refused, never served.
+    drop(server);
+    let mut tampered = blob_before;
+    let middle = tampered.len() / 2;
+    tampered[middle] ^= 0x01;
+    std::fs::write(&blob, tampered).expect("tamper");
+    let err = FerryProcess::start_in(ferry(), d, &with_new, &[]).expect_err("tampered").to_string();
+    assert!(err.contains("failed authentication"), "{err}");
+}

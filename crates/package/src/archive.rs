@@ -254,13 +254,21 @@ pub fn verify(path: &Path, extract_to: Option<&Path>, progress: &dyn Fn(u64)) ->
     Ok(PackageContents { manifest, digest, size })
 }
 
-/// Reads one small file of the package into memory (the profile, say), checking its checksum.
+/// Reads one file of the package into memory (the profile, say), checking its checksum.
 ///
 /// # Errors
 /// As [`verify`]; [`PackageError::Manifest`] when the package has no such file or it is larger than `limit`.
 pub fn read_small_file(path: &Path, name: &str, limit: u64) -> Result<Vec<u8>, PackageError> {
     let file = std::fs::File::open(path).map_err(PackageError::io(path))?;
-    let mut archive = tar::Archive::new(BufReader::new(file));
+    read_file_from(BufReader::new(file), name, limit)
+}
+
+/// [`read_small_file`] from a package that is not a file (one held in memory, say).
+///
+/// # Errors
+/// As [`read_small_file`].
+pub fn read_file_from(package: impl Read, name: &str, limit: u64) -> Result<Vec<u8>, PackageError> {
+    let mut archive = tar::Archive::new(package);
     let mut entries = archive.entries().map_err(malformed)?;
     let first = entries.next().ok_or_else(|| PackageError::Malformed("the archive is empty".into()))?;
     let manifest = read_manifest_entry(first.map_err(malformed)?)?;
@@ -274,7 +282,7 @@ pub fn read_small_file(path: &Path, name: &str, limit: u64) -> Result<Vec<u8>, P
             continue;
         }
         let mut bytes = Vec::new();
-        entry.by_ref().take(limit + 1).read_to_end(&mut bytes).map_err(|e| truncated(name, e))?;
+        entry.by_ref().take(limit.saturating_add(1)).read_to_end(&mut bytes).map_err(|e| truncated(name, e))?;
         if bytes.len() as u64 != expected.size || hex_sha256(&bytes) != expected.sha256 {
             return Err(PackageError::Checksum {
                 path: name.into(),

@@ -1,5 +1,7 @@
 //! Package files, content-addressed by SHA-256: staged locally while an upload streams in, then stored through
-//! `object_store` (a local directory by default; any `object_store` backend is a configuration change).
+//! `object_store` (a local directory by default; any `object_store` backend is a configuration change). With a
+//! master key, each is stored encrypted (see [`crate::encryption`]) with its wrapped data key beside it
+//! (`sha256/<digest>.key`); readers always see the plaintext, and its digest is checked on the way in.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -14,6 +16,7 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::RegistryError;
+use crate::encryption::{HEADER, MasterKey, Opener, SEGMENT, Sealer, TAG, WrappedKey};
 
 /// Where package blobs live.
 const PREFIX: &str = "sha256";
@@ -41,6 +44,18 @@ impl Drop for Staged {
 pub struct ArtifactStore {
     store: Arc<dyn ObjectStore>,
     staging: PathBuf,
+    master: Option<Arc<MasterKey>>,
+}
+
+/// What a master-key rotation did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Rotation {
+    /// Data keys re-wrapped under the new master key (their packages untouched).
+    pub rewrapped: usize,
+    /// Data keys already under the new master key (an interrupted rotation run again).
+    pub already: usize,
+    /// Packages stored before encryption was on, now encrypted.
+    pub encrypted: usize,
 }
 
 fn io(context: &str, path: &Path) -> impl FnOnce(std::io::Error) -> RegistryError {
@@ -65,11 +80,75 @@ impl ArtifactStore {
     /// [`RegistryError::Io`] when the staging directory cannot be created.
     pub fn new(store: Arc<dyn ObjectStore>, staging: &Path) -> Result<Self, RegistryError> {
         std::fs::create_dir_all(staging).map_err(io("cannot create", staging))?;
-        Ok(Self { store, staging: staging.to_owned() })
+        Ok(Self { store, staging: staging.to_owned(), master: None })
+    }
+
+    /// Encrypts packages stored from now on under `master`, and decrypts those it wrapped.
+    #[must_use]
+    pub fn with_master_key(mut self, master: Option<MasterKey>) -> Self {
+        self.master = master.map(Arc::new);
+        self
+    }
+
+    /// The master key's fingerprint, when encryption is on.
+    #[must_use]
+    pub fn master_key_id(&self) -> Option<&str> {
+        self.master.as_deref().map(MasterKey::id)
     }
 
     fn key(digest: &str) -> StorePath {
         StorePath::from(format!("{PREFIX}/{digest}.ferry"))
+    }
+
+    fn key_file(digest: &str) -> StorePath {
+        StorePath::from(format!("{PREFIX}/{digest}.key"))
+    }
+
+    /// The package's wrapped data key, or `None` for a package stored in plaintext.
+    async fn wrapped_key(&self, digest: &str) -> Result<Option<WrappedKey>, RegistryError> {
+        match self.store.get(&Self::key_file(digest)).await {
+            Ok(got) => Ok(Some(WrappedKey::parse(digest, &got.bytes().await?)?)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Writes `path` to the store under `key`, encrypted for `digest` when `sealer` is given.
+    async fn upload(&self, path: &Path, key: &StorePath, sealer: Option<(Sealer, Vec<u8>)>) -> Result<(), RegistryError> {
+        let upload = self.store.put_multipart(key).await?;
+        let mut writer = WriteMultipart::new_with_chunk_size(upload, CHUNK * 8);
+        let mut file = tokio::fs::File::open(path).await.map_err(io("cannot open", path))?;
+        let (mut sealer, mut pending) = match sealer {
+            Some((sealer, header)) => {
+                writer.write(&header);
+                (Some(sealer), Vec::with_capacity(SEGMENT * 2))
+            }
+            None => (None, Vec::new()),
+        };
+        let mut buf = vec![0u8; CHUNK];
+        loop {
+            let n = file.read(&mut buf).await.map_err(io("cannot read", path))?;
+            if n == 0 {
+                break;
+            }
+            writer.wait_for_capacity(4).await?;
+            match sealer.as_mut() {
+                None => writer.write(&buf[..n]),
+                Some(sealer) => {
+                    // A segment is sealed as "not last" only once more bytes are known to follow it.
+                    pending.extend_from_slice(&buf[..n]);
+                    while pending.len() > SEGMENT {
+                        writer.write(&sealer.seal_next(&pending[..SEGMENT])?);
+                        pending.drain(..SEGMENT);
+                    }
+                }
+            }
+        }
+        if let Some(sealer) = sealer {
+            writer.write(&sealer.seal_last(&pending)?);
+        }
+        writer.finish().await?;
+        Ok(())
     }
 
     /// Streams `body` into a staging file, hashing as it goes; refuses more than `limit` bytes.
@@ -110,23 +189,20 @@ impl ArtifactStore {
     pub async fn store(&self, staged: &Staged) -> Result<(), RegistryError> {
         let key = Self::key(&staged.digest);
         if self.store.head(&key).await.is_err() {
-            let upload = self.store.put_multipart(&key).await?;
-            let mut writer = WriteMultipart::new_with_chunk_size(upload, CHUNK * 8);
-            let mut file = tokio::fs::File::open(&staged.path).await.map_err(io("cannot open", &staged.path))?;
-            let mut buf = vec![0u8; CHUNK];
-            loop {
-                let n = file.read(&mut buf).await.map_err(io("cannot read", &staged.path))?;
-                if n == 0 {
-                    break;
+            let sealer = match &self.master {
+                Some(master) => {
+                    let (wrapped, sealer, header) = Sealer::new(master, &staged.digest)?;
+                    // The key file goes first: a blob without its key file would read as a damaged plaintext one.
+                    self.store.put(&Self::key_file(&staged.digest), wrapped.to_bytes().into()).await?;
+                    Some((sealer, header))
                 }
-                writer.wait_for_capacity(4).await?;
-                writer.write(&buf[..n]);
-            }
-            writer.finish().await?;
+                None => None,
+            };
+            self.upload(&staged.path, &key, sealer).await?;
         }
         let (digest, size) = self.hash_stored(&staged.digest).await?;
         if digest != staged.digest || size != staged.size {
-            drop(self.store.delete(&key).await);
+            drop(self.delete(&staged.digest).await);
             return Err(RegistryError::Artifacts(format!(
                 "the stored copy of {} reads back as {digest} ({size} bytes); not registered",
                 staged.digest
@@ -136,7 +212,7 @@ impl ArtifactStore {
     }
 
     async fn hash_stored(&self, digest: &str) -> Result<(String, u64), RegistryError> {
-        let mut stream = self.store.get(&Self::key(digest)).await?.into_stream();
+        let (_, mut stream) = self.open(digest).await?;
         let mut hasher = Sha256::new();
         let mut size = 0u64;
         while let Some(chunk) = stream.try_next().await? {
@@ -146,17 +222,92 @@ impl ArtifactStore {
         Ok((hex::encode(hasher.finalize()), size))
     }
 
-    /// The blob's bytes as a stream, and its size.
+    /// The package's bytes (decrypted, when it is stored encrypted) as a stream, and its size.
     ///
     /// # Errors
-    /// [`RegistryError::NotFound`] when the blob is missing.
+    /// [`RegistryError::NotFound`] when the blob is missing; [`RegistryError::Encryption`] when it is encrypted and
+    /// no master key, or not the one it was stored with, is configured. A blob altered in the store fails in the
+    /// stream, at the first segment that does not authenticate.
     pub async fn open(
         &self,
         digest: &str,
     ) -> Result<(u64, impl Stream<Item = Result<Bytes, RegistryError>> + Send + use<>), RegistryError> {
+        let wrapped = self.wrapped_key(digest).await?;
         let got = self.store.get(&Self::key(digest)).await?;
-        let size = got.meta.size;
-        Ok((size, got.into_stream().map_err(RegistryError::from)))
+        let stored = got.meta.size;
+        let inner = got.into_stream().map_err(RegistryError::from).boxed();
+        let Some(wrapped) = wrapped else {
+            return Ok((stored, inner));
+        };
+        let Some(master) = self.master.clone() else {
+            return Err(RegistryError::Encryption(format!(
+                "package {digest} is encrypted (under master key {}); configure that master key \
+                 (master_key_file or FERRY_MASTER_KEY) to read it",
+                wrapped.master_key_id
+            )));
+        };
+        let size = plaintext_size(stored).ok_or_else(|| {
+            RegistryError::Encryption(format!("package {digest}: the stored blob is too short to be encrypted"))
+        })?;
+        Ok((size, decrypting(inner, master, digest.to_owned(), wrapped).boxed()))
+    }
+
+    /// Re-wraps every data key under `new` (unwrapping with `old`), and encrypts under `new` every package stored
+    /// before encryption was on. Packages already encrypted are not rewritten. Safe to run again after an
+    /// interruption: keys already under `new` are skipped.
+    ///
+    /// # Errors
+    /// [`RegistryError::Encryption`] when a data key is under a master key that is neither `old` nor `new`; store
+    /// errors. Keys re-wrapped before the error stay re-wrapped.
+    pub async fn rotate_master(&self, old: Option<&MasterKey>, new: &MasterKey) -> Result<Rotation, RegistryError> {
+        let mut report = Rotation::default();
+        let mut names = Vec::new();
+        let mut listing = self.store.list(Some(&StorePath::from(PREFIX)));
+        while let Some(meta) = listing.try_next().await? {
+            if let Some(name) = meta.location.filename() {
+                names.push(name.to_owned());
+            }
+        }
+        for name in &names {
+            let Some(digest) = name.strip_suffix(".ferry") else { continue };
+            match self.wrapped_key(digest).await? {
+                Some(wrapped) if wrapped.master_key_id == new.id() => report.already += 1,
+                Some(wrapped) => {
+                    let old = old.ok_or_else(|| {
+                        RegistryError::Encryption(format!(
+                            "package {digest} is under master key {}; give the current master key to re-wrap it",
+                            wrapped.master_key_id
+                        ))
+                    })?;
+                    let rewrapped = wrapped.rewrap(digest, old, new)?;
+                    self.store.put(&Self::key_file(digest), rewrapped.to_bytes().into()).await?;
+                    report.rewrapped += 1;
+                }
+                None => {
+                    self.encrypt_in_place(digest, new).await?;
+                    report.encrypted += 1;
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    /// Encrypts a plaintext package: written encrypted beside it, checked, then moved over it.
+    async fn encrypt_in_place(&self, digest: &str, master: &MasterKey) -> Result<(), RegistryError> {
+        let local = self.staging.join(format!("{digest}-{:016x}.partial", rand_u64()));
+        self.download_to(digest, &local).await?;
+        let staged = Staged { path: local, digest: digest.to_owned(), size: 0 };
+        let (wrapped, sealer, header) = Sealer::new(master, digest)?;
+        let temporary = StorePath::from(format!("{PREFIX}/{digest}.encrypting"));
+        self.upload(&staged.path, &temporary, Some((sealer, header))).await?;
+        self.store.put(&Self::key_file(digest), wrapped.to_bytes().into()).await?;
+        self.store.rename(&temporary, &Self::key(digest)).await?;
+        let with_key = Self { master: Some(Arc::new(master.clone())), ..self.clone() };
+        let (got, _) = with_key.hash_stored(digest).await?;
+        if got != digest {
+            return Err(RegistryError::Artifacts(format!("package {digest} reads back as {got} after encryption")));
+        }
+        Ok(())
     }
 
     /// Copies the blob to a local file (written beside it and renamed, so the file is whole or absent).
@@ -180,10 +331,13 @@ impl ArtifactStore {
     /// # Errors
     /// Store errors other than not-found.
     pub async fn delete(&self, digest: &str) -> Result<(), RegistryError> {
-        match self.store.delete(&Self::key(digest)).await {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(e) => Err(e.into()),
+        for key in [Self::key(digest), Self::key_file(digest)] {
+            match self.store.delete(&key).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
         }
+        Ok(())
     }
 
     /// Digests of stored blobs older than `grace`.
@@ -235,6 +389,66 @@ impl ArtifactStore {
     pub fn staging_dir(&self) -> &Path {
         &self.staging
     }
+}
+
+/// The plaintext size of an encrypted blob of `stored` bytes: the header, then segments of `SEGMENT + TAG` bytes,
+/// the last one shorter (at least a tag).
+fn plaintext_size(stored: u64) -> Option<u64> {
+    let body = stored.checked_sub(HEADER as u64)?;
+    let sealed = (SEGMENT + TAG) as u64;
+    let segments = body.div_ceil(sealed).max(1);
+    body.checked_sub(segments * TAG as u64)
+}
+
+/// Decrypts a stored blob as it streams: a segment is opened as "not last" only once bytes after it have arrived.
+fn decrypting(
+    inner: futures::stream::BoxStream<'static, Result<Bytes, RegistryError>>,
+    master: Arc<MasterKey>,
+    digest: String,
+    wrapped: WrappedKey,
+) -> impl Stream<Item = Result<Bytes, RegistryError>> + Send {
+    struct State {
+        inner: futures::stream::BoxStream<'static, Result<Bytes, RegistryError>>,
+        pending: Vec<u8>,
+        opener: Option<Opener>,
+        done: bool,
+    }
+    let sealed = SEGMENT + TAG;
+    let state = State { inner, pending: Vec::with_capacity(sealed * 2), opener: None, done: false };
+    futures::stream::try_unfold(state, move |mut st| {
+        let (master, digest, wrapped) = (master.clone(), digest.clone(), wrapped.clone());
+        async move {
+            loop {
+                if st.done {
+                    return Ok(None);
+                }
+                if st.opener.is_none() && st.pending.len() >= HEADER {
+                    st.opener = Some(Opener::new(&master, &digest, &wrapped, &st.pending[..HEADER])?);
+                    st.pending.drain(..HEADER);
+                }
+                if let Some(opener) = st.opener.as_mut()
+                    && st.pending.len() > sealed
+                {
+                    let plain = opener.open_next(&st.pending[..sealed])?;
+                    st.pending.drain(..sealed);
+                    return Ok(Some((Bytes::from(plain), st)));
+                }
+                match st.inner.next().await {
+                    Some(chunk) => st.pending.extend_from_slice(&chunk?),
+                    None => {
+                        st.done = true;
+                        let Some(opener) = st.opener.as_mut() else {
+                            return Err(RegistryError::Encryption(format!(
+                                "package {digest}: the stored blob is too short to be encrypted"
+                            )));
+                        };
+                        let plain = opener.open_last(&st.pending)?;
+                        return Ok(Some((Bytes::from(plain), st)));
+                    }
+                }
+            }
+        }
+    })
 }
 
 /// A random number for file names; uniqueness across processes matters, not quality.

@@ -29,6 +29,9 @@ pub enum RegistryError {
     /// The artifact store failed.
     #[error("artifact store: {0}")]
     Artifacts(String),
+    /// An encrypted package cannot be read: no master key, the wrong one, or the blob or its key file was altered.
+    #[error("{0}")]
+    Encryption(String),
     /// Local file I/O failed.
     #[error("{0}")]
     Io(String),
@@ -42,6 +45,8 @@ impl HasErrorKind for RegistryError {
             Self::Invalid(_) => ErrorKind::InvalidInput,
             Self::TooLarge { .. } => ErrorKind::PayloadTooLarge,
             Self::Database(_) | Self::Migrate(_) | Self::Artifacts(_) | Self::Io(_) => ErrorKind::Internal,
+            // The server's own configuration or storage is at fault, not the request; the message says which.
+            Self::Encryption(_) => ErrorKind::Unavailable,
         }
     }
 }

@@ -8,13 +8,15 @@
 //! references) is removed by [`Registry::clean_orphans`] at start-up.
 
 mod artifacts;
+mod encryption;
 mod error;
 mod predictions;
 pub(crate) mod security;
 mod store;
 pub mod testing;
 
-pub use artifacts::{ArtifactStore, Staged};
+pub use artifacts::{ArtifactStore, Rotation, Staged};
+pub use encryption::MasterKey;
 pub use error::RegistryError;
 pub use predictions::PredictionRecord;
 pub use security::KeyLimits;

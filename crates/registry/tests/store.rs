@@ -186,3 +186,34 @@ on_both!(
     bad_uploads_leave_nothing,
     orphaned_blobs_are_cleaned_and_registered_ones_kept,
 );
+
+#[tokio::test]
+async fn a_first_rotation_encrypts_plaintext_packages_and_deletion_removes_their_keys() {
+    let env = sqlite().await;
+    publish(&env, "m", package(&env, "m", "a")).await.expect("v1");
+    let digest = env.registry.resolve("m", &Selector::Version(1)).await.expect("v1").digest;
+    let blobs = env.dir.path().join("artifacts/sha256");
+    let plain = std::fs::read(blobs.join(format!("{digest}.ferry"))).expect("blob");
+
+    let key = ferry_registry::MasterKey::generate().expect("key");
+    let report = env.registry.artifacts().rotate_master(None, &key).await.expect("encrypt");
+    assert_eq!((report.encrypted, report.rewrapped, report.already), (1, 0, 0));
+    let sealed = std::fs::read(blobs.join(format!("{digest}.ferry"))).expect("blob");
+    assert_ne!(sealed, plain);
+    assert!(blobs.join(format!("{digest}.key")).is_file());
+
+    // Read through a store that has the key: the same package, hashing to its digest.
+    let keyed = ArtifactStore::local(&env.dir.path().join("artifacts"), &env.dir.path().join("staging"))
+        .expect("store")
+        .with_master_key(Some(key));
+    let target = env.dir.path().join("pulled.ferry");
+    keyed.download_to(&digest, &target).await.expect("download");
+    assert_eq!(std::fs::read(&target).expect("pulled"), plain);
+    // The registry's own store has no key: a clear refusal, not garbage.
+    let err = env.registry.artifacts().download_to(&digest, &target).await.expect_err("no key");
+    assert!(matches!(err, RegistryError::Encryption(ref m) if m.contains("is encrypted")), "{err}");
+
+    env.registry.delete_model("m", "t").await.expect("delete");
+    let left: Vec<_> = std::fs::read_dir(&blobs).expect("blobs").filter_map(Result::ok).map(|e| e.file_name()).collect();
+    assert!(left.is_empty(), "the package and its key file are gone: {left:?}");
+}

@@ -4,10 +4,12 @@
 //! back to where it was, and the old version keeps serving.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use ferry_package::MODEL_PATH;
+use futures::StreamExt;
+use sha2::Digest;
 use ferry_registry::{AliasRecord, AliasUpdate, Registry, Selector, VersionRecord};
 use ferry_serving::{LoadedModel, ModelSource};
 use ferry_types::{ErrorKind, ModelName, ModelVersion};
@@ -21,8 +23,6 @@ pub struct RegistryContext {
     pub registry: Registry,
     /// The alias whose versions are served.
     pub serve_alias: String,
-    /// Where package contents are unpacked for the engines (by digest).
-    pub cache_dir: PathBuf,
     /// Largest package upload in bytes.
     pub max_package_bytes: u64,
     /// Active API keys.
@@ -72,13 +72,12 @@ pub enum Synced {
 }
 
 impl RegistryContext {
-    /// Serves `registry`'s `serve_alias` versions, unpacking packages under `cache_dir`.
+    /// Serves `registry`'s `serve_alias` versions.
     #[must_use]
-    pub fn new(registry: Registry, serve_alias: String, cache_dir: PathBuf, max_package_bytes: u64) -> Self {
+    pub fn new(registry: Registry, serve_alias: String, max_package_bytes: u64) -> Self {
         Self {
             registry,
             serve_alias,
-            cache_dir,
             max_package_bytes,
             keys: crate::KeyCache::default(),
             trusted_signers: Vec::new(),
@@ -125,11 +124,12 @@ impl RegistryContext {
             return Ok(Synced::Serving(version));
         }
         let record = self.registry.resolve(name, &Selector::Version(version)).await?;
-        let model_path = self.materialize(&record).await?;
+        let model = self.materialize(&record).await?;
         let source = ModelSource {
             name: ModelName::new(name).map_err(|e| ApiError::new(ErrorKind::InvalidInput, e.to_string()))?,
             version: ModelVersion::new(version).map_err(|e| ApiError::new(ErrorKind::InvalidInput, e.to_string()))?,
-            path: model_path,
+            path: PathBuf::from(format!("{name}/{version}/{MODEL_PATH}")),
+            bytes: Some(model),
             config: ferry_serving::ModelConfig::default(),
             expected_signature: Some(record.manifest.signature.clone()),
         };
@@ -253,58 +253,33 @@ impl RegistryContext {
         }
     }
 
-    /// The unpacked model file of a version: reused when its checksum still matches, otherwise fetched from the
-    /// artifact store, verified and unpacked again.
-    async fn materialize(&self, record: &VersionRecord) -> Result<PathBuf, ApiError> {
-        let expected = record
-            .manifest
-            .file(MODEL_PATH)
-            .map(|f| f.sha256.clone())
-            .ok_or_else(|| ApiError::new(ErrorKind::InvalidInput, "the package has no model.onnx"))?;
-        let dir = self.cache_dir.join(&record.digest);
-        let model = dir.join(MODEL_PATH);
-        let check = model.clone();
-        let cached = tokio::task::spawn_blocking(move || {
-            check.is_file() && ferry_package::sha256_file(&check, &|_| {}).is_ok_and(|(sha, _)| sha == expected)
-        })
-        .await
-        .unwrap_or(false);
-        if cached {
-            return Ok(model);
+    /// The model file of a version, in memory: the package is fetched from the artifact store (decrypted there
+    /// when it is stored encrypted), its digest checked, and `model.onnx` taken out and checked against the
+    /// manifest. Nothing of it is written to disk, so an encrypted package never exists in plaintext outside
+    /// this process.
+    async fn materialize(&self, record: &VersionRecord) -> Result<Arc<[u8]>, ApiError> {
+        let (size, mut stream) = self.registry.artifacts().open(&record.digest).await?;
+        let mut package = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+        let mut hasher = sha2::Sha256::new();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk?;
+            hasher.update(&chunk);
+            package.extend_from_slice(&chunk);
         }
-        let internal =
-            |what: &str, e: &dyn std::fmt::Display| ApiError::new(ErrorKind::Internal, format!("{what}: {e}"));
-        tokio::fs::create_dir_all(&self.cache_dir).await.map_err(|e| internal("cannot create the cache", &e))?;
-        let package = self.cache_dir.join(format!("{}.ferry", record.digest));
-        self.registry.artifacts().download_to(&record.digest, &package).await?;
-        let (digest, dir2) = (record.digest.clone(), dir.clone());
-        tokio::task::spawn_blocking(move || unpack(&package, &digest, &dir2))
-            .await
-            .map_err(|e| internal("unpacking panicked", &e))??;
-        Ok(model)
-    }
-}
-
-/// Verifies the package against its digest and unpacks it into `dir` (via a temporary sibling, renamed).
-fn unpack(package: &Path, digest: &str, dir: &Path) -> Result<(), ApiError> {
-    let tmp = dir.with_extension(format!("tmp{}", std::process::id()));
-    let result = (|| {
-        drop(std::fs::remove_dir_all(&tmp));
-        std::fs::create_dir_all(&tmp).map_err(|e| ApiError::new(ErrorKind::Internal, e.to_string()))?;
-        let contents = ferry_package::verify(package, Some(&tmp), &|_| {})
-            .map_err(|e| ApiError::new(ErrorKind::Internal, format!("stored package {digest}: {e}")))?;
-        if contents.digest != digest {
+        let digest = hex::encode(hasher.finalize());
+        if digest != record.digest {
             return Err(ApiError::new(
                 ErrorKind::Internal,
-                format!("stored package {digest} reads back as {}", contents.digest),
+                format!("stored package {} reads back as {digest}", record.digest),
             ));
         }
-        drop(std::fs::remove_dir_all(dir));
-        std::fs::rename(&tmp, dir).map_err(|e| ApiError::new(ErrorKind::Internal, e.to_string()))
-    })();
-    drop(std::fs::remove_file(package));
-    if result.is_err() {
-        drop(std::fs::remove_dir_all(&tmp));
+        let model = tokio::task::spawn_blocking(move || {
+            let whole = package.len() as u64;
+            ferry_package::read_file_from(package.as_slice(), MODEL_PATH, whole)
+        })
+        .await
+        .map_err(|e| ApiError::new(ErrorKind::Internal, format!("reading the package panicked: {e}")))?
+        .map_err(|e| ApiError::new(ErrorKind::Internal, format!("stored package {}: {e}", record.digest)))?;
+        Ok(model.into())
     }
-    result
 }

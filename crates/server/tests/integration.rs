@@ -382,6 +382,7 @@ async fn dynamic_batching_never_changes_an_answer() {
                 max_queue_delay_microseconds: Some(delay),
                 ..ModelConfig::default()
             },
+            bytes: None,
             expected_signature: None,
         };
         repo.insert(LoadedModel::load(&source, &ModelConfig::default(), &EngineSettings::default()).expect("load"));

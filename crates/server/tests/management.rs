@@ -30,7 +30,7 @@ async fn env(max_package_bytes: u64) -> Env {
         .create_key("test admin", ferry_auth::Role::Admin, &scopes, Default::default(), "test")
         .await
         .expect("key");
-    let ctx = RegistryContext::new(registry, "production".into(), dir.path().join("cache"), max_package_bytes);
+    let ctx = RegistryContext::new(registry, "production".into(), max_package_bytes);
     ctx.keys.refresh(&ctx.registry).await.expect("keys");
     let state = AppState::with_registry(Arc::new(ModelRepository::new()), ServerLimits::default(), Some(ctx));
     state.set_ready(true);

@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use ferry_engine::{Engine, EngineError, EngineOptions, error_chain};
+use ferry_engine::{Engine, EngineError, EngineOptions, ModelData, error_chain};
 use ferry_engine_ort::OrtRuntime;
 use ferry_engine_tract::TractEngine;
 use ferry_types::{ModelSignature, TensorSpec};
@@ -76,19 +76,23 @@ pub(crate) fn choose_engine(
     }
 }
 
-/// Loads one instance of `path` on `kind`.
+/// Loads one instance of `model` on `kind`.
 pub(crate) fn load_instance(
     kind: EngineKind,
-    path: &Path,
+    model: ModelData<'_>,
     options: &EngineOptions,
     settings: &EngineSettings,
 ) -> Result<Box<dyn Engine>, EngineError> {
-    match kind {
-        EngineKind::Onnxruntime => {
+    match (kind, model) {
+        (EngineKind::Onnxruntime, model) => {
             let rt = OrtRuntime::init(settings.onnxruntime_lib.as_deref())?;
-            Ok(Box::new(rt.load(path, options)?))
+            Ok(Box::new(match model {
+                ModelData::File(path) => rt.load(path, options)?,
+                ModelData::Memory { bytes, label } => rt.load_bytes(bytes, label, options)?,
+            }))
         }
-        EngineKind::Tract => Ok(Box::new(TractEngine::load(path)?)),
+        (EngineKind::Tract, ModelData::File(path)) => Ok(Box::new(TractEngine::load(path)?)),
+        (EngineKind::Tract, ModelData::Memory { bytes, label }) => Ok(Box::new(TractEngine::load_bytes(bytes, label)?)),
     }
 }
 
@@ -105,7 +109,7 @@ pub fn open_engine(
     let load_err =
         |e: &EngineError| ServingError::Load { name: String::new(), path: path.to_owned(), message: error_chain(e) };
     let (kind, _) = choose_engine(choice, settings).map_err(|e| load_err(&e))?;
-    let engine = load_instance(kind, path, &EngineOptions::default(), settings).map_err(|e| load_err(&e))?;
+    let engine = load_instance(kind, ModelData::File(path), &EngineOptions::default(), settings).map_err(|e| load_err(&e))?;
     Ok((engine, kind))
 }
 

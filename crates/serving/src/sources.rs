@@ -13,12 +13,26 @@ pub struct ModelSource {
     pub name: ModelName,
     /// Version.
     pub version: ModelVersion,
-    /// The `.onnx` file.
+    /// The `.onnx` file; with `bytes`, only its name in errors and logs.
     pub path: PathBuf,
+    /// The model's bytes when it is held in memory (a registry package, decrypted or not, is never unpacked to
+    /// disk); `None` reads `path`.
+    pub bytes: Option<std::sync::Arc<[u8]>>,
     /// Settings from the model's `config.toml`, if any.
     pub config: ModelConfig,
     /// The signature a package's manifest declares; loading fails if the model's own differs.
     pub expected_signature: Option<ModelSignature>,
+}
+
+impl ModelSource {
+    /// Where the engines read the model from.
+    #[must_use]
+    pub fn model_data(&self) -> ferry_engine::ModelData<'_> {
+        match &self.bytes {
+            Some(bytes) => ferry_engine::ModelData::Memory { bytes, label: &self.path },
+            None => ferry_engine::ModelData::File(&self.path),
+        }
+    }
 }
 
 /// `ferry serve a.onnx b.onnx`: each file under its stem, as version 1.
@@ -43,6 +57,7 @@ pub fn sources_from_files(paths: &[PathBuf]) -> Result<Vec<ModelSource>, Serving
             name,
             version,
             path: path.clone(),
+            bytes: None,
             config: ModelConfig::default(),
             expected_signature: None,
         });
@@ -84,6 +99,7 @@ pub fn sources_from_repository(dir: &Path) -> Result<Vec<ModelSource>, ServingEr
                 name: name.clone(),
                 version,
                 path,
+                bytes: None,
                 config: config.clone(),
                 expected_signature: None,
             });

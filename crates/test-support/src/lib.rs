@@ -56,6 +56,7 @@ pub fn load_repository(
             version: ModelVersion::new(1)?,
             path: fixtures_dir().join(format!("models/{name}.onnx")),
             config: config.clone(),
+            bytes: None,
             expected_signature: None,
         };
         let defaults = ModelConfig { engine: Some(engine), ..ModelConfig::default() };
@@ -68,6 +69,7 @@ pub fn load_repository(
 pub const TEST_ADMIN_KEY: &str = "fry_test_admin_key_0123456789abcdef0123456789abcdef";
 
 /// A `ferry serve` process on 127.0.0.1 with a free port, killed when dropped.
+#[derive(Debug)]
 pub struct FerryProcess {
     child: Option<Child>,
     /// `http://127.0.0.1:PORT`
