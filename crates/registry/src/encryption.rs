@@ -309,7 +309,7 @@ mod tests {
         assert_eq!(open(&master, &wrapped, &blob).expect("open"), data);
 
         let mut flipped = blob.clone();
-        flipped[HEADER + SEGMENT + 5] ^= 1;
+        flipped[HEADER + SEGMENT + TAG + 5] ^= 1;
         assert!(open(&master, &wrapped, &flipped).expect_err("flip").to_string().contains("segment 1"));
         let truncated = &blob[..HEADER + SEGMENT + TAG];
         assert!(open(&master, &wrapped, truncated).is_err(), "dropping the tail must fail");
