@@ -9,7 +9,7 @@ mod locate;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use ferry_engine::{ModelData, Engine, EngineError, EngineOptions};
+use ferry_engine::{Engine, EngineError, EngineOptions, ModelData};
 use ferry_types::{ModelSignature, NamedTensor, TensorSpec};
 use ort::environment::Environment;
 use ort::session::builder::GraphOptimizationLevel;
@@ -73,7 +73,12 @@ impl OrtRuntime {
     ///
     /// # Errors
     /// As [`OrtRuntime::load`].
-    pub fn load_bytes(&'static self, bytes: &[u8], label: &Path, options: &EngineOptions) -> Result<OrtEngine, EngineError> {
+    pub fn load_bytes(
+        &'static self,
+        bytes: &[u8],
+        label: &Path,
+        options: &EngineOptions,
+    ) -> Result<OrtEngine, EngineError> {
         self.load_model(ModelData::Memory { bytes, label }, options)
     }
 

@@ -55,7 +55,11 @@ impl TractEngine {
     fn load_model(model: ModelData<'_>) -> Result<Self, EngineError> {
         // tract panics on a few unsupported tensor encodings; a bad model must be an error, never a crash.
         catch_unwind(AssertUnwindSafe(|| Self::load_inner(model))).unwrap_or_else(|panic| {
-            Err(EngineError::Load { engine: ENGINE, path: model.label().to_owned(), source: panic_message(&panic).into() })
+            Err(EngineError::Load {
+                engine: ENGINE,
+                path: model.label().to_owned(),
+                source: panic_message(&panic).into(),
+            })
         })
     }
 

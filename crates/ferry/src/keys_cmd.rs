@@ -190,7 +190,11 @@ fn generate_master(out: &std::path::Path) -> anyhow::Result<()> {
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     let mut file = options.open(out).with_context(|| format!("cannot create {} (it must not exist)", out.display()))?;
     writeln!(file, "{}", key.to_hex().as_str()).with_context(|| format!("cannot write {}", out.display()))?;
-    println!("master key {} written to {}; keep a copy: packages stored under it cannot be read without it", key.id(), out.display());
+    println!(
+        "master key {} written to {}; keep a copy: packages stored under it cannot be read without it",
+        key.id(),
+        out.display()
+    );
     Ok(())
 }
 

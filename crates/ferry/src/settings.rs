@@ -199,9 +199,7 @@ impl Settings {
         let from_env = std::env::var("FERRY_MASTER_KEY").ok().filter(|v| !v.trim().is_empty());
         match (from_env, &self.master_key_file) {
             (Some(_), Some(_)) => bail!("FERRY_MASTER_KEY and master_key_file are both set; give the master key once"),
-            (Some(text), None) => {
-                Ok(Some(ferry_registry::MasterKey::from_hex(&text).context("FERRY_MASTER_KEY")?))
-            }
+            (Some(text), None) => Ok(Some(ferry_registry::MasterKey::from_hex(&text).context("FERRY_MASTER_KEY")?)),
             (None, Some(path)) => read_master_key(path).map(Some),
             (None, None) => Ok(None),
         }

@@ -442,7 +442,8 @@ fn packages_are_encrypted_at_rest_and_a_master_key_rotation_rewraps_only_the_key
     let (blob_before, key_before) = (std::fs::read(&blob).expect("blob"), std::fs::read(&key_file).expect("key"));
 
     // Without the key, or with another one, the server says so and serves nothing wrong.
-    let err = FerryProcess::start_in(ferry(), d, &["--allow-anonymous-inference"], &[]).expect_err("no key").to_string();
+    let err =
+        FerryProcess::start_in(ferry(), d, &["--allow-anonymous-inference"], &[]).expect_err("no key").to_string();
     assert!(err.contains("is encrypted") && err.contains("FERRY_MASTER_KEY"), "{err}");
     let with_new = ["--allow-anonymous-inference", "--master-key-file", "new.key"];
     let err = FerryProcess::start_in(ferry(), d, &with_new, &[]).expect_err("wrong key").to_string();

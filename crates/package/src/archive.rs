@@ -174,9 +174,20 @@ pub fn open_manifest(path: &Path) -> Result<Manifest, PackageError> {
 /// content or size differs, [`PackageError::Manifest`] for a missing, unlisted or duplicated file.
 pub fn verify(path: &Path, extract_to: Option<&Path>, progress: &dyn Fn(u64)) -> Result<PackageContents, PackageError> {
     let file = std::fs::File::open(path).map_err(PackageError::io(path))?;
-    let size = file.metadata().map_err(PackageError::io(path))?.len();
+    verify_from(file, extract_to, progress)
+}
+
+/// [`verify`] on a package read from any reader (one held in memory, say).
+///
+/// # Errors
+/// As [`verify`].
+pub fn verify_from(
+    package: impl Read,
+    extract_to: Option<&Path>,
+    progress: &dyn Fn(u64),
+) -> Result<PackageContents, PackageError> {
     let hashing =
-        HashingReader { inner: ProgressReader { inner: file, read: 0, report: progress }, hasher: Sha256::new() };
+        HashingReader { inner: ProgressReader { inner: package, read: 0, report: progress }, hasher: Sha256::new() };
     let mut archive = tar::Archive::new(BufReader::with_capacity(CHUNK, hashing));
     let mut entries = archive.entries().map_err(malformed)?;
     let first = entries.next().ok_or_else(|| PackageError::Malformed("the archive is empty".into()))?;
@@ -249,8 +260,10 @@ pub fn verify(path: &Path, extract_to: Option<&Path>, progress: &dyn Fn(u64)) ->
     }
     // Hash whatever follows the last entry too (the end-of-archive blocks), so the digest covers the whole file.
     let mut rest = archive.into_inner();
-    std::io::copy(&mut rest, &mut std::io::sink()).map_err(PackageError::io(path))?;
-    let digest = hex::encode(rest.into_inner().hasher.finalize());
+    std::io::copy(&mut rest, &mut std::io::sink()).map_err(PackageError::io(Path::new("the package")))?;
+    let hashing = rest.into_inner();
+    let size = hashing.inner.read;
+    let digest = hex::encode(hashing.hasher.finalize());
     Ok(PackageContents { manifest, digest, size })
 }
 

@@ -15,7 +15,7 @@ mod signing;
 
 pub use archive::{
     MANIFEST_PATH, MODEL_PATH, PROFILE_PATH, PackageContents, PackageInput, VALIDATION_PATH, open_manifest,
-    read_file_from, read_small_file, sha256_file, verify, write_package,
+    read_file_from, read_small_file, sha256_file, verify, verify_from, write_package,
 };
 pub use error::PackageError;
 pub use features::{FeatureLayout, InputColumns};

@@ -1,7 +1,7 @@
 //! Hostile bytes never panic the wire decoders: thousands of seeded mutations of valid requests (byte flips,
 //! truncations, insertions, splices of JSON tokens, absurd header lengths, deep nesting) go through the JSON and
 //! binary-extension decoders, which must answer `Ok` or a precise `Err`. Seeded, so a failure reproduces; bounded in
-//! count, so it runs in CI on the stable toolchain (cargo-fuzz needs nightly, which this machine does not have).
+//! count, so it runs with every `cargo test`; the coverage-guided fuzz targets in `fuzz/` run in CI for a bounded time.
 
 use ferry_protocol::{decode_infer_request, decode_raw};
 use ferry_types::DataType;

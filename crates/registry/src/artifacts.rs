@@ -114,7 +114,12 @@ impl ArtifactStore {
     }
 
     /// Writes `path` to the store under `key`, encrypted for `digest` when `sealer` is given.
-    async fn upload(&self, path: &Path, key: &StorePath, sealer: Option<(Sealer, Vec<u8>)>) -> Result<(), RegistryError> {
+    async fn upload(
+        &self,
+        path: &Path,
+        key: &StorePath,
+        sealer: Option<(Sealer, Vec<u8>)>,
+    ) -> Result<(), RegistryError> {
         let upload = self.store.put_multipart(key).await?;
         let mut writer = WriteMultipart::new_with_chunk_size(upload, CHUNK * 8);
         let mut file = tokio::fs::File::open(path).await.map_err(io("cannot open", path))?;

@@ -120,8 +120,7 @@ impl MasterKey {
             )));
         }
         let corrupt = || RegistryError::Encryption(format!("the key file of package {digest} was altered or damaged"));
-        let nonce: [u8; 12] =
-            hex::decode(&wrapped.nonce).ok().and_then(|n| n.try_into().ok()).ok_or_else(corrupt)?;
+        let nonce: [u8; 12] = hex::decode(&wrapped.nonce).ok().and_then(|n| n.try_into().ok()).ok_or_else(corrupt)?;
         let sealed = hex::decode(&wrapped.wrapped_key).map_err(|_| corrupt())?;
         let aad = wrap_aad(digest);
         let plain = Zeroizing::new(

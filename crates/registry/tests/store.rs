@@ -214,6 +214,7 @@ async fn a_first_rotation_encrypts_plaintext_packages_and_deletion_removes_their
     assert!(matches!(err, RegistryError::Encryption(ref m) if m.contains("is encrypted")), "{err}");
 
     env.registry.delete_model("m", "t").await.expect("delete");
-    let left: Vec<_> = std::fs::read_dir(&blobs).expect("blobs").filter_map(Result::ok).map(|e| e.file_name()).collect();
+    let left: Vec<_> =
+        std::fs::read_dir(&blobs).expect("blobs").filter_map(Result::ok).map(|e| e.file_name()).collect();
     assert!(left.is_empty(), "the package and its key file are gone: {left:?}");
 }

@@ -134,6 +134,9 @@ impl<P: Need> FromRequestParts<AppState> for Authorized<P> {
             audit_failure(state, &access.actor, parts.uri.path(), "denied").await;
             return Err(e.into());
         }
+        if is_management_read(parts) {
+            audit_read(state, &access.actor, parts).await;
+        }
         Ok(Self { access, state: state.clone(), _need: PhantomData })
     }
 }
@@ -207,6 +210,22 @@ impl FailureCounter {
         } else {
             None
         }
+    }
+}
+
+/// Reads of the management API (changes are audited by their handlers, with what changed).
+fn is_management_read(parts: &Parts) -> bool {
+    let path = parts.uri.path();
+    (parts.method == axum::http::Method::GET && path.starts_with("/api/v1/"))
+        || (parts.method == axum::http::Method::POST && path == "/v2/repository/index")
+}
+
+/// Records that a key read the management API: who, which path (and query), allowed.
+async fn audit_read(state: &AppState, actor: &str, parts: &Parts) {
+    let Some(ctx) = state.registry_context() else { return };
+    let target = parts.uri.path_and_query().map_or_else(|| parts.uri.path().to_owned(), ToString::to_string);
+    if let Err(e) = ctx.registry.audit(actor, "read", &target, "allowed").await {
+        tracing::error!(error = %e, "could not audit a management read");
     }
 }
 

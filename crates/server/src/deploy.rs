@@ -8,11 +8,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use ferry_package::MODEL_PATH;
-use futures::StreamExt;
-use sha2::Digest;
 use ferry_registry::{AliasRecord, AliasUpdate, Registry, Selector, VersionRecord};
 use ferry_serving::{LoadedModel, ModelSource};
 use ferry_types::{ErrorKind, ModelName, ModelVersion};
+use futures::StreamExt;
+use sha2::Digest;
 
 use crate::{ApiError, AppState};
 

@@ -335,6 +335,10 @@ async fn keys_roles_scopes_and_the_audit_chain() {
     for want in ["create_key", "auth_failure", "revoke_key"] {
         assert!(actions.contains(&want), "{want} in {actions:?}");
     }
+    // Reads are key uses too: this very listing is recorded, with the key that made it.
+    let read = records.iter().find(|r| r["action"] == "read" && r["target"] == "/api/v1/audit").expect("read audited");
+    assert_eq!(read["outcome"], "allowed");
+    assert!(read["actor"].as_str().is_some_and(|a| !a.is_empty() && a != "unauthenticated"), "{read}");
     let (_, verdict) = send(Some(env.key.clone()), Method::GET, "/api/v1/audit/verify", String::new()).await;
     assert!(verdict.contains(r#""intact":true"#), "{verdict}");
 }

@@ -109,7 +109,8 @@ pub fn open_engine(
     let load_err =
         |e: &EngineError| ServingError::Load { name: String::new(), path: path.to_owned(), message: error_chain(e) };
     let (kind, _) = choose_engine(choice, settings).map_err(|e| load_err(&e))?;
-    let engine = load_instance(kind, ModelData::File(path), &EngineOptions::default(), settings).map_err(|e| load_err(&e))?;
+    let engine =
+        load_instance(kind, ModelData::File(path), &EngineOptions::default(), settings).map_err(|e| load_err(&e))?;
     Ok((engine, kind))
 }
 

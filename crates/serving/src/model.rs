@@ -73,8 +73,8 @@ impl LoadedModel {
         let options = EngineOptions { intra_op_threads: config.intra_op_threads };
         let mut instances = Vec::with_capacity(config.instances);
         for _ in 0..config.instances {
-            let mut instance =
-                load_instance(engine, source.model_data(), &options, settings).map_err(|e| load_err(error_chain(&e)))?;
+            let mut instance = load_instance(engine, source.model_data(), &options, settings)
+                .map_err(|e| load_err(error_chain(&e)))?;
             if let Some(why) =
                 source.expected_signature.as_ref().and_then(|d| signature_mismatch(d, instance.signature()))
             {
