@@ -76,6 +76,7 @@ fn a_fresh_server_prints_its_first_admin_key_once_and_opens_nothing_but_health()
         ("POST", "/v2/repository/index"),
         ("GET", "/api/v1/models"),
         ("GET", "/api/v1/keys"),
+        ("GET", "/api/v1/openapi.json"),
     ] {
         let (status, body) = http_request(&server.addr, method, path, Some(INFER)).expect("call");
         assert_eq!(status, 401, "{method} {path}: {body}");

@@ -135,7 +135,8 @@ fn management_routes() -> Router<AppState> {
         .route("/api/v1/models/{name}/events", get(list_events))
 }
 
-async fn openapi() -> Response {
+/// The API's description; like everything but health, only for key holders (any role).
+async fn openapi(_caller: Authorized<ToRead>) -> Response {
     let json = ManagementApi::openapi().to_pretty_json().unwrap_or_default();
     ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], json).into_response()
 }
