@@ -479,3 +479,65 @@ async fn metrics_count_requests_by_outcome_and_time_each_phase() {
     assert!(!text.contains("no-such-model"));
     assert!(text.contains(r#"le="5e-5""#) || text.contains(r#"le="0.00005""#), "buckets start at 50 µs:\n{text}");
 }
+
+/// Metric names in a PromQL expression: identifiers starting `ferry_` or `process_`.
+fn metric_names(expr: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let bytes = expr.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        let starts_word = i == 0 || !(bytes[i - 1].is_ascii_alphanumeric() || bytes[i - 1] == b'_');
+        if starts_word && (expr[i..].starts_with("ferry_") || expr[i..].starts_with("process_")) {
+            let end = expr[i..].find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).map_or(expr.len(), |e| i + e);
+            names.push(expr[i..end].to_owned());
+            i = end;
+        } else {
+            i += 1;
+        }
+    }
+    names
+}
+
+#[tokio::test]
+async fn the_grafana_dashboard_names_only_metrics_ferry_exposes() {
+    let state = tiny_state(ModelConfig::default());
+    assert_eq!(post_json(&state, "/v2/models/tiny_add/infer", tiny_request(1)).await.status, StatusCode::OK);
+    let reply = call(&state, Method::GET, "/metrics", &[], Body::empty()).await;
+    let text = String::from_utf8_lossy(&reply.body).into_owned();
+    let exposed: std::collections::BTreeSet<&str> = text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| l.split(['{', ' ']).next())
+        .collect();
+
+    let path = ferry_test_support::repo_root().join("deploy/grafana/ferry.json");
+    let dashboard: Value = serde_json::from_str(&std::fs::read_to_string(&path).expect("dashboard")).expect("JSON");
+    let mut named = std::collections::BTreeSet::new();
+    for panel in dashboard["panels"].as_array().expect("panels") {
+        assert!(panel["title"].as_str().is_some_and(|t| !t.is_empty()), "every panel has a title: {panel}");
+        for target in panel["targets"].as_array().expect("targets") {
+            named.extend(metric_names(target["expr"].as_str().expect("expr")));
+        }
+    }
+    for query in dashboard["templating"]["list"].as_array().expect("variables") {
+        if let Some(q) = query["query"].as_str() {
+            named.extend(metric_names(q));
+        }
+    }
+    let missing: Vec<&String> = named.iter().filter(|n| !exposed.contains(n.as_str())).collect();
+    assert!(missing.is_empty(), "the dashboard names metrics ferry does not expose: {missing:?}\nexposed: {exposed:?}");
+    // And it covers every family: traffic, latency by phase, batching, queues, loading, the process.
+    for family in [
+        "ferry_requests_total",
+        "ferry_request_duration_seconds_bucket",
+        "ferry_batch_size_sum",
+        "ferry_queue_depth",
+        "ferry_inflight_requests",
+        "ferry_model_loaded",
+        "ferry_model_load_seconds",
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+    ] {
+        assert!(named.contains(family), "the dashboard shows {family}");
+    }
+}
