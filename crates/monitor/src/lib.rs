@@ -1,8 +1,11 @@
-//! Model monitoring for ferry: metric definitions, drift statistics and live accuracy.
+//! Model monitoring for ferry: pure statistics, no I/O.
 //!
-//! This first module, [`metrics`], holds the baseline model-quality metrics (classification and regression), defined
-//! to equal scikit-learn's. The crate is pure Rust and does no I/O.
+//! - [`metrics`]: model-quality metrics (classification and regression), equal to scikit-learn's;
+//! - [`drift`]: data and prediction drift of a column against a reference, equal to Evidently's;
+//! - [`concept`]: concept-drift detectors on an error stream (ADWIN, Page-Hinkley, DDM), equal to river's.
 
+pub mod concept;
+pub mod drift;
 pub mod metrics;
 
 pub use metrics::{MetricsError, Probabilities, classification_metrics, regression_metrics};

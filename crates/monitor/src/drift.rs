@@ -1,0 +1,780 @@
+//! Data and prediction drift of one column between a reference sample and a current one, computed as Evidently
+//! (0.7, Apache-2.0) computes it: its default choice of test, its statistics (through scipy's definitions), its
+//! binning and its comparisons, so that the scores and verdicts equal Evidently's on the same data.
+//!
+//! Rules, from Evidently's `legacy/calculations/stattests` (which its current API calls):
+//! - values that are NaN or ±∞ are dropped from each side first; a side left empty is an error;
+//! - default test, by the reference's size (after cleaning) and the number of distinct values of both sides:
+//!   up to 1,000 reference rows, K-S for a numerical column with more than 5 values, chi-square for 3–5 values or a
+//!   categorical column with more than 2, the two-proportion Z-test for at most 2; above 1,000 rows, the Wasserstein
+//!   distance normed by the reference's population standard deviation (floored at 0.001) for a numerical column
+//!   with more than 5 values, else the Jensen–Shannon distance (natural log);
+//! - K-S drifts at p ≤ threshold, chi-square and Z at p < threshold, every distance at ≥ threshold;
+//! - binning for Jensen–Shannon, PSI and KL: numpy's Sturges edges over reference ∪ current when the column is
+//!   numerical with more than 20 distinct reference values, else one bin per value; PSI and KL replace empty bins
+//!   (each side on its own) by its smallest non-zero share / 10⁶ when that is ≤ 10⁻⁴, else by 10⁻⁴.
+//!
+//! One known divergence: above 10,000 rows on either side scipy's K-S p-value comes from the finite-n Kolmogorov
+//! distribution (`kstwo`); ferry uses the limiting Kolmogorov distribution there (as scipy did before 1.5).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use statrs::distribution::{ChiSquared, ContinuousCDF, Normal};
+
+/// A drift statistic, named as Evidently names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Method {
+    /// Two-sample Kolmogorov–Smirnov p-value (scipy's `ks_2samp`, exact up to 10,000 rows).
+    Ks,
+    /// Chi-square goodness-of-fit p-value of current counts against reference shares.
+    #[serde(rename = "chisquare")]
+    ChiSquare,
+    /// Two-proportion Z-test p-value (pooled).
+    Z,
+    /// Wasserstein-1 distance divided by the reference's standard deviation.
+    Wasserstein,
+    /// Jensen–Shannon distance, natural log.
+    #[serde(rename = "jensenshannon")]
+    JensenShannon,
+    /// Population stability index.
+    Psi,
+    /// Kullback–Leibler divergence of reference from current.
+    KlDiv,
+    /// Hellinger distance.
+    Hellinger,
+}
+
+impl Method {
+    /// Every method.
+    pub const ALL: [Self; 8] = [
+        Self::Ks,
+        Self::ChiSquare,
+        Self::Z,
+        Self::Wasserstein,
+        Self::JensenShannon,
+        Self::Psi,
+        Self::KlDiv,
+        Self::Hellinger,
+    ];
+
+    /// Evidently's name for it.
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Ks => "ks",
+            Self::ChiSquare => "chisquare",
+            Self::Z => "z",
+            Self::Wasserstein => "wasserstein",
+            Self::JensenShannon => "jensenshannon",
+            Self::Psi => "psi",
+            Self::KlDiv => "kl_div",
+            Self::Hellinger => "hellinger",
+        }
+    }
+
+    /// The method of an Evidently name.
+    #[must_use]
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|m| m.name() == name)
+    }
+
+    /// Whether the score is a p-value (small means drift) rather than a distance (large means drift).
+    #[must_use]
+    pub const fn is_p_value(self) -> bool {
+        matches!(self, Self::Ks | Self::ChiSquare | Self::Z)
+    }
+
+    /// Evidently's default threshold.
+    #[must_use]
+    pub const fn default_threshold(self) -> f64 {
+        if self.is_p_value() { 0.05 } else { 0.1 }
+    }
+
+    /// Whether `score` means drift at `threshold`, with Evidently's comparison for this method.
+    #[must_use]
+    pub fn drifted(self, score: f64, threshold: f64) -> bool {
+        match self {
+            Self::Ks => score <= threshold,
+            Self::ChiSquare | Self::Z => score < threshold,
+            _ => score >= threshold,
+        }
+    }
+
+    /// Whether the method may be asked for on a column of this kind (Evidently's allowed types: chi-square and
+    /// Z are for categorical columns when named, although the default choice applies them to numerical columns
+    /// with few values).
+    #[must_use]
+    pub const fn allows(self, kind: ColumnKind) -> bool {
+        match self {
+            Self::Ks | Self::Wasserstein => matches!(kind, ColumnKind::Numerical),
+            Self::ChiSquare | Self::Z => matches!(kind, ColumnKind::Categorical),
+            _ => true,
+        }
+    }
+}
+
+/// How a column's values are compared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ColumnKind {
+    /// Numbers: order and distance matter.
+    Numerical,
+    /// Labels: only equality matters.
+    Categorical,
+}
+
+/// A column's values on one side.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Column {
+    /// Numbers (NaN and ±∞ are dropped before testing).
+    Numerical(Vec<f64>),
+    /// Labels (missing values should be left out by the caller).
+    Categorical(Vec<String>),
+}
+
+impl Column {
+    /// Numerical or categorical.
+    #[must_use]
+    pub const fn kind(&self) -> ColumnKind {
+        match self {
+            Self::Numerical(_) => ColumnKind::Numerical,
+            Self::Categorical(_) => ColumnKind::Categorical,
+        }
+    }
+}
+
+/// Why a column cannot be tested.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum DriftError {
+    /// A side has no values (after dropping NaN and ±∞).
+    #[error("the {0} data has no values to compare (after dropping NaN and infinities)")]
+    Empty(&'static str),
+    /// Reference and current are of different kinds.
+    #[error("the reference column is {reference:?} but the current one is {current:?}")]
+    KindMismatch {
+        /// The reference's kind.
+        reference: ColumnKind,
+        /// The current data's kind.
+        current: ColumnKind,
+    },
+    /// The method does not apply to this kind of column.
+    #[error("{method} does not apply to a {kind:?} column")]
+    NotApplicable {
+        /// The method's name.
+        method: &'static str,
+        /// The column's kind.
+        kind: ColumnKind,
+    },
+    /// A threshold that is not a finite number.
+    #[error("the threshold must be a finite number, got {0}")]
+    BadThreshold(f64),
+}
+
+/// What one column's test found.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ColumnDrift {
+    /// The method used.
+    pub method: Method,
+    /// Whether it was chosen by Evidently's default rule (rather than configured).
+    pub default_method: bool,
+    /// The p-value or distance.
+    pub score: f64,
+    /// The threshold it was compared with.
+    pub threshold: f64,
+    /// The verdict.
+    pub drifted: bool,
+    /// Reference values after cleaning.
+    pub reference_count: usize,
+    /// Current values after cleaning.
+    pub current_count: usize,
+}
+
+/// Evidently's default test for a column (sizes and distinct counts after cleaning).
+#[must_use]
+pub fn default_method(reference_rows: usize, kind: ColumnKind, distinct_values: usize) -> Method {
+    match (reference_rows <= 1000, kind) {
+        (true, ColumnKind::Numerical) if distinct_values > 5 => Method::Ks,
+        (true, _) if distinct_values > 2 => Method::ChiSquare,
+        (true, _) => Method::Z,
+        (false, ColumnKind::Numerical) if distinct_values > 5 => Method::Wasserstein,
+        (false, _) => Method::JensenShannon,
+    }
+}
+
+/// A column prepared for testing: values sorted, with the union of distinct values and the counts of each side.
+struct Prepared {
+    kind: ColumnKind,
+    /// Sorted numerical values (empty for categorical columns).
+    reference: Vec<f64>,
+    current: Vec<f64>,
+    /// Distinct values of both sides in a fixed order, with each side's count.
+    keys: Vec<Key>,
+    reference_counts: Vec<f64>,
+    current_counts: Vec<f64>,
+    reference_len: usize,
+    current_len: usize,
+    /// Distinct values of the reference alone.
+    reference_distinct: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, PartialOrd)]
+enum Key {
+    Number(f64),
+    Label(String),
+}
+
+fn counts_of<K: Ord + Clone>(reference: &[K], current: &[K]) -> (Vec<K>, Vec<f64>, Vec<f64>, usize) {
+    let mut table: BTreeMap<K, (f64, f64)> = BTreeMap::new();
+    for v in reference {
+        table.entry(v.clone()).or_default().0 += 1.0;
+    }
+    let reference_distinct = table.len();
+    for v in current {
+        table.entry(v.clone()).or_default().1 += 1.0;
+    }
+    let mut keys = Vec::with_capacity(table.len());
+    let (mut r, mut c) = (Vec::with_capacity(table.len()), Vec::with_capacity(table.len()));
+    for (k, (a, b)) in table {
+        keys.push(k);
+        r.push(a);
+        c.push(b);
+    }
+    (keys, r, c, reference_distinct)
+}
+
+/// An `f64` ordered totally, for use as a map key (NaN never reaches here).
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Ordered(f64);
+
+impl Eq for Ordered {}
+impl PartialOrd for Ordered {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Ordered {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        // -0.0 and 0.0 are one value, as in pandas.
+        (self.0 + 0.0).total_cmp(&(other.0 + 0.0))
+    }
+}
+
+fn prepare(reference: &Column, current: &Column) -> Result<Prepared, DriftError> {
+    match (reference, current) {
+        (Column::Numerical(r), Column::Numerical(c)) => {
+            let clean = |v: &[f64]| {
+                let mut out: Vec<f64> = v.iter().copied().filter(|x| x.is_finite()).collect();
+                out.sort_by(f64::total_cmp);
+                out
+            };
+            let (r, c) = (clean(r), clean(c));
+            check_sizes(r.len(), c.len())?;
+            let wrap = |v: &[f64]| v.iter().map(|&x| Ordered(x)).collect::<Vec<_>>();
+            let (keys, rc, cc, distinct) = counts_of(&wrap(&r), &wrap(&c));
+            Ok(Prepared {
+                kind: ColumnKind::Numerical,
+                reference_len: r.len(),
+                current_len: c.len(),
+                keys: keys.into_iter().map(|k| Key::Number(k.0)).collect(),
+                reference_counts: rc,
+                current_counts: cc,
+                reference_distinct: distinct,
+                reference: r,
+                current: c,
+            })
+        }
+        (Column::Categorical(r), Column::Categorical(c)) => {
+            check_sizes(r.len(), c.len())?;
+            let (keys, rc, cc, distinct) = counts_of(r, c);
+            Ok(Prepared {
+                kind: ColumnKind::Categorical,
+                reference_len: r.len(),
+                current_len: c.len(),
+                keys: keys.into_iter().map(Key::Label).collect(),
+                reference_counts: rc,
+                current_counts: cc,
+                reference_distinct: distinct,
+                reference: Vec::new(),
+                current: Vec::new(),
+            })
+        }
+        (r, c) => Err(DriftError::KindMismatch { reference: r.kind(), current: c.kind() }),
+    }
+}
+
+fn check_sizes(reference: usize, current: usize) -> Result<(), DriftError> {
+    if reference == 0 {
+        return Err(DriftError::Empty("reference"));
+    }
+    if current == 0 {
+        return Err(DriftError::Empty("current"));
+    }
+    Ok(())
+}
+
+/// Tests one column for drift: with `method` and `threshold` when given, else Evidently's defaults.
+///
+/// # Errors
+/// [`DriftError`] for an empty side, mismatched kinds, a method that does not apply, or a bad threshold.
+pub fn column_drift(
+    reference: &Column,
+    current: &Column,
+    method: Option<Method>,
+    threshold: Option<f64>,
+) -> Result<ColumnDrift, DriftError> {
+    let p = prepare(reference, current)?;
+    let chosen = match method {
+        Some(m) if !m.allows(p.kind) => return Err(DriftError::NotApplicable { method: m.name(), kind: p.kind }),
+        Some(m) => m,
+        None => default_method(p.reference_len, p.kind, p.keys.len()),
+    };
+    let threshold = threshold.unwrap_or_else(|| chosen.default_threshold());
+    if !threshold.is_finite() {
+        return Err(DriftError::BadThreshold(threshold));
+    }
+    let score = match chosen {
+        Method::Ks => ks_2samp(&p.reference, &p.current),
+        Method::ChiSquare => chi_square(&p),
+        Method::Z => z_test(&p),
+        Method::Wasserstein => wasserstein(&p.reference, &p.current) / population_std(&p.reference).max(0.001),
+        Method::JensenShannon => {
+            let (r, c) = binned(&p, false);
+            jensen_shannon(&r, &c)
+        }
+        Method::Psi => {
+            let (r, c) = binned(&p, true);
+            r.iter().zip(&c).map(|(a, b)| (a - b) * (a / b).ln()).sum()
+        }
+        Method::KlDiv => {
+            let (r, c) = binned(&p, true);
+            kl_divergence(&r, &c)
+        }
+        Method::Hellinger => hellinger(&p),
+    };
+    Ok(ColumnDrift {
+        method: chosen,
+        default_method: method.is_none(),
+        score,
+        threshold,
+        drifted: chosen.drifted(score, threshold),
+        reference_count: p.reference_len,
+        current_count: p.current_len,
+    })
+}
+
+/// Evidently's dataset verdict: the share of drifted columns, and drift when it reaches `drift_share` (0.5).
+#[must_use]
+pub fn dataset_drift(columns: &[ColumnDrift], drift_share: f64) -> (f64, bool) {
+    if columns.is_empty() {
+        return (0.0, false);
+    }
+    let drifted = columns.iter().filter(|c| c.drifted).count();
+    #[allow(clippy::cast_precision_loss)] // column counts are small
+    let share = drifted as f64 / columns.len() as f64;
+    (share, share >= drift_share)
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Kolmogorov–Smirnov (scipy.stats.ks_2samp, two-sided, method "auto").
+
+/// The two-sided p-value of `ks_2samp(a, b)` for sorted, non-empty samples.
+fn ks_2samp(a: &[f64], b: &[f64]) -> f64 {
+    let (n1, n2) = (a.len(), b.len());
+    let d = ks_statistic(a, b);
+    let g = gcd(n1, n2);
+    if n1.max(n2) <= 10_000
+        && let Some(p) = ks_exact(n1, n2, g, d)
+    {
+        return p.clamp(0.0, 1.0);
+    }
+    #[allow(clippy::cast_precision_loss)]
+    let (m, n) = (n1.max(n2) as f64, n1.min(n2) as f64);
+    let en = m * n / (m + n);
+    kolmogorov_sf(en.sqrt() * d).clamp(0.0, 1.0)
+}
+
+/// D = max |F_a − F_b| over every observed value, each CDF evaluated as (count ≤ x) / n.
+fn ks_statistic(a: &[f64], b: &[f64]) -> f64 {
+    #[allow(clippy::cast_precision_loss)]
+    let (n1, n2) = (a.len() as f64, b.len() as f64);
+    let (mut i, mut j) = (0, 0);
+    let (mut max_diff, mut min_diff) = (f64::NEG_INFINITY, f64::INFINITY);
+    while i < a.len() || j < b.len() {
+        let x = match (a.get(i), b.get(j)) {
+            (Some(&x), Some(&y)) => x.min(y),
+            (Some(&x), None) => x,
+            (None, Some(&y)) => y,
+            (None, None) => break,
+        };
+        while i < a.len() && a[i] <= x {
+            i += 1;
+        }
+        while j < b.len() && b[j] <= x {
+            j += 1;
+        }
+        #[allow(clippy::cast_precision_loss)]
+        let diff = i as f64 / n1 - j as f64 / n2;
+        max_diff = max_diff.max(diff);
+        min_diff = min_diff.min(diff);
+    }
+    let min_s = (-min_diff).clamp(0.0, 1.0);
+    if min_s > max_diff { min_s } else { max_diff }
+}
+
+const fn gcd(mut a: usize, mut b: usize) -> usize {
+    while b != 0 {
+        let t = a % b;
+        a = b;
+        b = t;
+    }
+    a
+}
+
+/// scipy's `_attempt_exact_2kssamp`, two-sided; `None` when the computation fails (scipy then falls back).
+fn ks_exact(n1: usize, n2: usize, g: usize, d: f64) -> Option<f64> {
+    let lcm = (n1 / g) * n2;
+    #[allow(clippy::cast_precision_loss, clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    let h = (d * lcm as f64).round_ties_even() as usize;
+    if h == 0 {
+        return Some(1.0);
+    }
+    let p = if n1 == n2 { prob_outside_square(n1, h) } else { outer_prob_inside(n1, n2, g, h) };
+    (p.is_finite() && (0.0..=1.0).contains(&p)).then_some(p)
+}
+
+/// scipy's `_compute_prob_outside_square(n, h)`.
+#[allow(clippy::cast_precision_loss)]
+fn prob_outside_square(n: usize, h: usize) -> f64 {
+    let mut total = 0.0;
+    let mut k = n / h;
+    loop {
+        let mut p1 = 1.0;
+        for j in 0..h {
+            p1 = (n as f64 - (k * h) as f64 - j as f64) * p1 / ((n + k * h + j + 1) as f64);
+        }
+        total = p1 * (1.0 - total);
+        if k == 0 {
+            break;
+        }
+        k -= 1;
+    }
+    2.0 * total
+}
+
+/// scipy's `_compute_outer_prob_inside_method(m, n, g, h)` (Hodges' inside method, computing 1 − p directly).
+#[allow(clippy::cast_precision_loss, clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+fn outer_prob_inside(m: usize, n: usize, g: usize, h: usize) -> f64 {
+    let (m, n) = if m < n { (n, m) } else { (m, n) };
+    let (mg, ng) = (m / g, n / g);
+    let (hf, mgf, ngf) = (h as f64, mg as f64, ng as f64);
+    let mut minj: usize = 0;
+    let mut maxj: usize = ((hf / mgf).ceil() as usize).min(n + 1);
+    let mut curlen = maxj - minj;
+    let len_a = (2 * maxj + 2).min(n + 1);
+    let mut a = vec![1.0f64; len_a];
+    for v in a.iter_mut().take(maxj).skip(minj) {
+        *v = 0.0;
+    }
+    for i in 1..=m {
+        let (lastminj, lastlen) = (minj, curlen);
+        let lower = ((ngf * i as f64 - hf) / mgf).floor() + 1.0;
+        minj = if lower > 0.0 { (lower as usize).min(n) } else { 0 };
+        maxj = (((ngf * i as f64 + hf) / mgf).ceil() as usize).min(n + 1);
+        if maxj <= minj {
+            return 1.0;
+        }
+        let mut val = if minj == 0 { 0.0 } else { 1.0 };
+        for jj in 0..(maxj - minj) {
+            let j = jj + minj;
+            val = (a[jj + minj - lastminj] * i as f64 + val * j as f64) / ((i + j) as f64);
+            a[jj] = val;
+        }
+        curlen = maxj - minj;
+        if lastlen > curlen {
+            for v in &mut a[maxj - minj..maxj - minj + (lastlen - curlen)] {
+                *v = 1.0;
+            }
+        }
+    }
+    a[maxj - minj - 1]
+}
+
+/// The limiting Kolmogorov distribution's survival function, P(K > t) = 2 Σ (−1)^(k−1) e^(−2k²t²).
+fn kolmogorov_sf(t: f64) -> f64 {
+    if t <= 0.0 {
+        return 1.0;
+    }
+    if t < 0.2 {
+        // The alternating series converges slowly here; the complementary (Jacobi theta) form is exact to 1e-16.
+        let q = (-std::f64::consts::PI.powi(2) / (8.0 * t * t)).exp();
+        let cdf = (2.0 * std::f64::consts::PI).sqrt() / t * (q + q.powi(9) + q.powi(25));
+        return 1.0 - cdf;
+    }
+    let mut sum = 0.0;
+    for k in 1..=100 {
+        let kf = f64::from(k);
+        let term = (-2.0 * kf * kf * t * t).exp();
+        sum += if k % 2 == 1 { term } else { -term };
+        if term < 1e-18 {
+            break;
+        }
+    }
+    2.0 * sum
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Tests on counts.
+
+/// scipy's `chisquare(f_obs, f_exp)` with f_exp = reference counts × (m / n): the upper tail of χ²(k − 1).
+fn chi_square(p: &Prepared) -> f64 {
+    #[allow(clippy::cast_precision_loss)]
+    let k_norm = p.current_len as f64 / p.reference_len as f64;
+    let mut stat = 0.0;
+    for (r, c) in p.reference_counts.iter().zip(&p.current_counts) {
+        let expected = r * k_norm;
+        stat += (c - expected) * (c - expected) / expected;
+    }
+    let df = p.keys.len().saturating_sub(1);
+    if df == 0 {
+        // One value on both sides: scipy gives NaN (0/0 degrees of freedom); no drift can be shown.
+        return f64::NAN;
+    }
+    if stat.is_infinite() {
+        return 0.0;
+    }
+    #[allow(clippy::cast_precision_loss)]
+    ChiSquared::new(df as f64).map_or(f64::NAN, |d| d.sf(stat))
+}
+
+/// The pooled two-proportion Z-test: each value is 0 when it equals the smallest key, else 1.
+fn z_test(p: &Prepared) -> f64 {
+    if p.keys.len() == 1 {
+        return 1.0;
+    }
+    #[allow(clippy::cast_precision_loss)]
+    let (n1, n2) = (p.reference_len as f64, p.current_len as f64);
+    let p1 = (n1 - p.reference_counts[0]) / n1;
+    let p2 = (n2 - p.current_counts[0]) / n2;
+    let pooled = (p1 * n1 + p2 * n2) / (n1 + n2);
+    let z = (p1 - p2) / (pooled * (1.0 - pooled) * (1.0 / n1 + 1.0 / n2)).sqrt();
+    let normal = Normal::standard();
+    2.0 * (1.0 - normal.cdf(z.abs()))
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Distances.
+
+/// scipy's `wasserstein_distance(u, v)` (unit weights): ∫ |F_u − F_v| over the merged sorted values.
+fn wasserstein(u: &[f64], v: &[f64]) -> f64 {
+    #[allow(clippy::cast_precision_loss)]
+    let (nu, nv) = (u.len() as f64, v.len() as f64);
+    let mut all: Vec<f64> = u.iter().chain(v).copied().collect();
+    all.sort_by(f64::total_cmp);
+    let (mut i, mut j) = (0, 0);
+    let mut total = 0.0;
+    for w in all.windows(2) {
+        let x = w[0];
+        while i < u.len() && u[i] <= x {
+            i += 1;
+        }
+        while j < v.len() && v[j] <= x {
+            j += 1;
+        }
+        #[allow(clippy::cast_precision_loss)]
+        let gap = (i as f64 / nu - j as f64 / nv).abs();
+        total += gap * (w[1] - w[0]);
+    }
+    total
+}
+
+/// numpy's `std` (ddof = 0), two-pass.
+fn population_std(v: &[f64]) -> f64 {
+    #[allow(clippy::cast_precision_loss)]
+    let n = v.len() as f64;
+    let mean = v.iter().sum::<f64>() / n;
+    (v.iter().map(|x| (x - mean) * (x - mean)).sum::<f64>() / n).sqrt()
+}
+
+/// scipy's `jensenshannon(p, q)` with natural log (both renormalised to sum 1).
+fn jensen_shannon(p: &[f64], q: &[f64]) -> f64 {
+    let (sp, sq): (f64, f64) = (p.iter().sum(), q.iter().sum());
+    let mut js = 0.0;
+    for (a, b) in p.iter().zip(q) {
+        let (a, b) = (a / sp, b / sq);
+        let m = (a + b) / 2.0;
+        js += rel_entr(a, m) + rel_entr(b, m);
+    }
+    (js / 2.0).sqrt()
+}
+
+/// scipy's `rel_entr(x, y)`: x ln(x/y), 0 when x = 0.
+fn rel_entr(x: f64, y: f64) -> f64 {
+    if x == 0.0 && y >= 0.0 {
+        0.0
+    } else if x > 0.0 && y > 0.0 {
+        x * (x / y).ln()
+    } else {
+        f64::INFINITY
+    }
+}
+
+/// scipy's `entropy(p, q)`: Σ p ln(p/q) with both normalised.
+fn kl_divergence(p: &[f64], q: &[f64]) -> f64 {
+    let (sp, sq): (f64, f64) = (p.iter().sum(), q.iter().sum());
+    p.iter().zip(q).map(|(a, b)| rel_entr(a / sp, b / sq)).sum()
+}
+
+/// Evidently's Hellinger distance: per value for categorical columns; for numerical ones, numpy density histograms
+/// over Sturges edges of the distinct values of both sides, times the bin width.
+fn hellinger(p: &Prepared) -> f64 {
+    let overlap = match p.kind {
+        ColumnKind::Categorical => {
+            #[allow(clippy::cast_precision_loss)]
+            let (n1, n2) = (p.reference_len as f64, p.current_len as f64);
+            p.reference_counts.iter().zip(&p.current_counts).map(|(r, c)| ((r / n1) * (c / n2)).sqrt()).sum::<f64>()
+        }
+        ColumnKind::Numerical => {
+            let keys: Vec<f64> =
+                p.keys.iter().filter_map(|k| if let Key::Number(x) = k { Some(*x) } else { None }).collect();
+            let edges = sturges_edges(&keys);
+            let width = (edges[edges.len() - 1] - edges[0]) / (edges.len() - 1) as f64;
+            let (h1, h2) = (density(&p.reference, &edges), density(&p.current, &edges));
+            h1.iter().zip(&h2).map(|(a, b)| (a * b).sqrt() * width).sum::<f64>()
+        }
+    };
+    (1.0 - overlap.clamp(0.0, 1.0)).sqrt()
+}
+
+/// Evidently's `get_binned_data`: shares per bin of each side, zero bins filled when `fill_zeroes`.
+fn binned(p: &Prepared, fill_zeroes: bool) -> (Vec<f64>, Vec<f64>) {
+    #[allow(clippy::cast_precision_loss)]
+    let (n1, n2) = (p.reference_len as f64, p.current_len as f64);
+    let (mut r, mut c) = if p.kind == ColumnKind::Numerical && p.reference_distinct > 20 {
+        let combined: Vec<f64> = p.reference.iter().chain(&p.current).copied().collect();
+        let edges = sturges_edges(&combined);
+        let share = |v: &[f64], n: f64| histogram(v, &edges).into_iter().map(|k| k / n).collect::<Vec<_>>();
+        (share(&p.reference, n1), share(&p.current, n2))
+    } else {
+        (
+            p.reference_counts.iter().map(|k| k / n1).collect::<Vec<_>>(),
+            p.current_counts.iter().map(|k| k / n2).collect::<Vec<_>>(),
+        )
+    };
+    if fill_zeroes {
+        fill(&mut r);
+        fill(&mut c);
+    }
+    (r, c)
+}
+
+/// Replaces zeros by the smallest non-zero share / 10⁶ when that is ≤ 10⁻⁴, else by 10⁻⁴.
+fn fill(shares: &mut [f64]) {
+    let smallest = shares.iter().copied().filter(|&s| s != 0.0).fold(f64::INFINITY, f64::min);
+    if !smallest.is_finite() {
+        return;
+    }
+    let filler = if smallest <= 0.0001 { smallest / 1e6 } else { 0.0001 };
+    for s in shares.iter_mut().filter(|s| **s == 0.0) {
+        *s = filler;
+    }
+}
+
+/// numpy's `histogram_bin_edges(values, bins="sturges")`.
+fn sturges_edges(values: &[f64]) -> Vec<f64> {
+    let (lo, hi) = values.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &x| (lo.min(x), hi.max(x)));
+    #[allow(clippy::cast_precision_loss)]
+    let width = (hi - lo) / ((values.len() as f64).log2() + 1.0);
+    let (first, last) = if lo == hi { (lo - 0.5, hi + 0.5) } else { (lo, hi) };
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    let bins = if width > 0.0 { ((last - first) / width).ceil() as usize } else { 1 };
+    linspace(first, last, bins + 1)
+}
+
+/// numpy's `linspace(start, stop, num)` with the endpoint.
+fn linspace(start: f64, stop: f64, num: usize) -> Vec<f64> {
+    #[allow(clippy::cast_precision_loss)]
+    let step = (stop - start) / (num - 1) as f64;
+    #[allow(clippy::cast_precision_loss)]
+    let mut out: Vec<f64> = (0..num).map(|i| i as f64 * step + start).collect();
+    if let Some(last) = out.last_mut() {
+        *last = stop;
+    }
+    out
+}
+
+/// numpy's `histogram(values, edges)` for sorted `values`: bins [a, b) except the last, [a, b]; values outside are
+/// not counted.
+fn histogram(sorted: &[f64], edges: &[f64]) -> Vec<f64> {
+    let below = |e: f64| sorted.partition_point(|&x| x < e);
+    let mut cumulative: Vec<usize> = edges[..edges.len() - 1].iter().map(|&e| below(e)).collect();
+    cumulative.push(sorted.partition_point(|&x| x <= edges[edges.len() - 1]));
+    #[allow(clippy::cast_precision_loss)]
+    cumulative.windows(2).map(|w| (w[1] - w[0]) as f64).collect()
+}
+
+/// numpy's `histogram(values, edges, density=True)`.
+fn density(sorted: &[f64], edges: &[f64]) -> Vec<f64> {
+    let counts = histogram(sorted, edges);
+    let total: f64 = counts.iter().sum();
+    counts.iter().zip(edges.windows(2)).map(|(c, w)| c / total / (w[1] - w[0])).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn num(v: &[f64]) -> Column {
+        Column::Numerical(v.to_vec())
+    }
+
+    #[test]
+    fn the_default_test_follows_evidently_rule() {
+        use ColumnKind::{Categorical, Numerical};
+        assert_eq!(default_method(1000, Numerical, 6), Method::Ks);
+        assert_eq!(default_method(1000, Numerical, 5), Method::ChiSquare);
+        assert_eq!(default_method(1000, Numerical, 2), Method::Z);
+        assert_eq!(default_method(1000, Categorical, 3), Method::ChiSquare);
+        assert_eq!(default_method(1001, Numerical, 6), Method::Wasserstein);
+        assert_eq!(default_method(1001, Numerical, 5), Method::JensenShannon);
+        assert_eq!(default_method(1001, Categorical, 50), Method::JensenShannon);
+    }
+
+    #[test]
+    fn comparisons_are_evidently_asymmetric_ones() {
+        assert!(Method::Ks.drifted(0.05, 0.05));
+        assert!(!Method::ChiSquare.drifted(0.05, 0.05));
+        assert!(!Method::Z.drifted(0.05, 0.05));
+        assert!(Method::Wasserstein.drifted(0.1, 0.1));
+    }
+
+    #[test]
+    fn known_scipy_values() {
+        // scipy.stats.ks_2samp([1,2,3,4,5], [3,4,5,6,7,8]) → p-value 0.35714285714285715 (exact, unequal sizes).
+        let r = column_drift(&num(&[1., 2., 3., 4., 5.]), &num(&[3., 4., 5., 6., 7., 8.]), Some(Method::Ks), None)
+            .expect("ks");
+        assert!((r.score - 0.357_142_857_142_857_15).abs() < 1e-12, "{}", r.score);
+        // Equal sizes take the square-path formula: ks_2samp([0..10), [5..15)) → p = 0.16782134274394334.
+        let a: Vec<f64> = (0..10).map(f64::from).collect();
+        let b: Vec<f64> = (5..15).map(f64::from).collect();
+        let r = column_drift(&num(&a), &num(&b), Some(Method::Ks), None).expect("ks");
+        assert!((r.score - 0.167_821_342_743_943_34).abs() < 1e-12, "{}", r.score);
+        // wasserstein_distance([0,1,3], [5,6,8]) = 5.0; std([0,1,3]) = 1.247219128924647.
+        let r = column_drift(&num(&[0., 1., 3.]), &num(&[5., 6., 8.]), Some(Method::Wasserstein), None).expect("w");
+        assert!((r.score - 5.0 / 1.247_219_128_924_647).abs() < 1e-12, "{}", r.score);
+    }
+
+    #[test]
+    fn bad_input_is_an_error_not_a_number() {
+        let empty = column_drift(&num(&[f64::NAN, f64::INFINITY]), &num(&[1.0]), None, None).expect_err("empty");
+        assert_eq!(empty, DriftError::Empty("reference"));
+        let labels = Column::Categorical(vec!["a".into()]);
+        assert!(matches!(column_drift(&num(&[1.0]), &labels, None, None), Err(DriftError::KindMismatch { .. })));
+        assert!(matches!(
+            column_drift(&labels, &labels, Some(Method::Ks), None),
+            Err(DriftError::NotApplicable { .. })
+        ));
+        assert!(column_drift(&num(&[1.0]), &num(&[1.0]), None, Some(f64::NAN)).is_err());
+    }
+}
