@@ -3,6 +3,7 @@
 
 mod client;
 mod config_cmd;
+mod drift_cmd;
 mod keys_cmd;
 mod logging;
 mod pack;
@@ -61,6 +62,8 @@ enum Command {
     /// Read and verify the tamper-evident audit log.
     #[command(subcommand)]
     Audit(keys_cmd::AuditCommand),
+    /// Compare a current CSV with a reference (CSV or package) for data drift, with Evidently's numbers.
+    Drift(drift_cmd::DriftArgs),
     /// Inspect the effective configuration.
     #[command(subcommand)]
     Config(config_cmd::ConfigCommand),
@@ -84,6 +87,11 @@ fn main() -> ExitCode {
         Command::Audit(cmd) => keys_cmd::run_audit(cmd),
         Command::Subjects(cmd) => keys_cmd::run_subjects(cmd),
         Command::Config(cmd) => config_cmd::run(cmd),
+        Command::Drift(args) => match drift_cmd::run(&args) {
+            Ok(true) if args.fail_on_drift => return ExitCode::from(drift_cmd::DRIFT_EXIT),
+            Ok(_) => Ok(()),
+            Err(e) => Err(e),
+        },
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -364,6 +364,46 @@ pub fn column_drift(
     })
 }
 
+/// The two distributions side by side, binned as Evidently bins them for Jensen–Shannon (no zero filling): for a
+/// report or a chart.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Histograms {
+    /// One label per bin: `[a, b)` ranges (the last closed) or the values themselves.
+    pub bins: Vec<String>,
+    /// Share of reference values per bin.
+    pub reference: Vec<f64>,
+    /// Share of current values per bin.
+    pub current: Vec<f64>,
+}
+
+/// Bins both sides of a column for display.
+///
+/// # Errors
+/// As [`column_drift`].
+pub fn histograms(reference: &Column, current: &Column) -> Result<Histograms, DriftError> {
+    let p = prepare(reference, current)?;
+    let (r, c) = binned(&p, false);
+    let bins = if p.kind == ColumnKind::Numerical && p.reference_distinct > 20 {
+        let combined: Vec<f64> = p.reference.iter().chain(&p.current).copied().collect();
+        let edges = sturges_edges(&combined);
+        let last = edges.len() - 2;
+        edges
+            .windows(2)
+            .enumerate()
+            .map(|(i, w)| format!("[{:.4}, {:.4}{}", w[0], w[1], if i == last { "]" } else { ")" }))
+            .collect()
+    } else {
+        p.keys
+            .iter()
+            .map(|k| match k {
+                Key::Number(x) => format!("{x}"),
+                Key::Label(l) => l.clone(),
+            })
+            .collect()
+    };
+    Ok(Histograms { bins, reference: r, current: c })
+}
+
 /// Evidently's dataset verdict: the share of drifted columns, and drift when it reaches `drift_share` (0.5).
 #[must_use]
 pub fn dataset_drift(columns: &[ColumnDrift], drift_share: f64) -> (f64, bool) {

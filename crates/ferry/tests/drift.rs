@@ -1,0 +1,182 @@
+//! `ferry drift` end to end: a shifted current file is flagged column by column with Evidently's tests, an
+//! unshifted one is not, the numbers are the monitor crate's, a package's profile serves as the reference, the HTML
+//! report charts every column, and bad input gets a clear error.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use ferry_monitor::drift::{Column, Method, column_drift};
+use ferry_test_support::fixtures_dir;
+use serde_json::Value;
+
+fn ferry(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ferry")).args(args).current_dir(dir).output().expect("run ferry")
+}
+
+/// A deterministic stream of uniform numbers in [0, 1).
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self) -> f64 {
+        self.0 = self.0.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        #[allow(clippy::cast_precision_loss)]
+        let x = (self.0 >> 11) as f64 / (1u64 << 53) as f64;
+        x
+    }
+}
+
+/// Rows of `x` (roughly normal, mean `shift`), `colour` (a/b/c with weights) and `constant`.
+fn write_csv(path: &Path, rows: usize, shift: f64, weights: [f64; 3], seed: u64) -> Vec<(f64, String)> {
+    let mut rng = Lcg(seed);
+    let mut out = String::from("x,colour,constant\n");
+    let mut values = Vec::new();
+    for _ in 0..rows {
+        let x = (0..12).map(|_| rng.next()).sum::<f64>() - 6.0 + shift;
+        let x = (x * 10_000.0).round() / 10_000.0;
+        let u = rng.next();
+        let colour = if u < weights[0] {
+            "a"
+        } else if u < weights[0] + weights[1] {
+            "b"
+        } else {
+            "c"
+        };
+        out.push_str(&format!("{x},{colour},7\n"));
+        values.push((x, colour.to_owned()));
+    }
+    std::fs::write(path, out).expect("write csv");
+    values
+}
+
+fn json_of(out: &Output) -> Value {
+    assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("JSON")
+}
+
+fn column<'a>(report: &'a Value, name: &str) -> &'a Value {
+    report["columns"].as_array().expect("columns").iter().find(|c| c["column"] == name).expect("column")
+}
+
+#[test]
+fn a_shifted_file_drifts_an_unshifted_one_does_not_with_the_monitor_numbers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let reference = write_csv(&d.join("ref.csv"), 500, 0.0, [0.5, 0.3, 0.2], 1);
+    let shifted = write_csv(&d.join("shifted.csv"), 400, 0.6, [0.2, 0.3, 0.5], 2);
+    // The first 400 rows of the reference itself: the same distribution, whatever the random draw.
+    write_csv(&d.join("same.csv"), 400, 0.0, [0.5, 0.3, 0.2], 1);
+
+    let report = json_of(&ferry(d, &["drift", "--reference", "ref.csv", "--current", "shifted.csv", "--json"]));
+    let x = column(&report, "x");
+    assert_eq!((x["method"].as_str(), x["drifted"].as_bool()), (Some("ks"), Some(true)), "{x}");
+    let colour = column(&report, "colour");
+    assert_eq!((colour["method"].as_str(), colour["drifted"].as_bool()), (Some("chisquare"), Some(true)), "{colour}");
+    let constant = column(&report, "constant");
+    assert_eq!((constant["method"].as_str(), constant["score"].as_f64()), (Some("z"), Some(1.0)), "{constant}");
+    assert_eq!(report["dataset_drift"], true);
+    assert!((report["drifted_share"].as_f64().expect("share") - 2.0 / 3.0).abs() < 1e-12);
+
+    // The CLI's numbers are the monitor crate's on the same values.
+    let expected = column_drift(
+        &Column::Numerical(reference.iter().map(|r| r.0).collect()),
+        &Column::Numerical(shifted.iter().map(|r| r.0).collect()),
+        None,
+        None,
+    )
+    .expect("drift");
+    assert_eq!(expected.method, Method::Ks);
+    assert!((x["score"].as_f64().expect("score") - expected.score).abs() < 1e-15, "{x} vs {expected:?}");
+    assert_eq!(x["histograms"]["reference"].as_array().map(Vec::len), x["histograms"]["bins"].as_array().map(Vec::len));
+
+    let same = json_of(&ferry(d, &["drift", "--reference", "ref.csv", "--current", "same.csv", "--json"]));
+    assert!(same["columns"].as_array().expect("columns").iter().all(|c| c["drifted"] == false), "{same}");
+    assert_eq!(same["dataset_drift"], false);
+
+    // For pipelines: status 3 on drift, 0 otherwise.
+    let table = ferry(d, &["drift", "--reference", "ref.csv", "--current", "shifted.csv", "--fail-on-drift"]);
+    assert_eq!(table.status.code(), Some(3));
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(text.contains("dataset drift: YES") && text.contains("DRIFT"), "{text}");
+    let calm = ferry(d, &["drift", "--reference", "ref.csv", "--current", "same.csv", "--fail-on-drift"]);
+    assert_eq!(calm.status.code(), Some(0));
+
+    // A chosen method and threshold apply to every column they fit.
+    let psi = json_of(&ferry(
+        d,
+        &[
+            "drift",
+            "--reference",
+            "ref.csv",
+            "--current",
+            "shifted.csv",
+            "--method",
+            "psi",
+            "--threshold",
+            "0.2",
+            "--json",
+        ],
+    ));
+    assert!(psi["columns"].as_array().expect("columns").iter().all(|c| c["method"] == "psi" && c["threshold"] == 0.2));
+
+    // The HTML report: the verdict, and a chart per column.
+    let out = ferry(d, &["drift", "--reference", "ref.csv", "--current", "shifted.csv", "--html", "report.html"]);
+    assert!(out.status.success());
+    let html = std::fs::read_to_string(d.join("report.html")).expect("report");
+    assert_eq!(html.matches("<svg class=\"histogram\"").count(), 3);
+    assert!(html.contains("Dataset drift: yes") && html.contains("<h2>colour</h2>"), "{html}");
+}
+
+fn fixture(name: &str) -> PathBuf {
+    fixtures_dir().join("tabular").join(name)
+}
+
+#[test]
+fn a_package_profile_is_a_reference_with_the_same_numbers_as_its_csv() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let model = ferry_test_support::repo_root().join("examples/models/iris/1/model.onnx");
+    let (model, reference, current) =
+        (model.to_str().expect("utf8"), fixture("iris_reference.csv"), fixture("iris_validation.csv"));
+    let (reference, current) = (reference.to_str().expect("utf8"), current.to_str().expect("utf8"));
+    let packed = ferry(d, &["pack", model, "--name", "iris", "--reference", reference, "-o", "iris.ferry"]);
+    assert!(packed.status.success(), "{}", String::from_utf8_lossy(&packed.stderr));
+
+    let from_package = json_of(&ferry(d, &["drift", "--reference", "iris.ferry", "--current", current, "--json"]));
+    let from_csv = json_of(&ferry(d, &["drift", "--reference", reference, "--current", current, "--json"]));
+    let columns = from_package["columns"].as_array().expect("columns");
+    assert_eq!(columns.len(), 4, "the four features, not the label: {from_package}");
+    for c in columns {
+        let name = c["column"].as_str().expect("name");
+        let other = column(&from_csv, name);
+        assert_eq!(c["method"], other["method"], "{name}");
+        assert!(
+            (c["score"].as_f64().expect("score") - other["score"].as_f64().expect("score")).abs() < 1e-12,
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn bad_input_gets_a_clear_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    write_csv(&d.join("ref.csv"), 50, 0.0, [0.5, 0.3, 0.2], 1);
+    std::fs::write(d.join("other.csv"), "y,z\n1,2\n").expect("write");
+    std::fs::write(d.join("header_only.csv"), "x,colour\n").expect("write");
+    std::fs::write(d.join("ragged.csv"), "x,colour\n1,a\n2\n").expect("write");
+    for (args, want) in [
+        (vec!["--current", "missing.csv"], "missing.csv"),
+        (vec!["--current", "other.csv"], "no column in common"),
+        (vec!["--current", "header_only.csv"], "no rows"),
+        (vec!["--current", "ragged.csv"], "row 3"),
+        (vec!["--current", "ref.csv", "--method", "magic"], "unknown drift method \"magic\"; known: ks, chisquare"),
+        (vec!["--current", "ref.csv", "--method", "chisquare", "--columns", "x"], "chisquare does not apply"),
+        (vec!["--current", "ref.csv", "--drift-share", "2"], "between 0 and 1"),
+    ] {
+        let mut all = vec!["drift", "--reference", "ref.csv"];
+        all.extend(args.iter().copied());
+        let out = ferry(d, &all);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains(want), "{args:?}: {err}");
+    }
+}
