@@ -78,6 +78,15 @@ async fn serve(files: Vec<PathBuf>, settings: Settings) -> anyhow::Result<()> {
         context.prediction_log = Some(ferry_server::PredictionLog::start(config, context.registry.clone()));
         tracing::info!(models = ?p.models, retention_days = p.retention_days, "prediction logging on");
     }
+    if settings.monitoring.enabled {
+        let m = &settings.monitoring;
+        context.drift_watch = Some(ferry_server::DriftWatch::start(ferry_server::DriftWatchConfig {
+            sample_rate: m.sample_rate,
+            window_rows: m.window_rows,
+            buffer: m.buffer,
+            drift_share: m.drift_share,
+        }));
+    }
     let limits = ServerLimits {
         max_request_bytes: settings.max_request_bytes,
         max_concurrent_requests: settings.max_concurrent_requests,

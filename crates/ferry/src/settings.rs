@@ -73,6 +73,8 @@ pub struct Settings {
     pub orphan_grace_seconds: u64,
     /// Prediction logging (off unless `models` names some).
     pub prediction_log: PredictionLogSettings,
+    /// Live drift of registry models against their packages' reference profiles.
+    pub monitoring: MonitoringSettings,
     /// Defaults for every model; a model's own `config.toml` overrides them.
     pub models: ModelConfig,
 }
@@ -104,6 +106,7 @@ impl Default for Settings {
             master_key_file: None,
             models: ModelConfig::default(),
             prediction_log: PredictionLogSettings::default(),
+            monitoring: MonitoringSettings::default(),
         }
     }
 }
@@ -125,6 +128,28 @@ pub struct PredictionLogSettings {
 impl Default for PredictionLogSettings {
     fn default() -> Self {
         Self { models: Vec::new(), subject_header: "x-subject-id".into(), redact: Vec::new(), retention_days: 30 }
+    }
+}
+
+/// `[monitoring]`: live drift of served registry models.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MonitoringSettings {
+    /// Watch drift at all.
+    pub enabled: bool,
+    /// Share of requests copied for drift (0 to 1).
+    pub sample_rate: f64,
+    /// Rows per drift window.
+    pub window_rows: usize,
+    /// Samples waiting to be folded into windows; past this they are dropped (and counted), never waited for.
+    pub buffer: usize,
+    /// Share of drifted columns at which a window counts as drifted.
+    pub drift_share: f64,
+}
+
+impl Default for MonitoringSettings {
+    fn default() -> Self {
+        Self { enabled: true, sample_rate: 1.0, window_rows: 1000, buffer: 10_000, drift_share: 0.5 }
     }
 }
 
@@ -154,6 +179,7 @@ const ENV_KEYS: &[&str] = &[
     "master_key_file",
     "models",
     "prediction_log",
+    "monitoring",
 ];
 
 impl Settings {
@@ -179,6 +205,13 @@ impl Settings {
         }
         if ferry_types::ModelName::new(self.serve_alias.as_str()).is_err() {
             bail!("serve_alias {:?} is not a valid alias name", self.serve_alias);
+        }
+        let m = &self.monitoring;
+        if !(0.0..=1.0).contains(&m.sample_rate) || !(0.0..=1.0).contains(&m.drift_share) {
+            bail!("monitoring.sample_rate and monitoring.drift_share must be between 0 and 1");
+        }
+        if m.window_rows == 0 || m.buffer == 0 {
+            bail!("monitoring.window_rows and monitoring.buffer must be at least 1");
         }
         if self.prediction_log.retention_days == 0 {
             bail!("prediction_log.retention_days must be at least 1");
@@ -368,9 +401,11 @@ impl SettingsArgs {
         }
         figment = figment
             .merge(Env::prefixed("FERRY_").split("__").filter(|k| {
-                // Filtering sees the raw name (e.g. `MODELS__ENGINE`), before lowercasing and splitting.
+                // The filter sees the key after `split` made `MODELS__ENGINE` into `models.engine`; only its first
+                // part decides.
                 let key = k.as_str().to_ascii_lowercase();
-                ENV_KEYS.contains(&key.split("__").next().unwrap_or_default())
+                let top = key.split("__").next().and_then(|k| k.split('.').next()).unwrap_or_default();
+                ENV_KEYS.contains(&top)
             }))
             .merge(Serialized::defaults(self));
         if let Some(engine) = self.engine {
@@ -395,6 +430,20 @@ mod tests {
         let s = Settings::default();
         s.validate().expect("defaults are valid");
         assert_eq!((s.host.as_str(), s.http_port), ("127.0.0.1", 8000));
+    }
+
+    #[test]
+    fn nested_settings_come_from_double_underscore_variables() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("FERRY_MONITORING__WINDOW_ROWS", "200");
+            jail.set_env("FERRY_PREDICTION_LOG__RETENTION_DAYS", "5");
+            jail.set_env("FERRY_MODELS__INSTANCES", "3");
+            let s = SettingsArgs::default().load().map_err(|e| e.to_string())?;
+            assert_eq!(s.monitoring.window_rows, 200);
+            assert_eq!(s.prediction_log.retention_days, 5);
+            assert_eq!(s.models.instances, Some(3));
+            Ok(())
+        });
     }
 
     #[test]

@@ -180,3 +180,127 @@ fn bad_input_gets_a_clear_error() {
         assert!(!out.status.success() && err.contains(want), "{args:?}: {err}");
     }
 }
+
+/// The iris reference rows, as feature vectors.
+fn iris_rows() -> Vec<[f64; 4]> {
+    std::fs::read_to_string(fixture("iris_reference.csv"))
+        .expect("reference")
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let v: Vec<f64> = l.split(',').map(|x| x.parse().expect("number")).collect();
+            [v[0], v[1], v[2], v[3]]
+        })
+        .collect()
+}
+
+/// Sends `rows` to the served iris model, 40 rows per request.
+fn infer_rows(addr: &str, rows: &[[f64; 4]]) {
+    for chunk in rows.chunks(40) {
+        let data: Vec<f64> = chunk.iter().flatten().copied().collect();
+        let body = serde_json::json!({"inputs": [{"name": "input", "shape": [chunk.len(), 4], "datatype": "FP32", "data": data}]});
+        let (status, text) =
+            ferry_test_support::http_request(addr, "POST", "/v2/models/iris/infer", Some(body.to_string().as_bytes()))
+                .expect("infer");
+        assert_eq!(status, 200, "{text}");
+    }
+}
+
+/// Polls the monitoring endpoint until `windows` windows are complete (bounded in time).
+fn monitoring_after(addr: &str, windows: u64) -> Value {
+    let started = std::time::Instant::now();
+    loop {
+        let (status, text) = ferry_test_support::http_request_as(
+            addr,
+            Some(ferry_test_support::TEST_ADMIN_KEY),
+            "GET",
+            "/api/v1/models/iris/monitoring",
+            None,
+        )
+        .expect("monitoring");
+        assert_eq!(status, 200, "{text}");
+        let v: Value = serde_json::from_str(&text).expect("JSON");
+        if v["windows_completed"].as_u64() >= Some(windows) {
+            return v;
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(20), "no window completed: {v}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_served_model_under_shifted_traffic_shows_drift_and_under_its_own_data_none() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let model = ferry_test_support::repo_root().join("examples/models/iris/1/model.onnx");
+    let reference = fixture("iris_reference.csv");
+    let packed = ferry(
+        d,
+        &[
+            "pack",
+            model.to_str().expect("utf8"),
+            "--name",
+            "iris",
+            "--reference",
+            reference.to_str().expect("utf8"),
+            "-o",
+            "iris.ferry",
+        ],
+    );
+    assert!(packed.status.success(), "{}", String::from_utf8_lossy(&packed.stderr));
+    let server = ferry_test_support::FerryProcess::start_in(
+        Path::new(env!("CARGO_BIN_EXE_ferry")),
+        d,
+        &["--allow-anonymous-inference"],
+        &[("FERRY_MONITORING__WINDOW_ROWS", "200")],
+    )
+    .expect("serve");
+    let push = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(["push", "iris.ferry", "--alias", "production"])
+        .current_dir(d)
+        .env("FERRY_SERVER", &server.base_url)
+        .env("FERRY_API_KEY", ferry_test_support::TEST_ADMIN_KEY)
+        .output()
+        .expect("push");
+    assert!(push.status.success(), "{}", String::from_utf8_lossy(&push.stderr));
+
+    // The reference's own rows, twice: 240 rows fill one 200-row window, with nothing drifted.
+    let rows = iris_rows();
+    infer_rows(&server.addr, &[rows.clone(), rows.clone()].concat());
+    let calm = monitoring_after(&server.addr, 1);
+    let window = &calm["latest"];
+    assert_eq!(window["rows"], 200, "{calm}");
+    assert_eq!(window["dataset_drift"], false, "{calm}");
+    let columns = window["columns"].as_array().expect("columns");
+    assert!(columns.iter().any(|c| c["role"] == "output"), "prediction drift is watched too: {calm}");
+    for c in columns {
+        assert_eq!(c["drifted"], false, "{c}");
+    }
+
+    // Shifted petals: the inputs and the predictions drift.
+    let shifted: Vec<[f64; 4]> = rows.iter().map(|r| [r[0], r[1], r[2] + 2.0, r[3] + 1.0]).collect();
+    infer_rows(&server.addr, &[shifted.clone(), shifted.clone()].concat());
+    let alarmed = monitoring_after(&server.addr, 2);
+    let window = &alarmed["latest"];
+    let drifted = |name: &str| {
+        window["columns"].as_array().expect("columns").iter().find(|c| c["column"] == name).expect("column")["drifted"]
+            .clone()
+    };
+    assert_eq!(drifted("petal_length"), true, "{alarmed}");
+    assert_eq!(drifted("petal_width"), true, "{alarmed}");
+    assert_eq!(window["columns"][0]["method"], "ks", "120 reference rows: Evidently picks K-S");
+
+    let (_, metrics) = ferry_test_support::http_request_as(
+        &server.addr,
+        Some(ferry_test_support::TEST_ADMIN_KEY),
+        "GET",
+        "/metrics",
+        None,
+    )
+    .expect("metrics");
+    assert!(
+        metrics.contains(r#"ferry_drift_detected{model="iris",version="1",feature="petal_length"} 1"#),
+        "{metrics}"
+    );
+    assert!(metrics.contains(r#"ferry_drift_score{model="iris",version="1",feature="petal_length",method="ks"}"#));
+}

@@ -41,6 +41,8 @@ pub struct RegistryContext {
     pub default_limits: crate::DefaultLimits,
     /// Whether inference without a key is allowed (as the anonymous predictor).
     pub allow_anonymous_inference: bool,
+    /// Live drift of the served versions against their packages' reference profiles, when on.
+    pub drift_watch: Option<Arc<crate::DriftWatch>>,
     /// One lock per model, so that alias moves on one model are applied in order.
     locks: parking_lot::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
@@ -87,6 +89,7 @@ impl RegistryContext {
             prediction_log: None,
             default_limits: crate::DefaultLimits::default(),
             allow_anonymous_inference: false,
+            drift_watch: None,
             locks: parking_lot::Mutex::default(),
         }
     }
@@ -114,6 +117,9 @@ impl RegistryContext {
         }
         let target = self.registry.aliases_of(name).await?.get(&self.serve_alias).copied();
         let Some(version) = target else {
+            if let Some(watch) = &self.drift_watch {
+                watch.unregister(name);
+            }
             if let Ok(removed) = state.repository().unload(name) {
                 tracing::info!(model = name, alias = %self.serve_alias, "no serving alias any more; unloaded");
                 tokio::task::spawn_blocking(move || drop(removed));
@@ -124,7 +130,7 @@ impl RegistryContext {
             return Ok(Synced::Serving(version));
         }
         let record = self.registry.resolve(name, &Selector::Version(version)).await?;
-        let model = self.materialize(&record).await?;
+        let (model, profile) = self.materialize(&record).await?;
         let source = ModelSource {
             name: ModelName::new(name).map_err(|e| ApiError::new(ErrorKind::InvalidInput, e.to_string()))?,
             version: ModelVersion::new(version).map_err(|e| ApiError::new(ErrorKind::InvalidInput, e.to_string()))?,
@@ -141,6 +147,20 @@ impl RegistryContext {
         let old = state.repository().swap(loaded);
         let previous: Vec<u64> = old.iter().map(|m| m.version()).collect();
         tokio::task::spawn_blocking(move || drop(old));
+        if let Some(watch) = &self.drift_watch {
+            match profile {
+                Some(profile) => {
+                    let reference = crate::watch::Reference::from_profile(
+                        version,
+                        &record.manifest.signature,
+                        &record.manifest.features,
+                        profile,
+                    );
+                    watch.register(name, reference);
+                }
+                None => watch.unregister(name),
+            }
+        }
         tracing::info!(model = name, version, ?previous, alias = %self.serve_alias, "now serving");
         Ok(Synced::Serving(version))
     }
@@ -257,7 +277,10 @@ impl RegistryContext {
     /// when it is stored encrypted), its digest checked, and `model.onnx` taken out and checked against the
     /// manifest. Nothing of it is written to disk, so an encrypted package never exists in plaintext outside
     /// this process.
-    async fn materialize(&self, record: &VersionRecord) -> Result<Arc<[u8]>, ApiError> {
+    async fn materialize(
+        &self,
+        record: &VersionRecord,
+    ) -> Result<(Arc<[u8]>, Option<ferry_package::Profile>), ApiError> {
         let (size, mut stream) = self.registry.artifacts().open(&record.digest).await?;
         let mut package = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
         let mut hasher = sha2::Sha256::new();
@@ -273,13 +296,28 @@ impl RegistryContext {
                 format!("stored package {} reads back as {digest}", record.digest),
             ));
         }
-        let model = tokio::task::spawn_blocking(move || {
+        let has_profile = record.manifest.file(ferry_package::PROFILE_PATH).is_some();
+        let (model, profile) = tokio::task::spawn_blocking(move || {
             let whole = package.len() as u64;
-            ferry_package::read_file_from(package.as_slice(), MODEL_PATH, whole)
+            let model = ferry_package::read_file_from(package.as_slice(), MODEL_PATH, whole)?;
+            let profile = if has_profile {
+                Some(ferry_package::read_file_from(package.as_slice(), ferry_package::PROFILE_PATH, whole)?)
+            } else {
+                None
+            };
+            Ok::<_, ferry_package::PackageError>((model, profile))
         })
         .await
         .map_err(|e| ApiError::new(ErrorKind::Internal, format!("reading the package panicked: {e}")))?
         .map_err(|e| ApiError::new(ErrorKind::Internal, format!("stored package {}: {e}", record.digest)))?;
-        Ok(model.into())
+        // A profile that does not parse only costs drift watching, never serving.
+        let profile = profile.and_then(|bytes| match serde_json::from_slice::<ferry_package::Profile>(&bytes) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                tracing::warn!(digest = %record.digest, error = %e, "the package's profile is unreadable; no drift watch");
+                None
+            }
+        });
+        Ok((model.into(), profile))
     }
 }

@@ -189,6 +189,12 @@ impl GrpcInferenceService for GrpcService {
         let started = std::time::Instant::now();
         let log = log.filter(|l| l.wants(model.name()));
         let logged_inputs = log.as_ref().map(|_| decoded.inputs.clone());
+        let watch = self
+            .state
+            .registry_context()
+            .and_then(|c| c.drift_watch.clone())
+            .filter(|w| w.wants(model.name(), model.version()));
+        let watched_inputs = watch.as_ref().map(|_| decoded.inputs.clone());
         let result = model.infer(InferRequest { inputs: decoded.inputs, outputs, timeout }).await;
         let (metrics, elapsed) = (self.state.metrics(), started.elapsed());
         match &result {
@@ -201,6 +207,9 @@ impl GrpcInferenceService for GrpcService {
         let response = result.map_err(status)?;
         if let (Some(log), Some(inputs)) = (&log, &logged_inputs) {
             log.record(model.name(), model.version(), subject, inputs, &response.outputs);
+        }
+        if let (Some(watch), Some(inputs)) = (&watch, watched_inputs) {
+            watch.observe(model.name(), model.version(), inputs, &response.outputs);
         }
         Ok(Response::new(encode_model_infer(model.name(), &model.version().to_string(), decoded.id, response.outputs)))
     }

@@ -15,6 +15,7 @@ mod predlog;
 pub(crate) mod routes;
 mod state;
 mod tls;
+mod watch;
 
 use std::future::Future;
 
@@ -30,6 +31,7 @@ pub use predlog::{PredictionLog, PredictionLogConfig};
 pub use routes::management::ManagementApi;
 pub use state::{AppState, ServerLimits};
 pub use tls::{TlsError, TlsFiles};
+pub use watch::{DriftWatch, DriftWatchConfig, ModelDrift};
 
 /// Protocol extensions ferry implements, as `GET /v2` lists them.
 pub const EXTENSIONS: &[&str] = &["binary_tensor_data", "statistics", "model_repository"];

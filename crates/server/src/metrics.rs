@@ -239,6 +239,9 @@ fn scrape_time(out: &mut String, state: &AppState) {
         let _ = writeln!(out, "ferry_batch_size_sum{{{labels}}} {sum}.0");
         let _ = writeln!(out, "ferry_batch_size_count{{{labels}}} {count}");
     }
+    if let Some(watch) = state.registry_context().and_then(|c| c.drift_watch.as_ref()) {
+        drift_families(out, watch);
+    }
     let in_use = state.limits().max_concurrent_requests.saturating_sub(state.concurrency().available_permits());
     let _ = writeln!(out, "# HELP ferry_inflight_requests HTTP requests being handled.");
     let _ = writeln!(out, "# TYPE ferry_inflight_requests gauge");
@@ -251,6 +254,48 @@ fn scrape_time(out: &mut String, state: &AppState) {
         let _ = writeln!(out, "# TYPE process_resident_memory_bytes gauge");
         let _ = writeln!(out, "process_resident_memory_bytes {rss}");
     }
+}
+
+/// The latest drift window of every watched model.
+fn drift_families(out: &mut String, watch: &crate::DriftWatch) {
+    let all = watch.all();
+    let _ = writeln!(out, "# HELP ferry_drift_score The drift test's score (p-value or distance) in the last window.");
+    let _ = writeln!(out, "# TYPE ferry_drift_score gauge");
+    for m in &all {
+        for c in m.latest.iter().flat_map(|w| &w.columns) {
+            let _ = writeln!(
+                out,
+                "ferry_drift_score{{model=\"{}\",version=\"{}\",feature=\"{}\",method=\"{}\"}} {}",
+                m.model,
+                m.version,
+                escape_label(&c.column),
+                c.drift.method.name(),
+                c.drift.score
+            );
+        }
+    }
+    let _ = writeln!(out, "# HELP ferry_drift_detected Whether the column drifted in the last window.");
+    let _ = writeln!(out, "# TYPE ferry_drift_detected gauge");
+    for m in &all {
+        for c in m.latest.iter().flat_map(|w| &w.columns) {
+            let _ = writeln!(
+                out,
+                "ferry_drift_detected{{model=\"{}\",version=\"{}\",feature=\"{}\"}} {}",
+                m.model,
+                m.version,
+                escape_label(&c.column),
+                u8::from(c.drift.drifted)
+            );
+        }
+    }
+    let _ = writeln!(out, "# HELP ferry_drift_samples_dropped Drift samples dropped because the buffer was full.");
+    let _ = writeln!(out, "# TYPE ferry_drift_samples_dropped counter");
+    let _ = writeln!(out, "ferry_drift_samples_dropped_total {}", watch.dropped());
+}
+
+/// A Prometheus label value: backslash, quote and newline escaped (column names come from CSV headers).
+fn escape_label(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
 /// CPU seconds and resident bytes of this process, from /proc (Linux); `None` elsewhere.

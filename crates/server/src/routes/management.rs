@@ -47,6 +47,7 @@ use crate::{ApiError, AppState};
         set_alias,
         delete_alias,
         list_events,
+        model_monitoring,
         crate::routes::keys::create_key,
         crate::routes::keys::list_keys,
         crate::routes::keys::revoke_key,
@@ -133,6 +134,7 @@ fn management_routes() -> Router<AppState> {
         .route("/api/v1/models/{name}/aliases", get(list_aliases))
         .route("/api/v1/models/{name}/aliases/{alias}", get(get_alias).put(set_alias).delete(delete_alias))
         .route("/api/v1/models/{name}/events", get(list_events))
+        .route("/api/v1/models/{name}/monitoring", get(model_monitoring))
 }
 
 /// The API's description; like everything but health, only for key holders (any role).
@@ -428,6 +430,35 @@ async fn delete_alias(
         ctx.sync_model(&state, name.as_str()).await?;
     }
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(get, path = "/api/v1/models/{name}/monitoring", tag = "models",
+    params(("name" = String, Path, description = "Model name")),
+    responses((status = 200, description = "Live drift of the served version against its package's reference \
+        profile: the last completed window (per feature and output: test, score, threshold, verdict, both \
+        histograms; the dataset verdict), the rows gathered in the window filling now, samples dropped",
+        body = serde_json::Value),
+        (status = 404, body = ErrorResponse)))]
+async fn model_monitoring(
+    auth: Authorized<ToRead>,
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<crate::ModelDrift>, ApiError> {
+    let name = model_name(&name)?;
+    auth.on(name.as_str()).await?;
+    let ctx = registry(&state)?;
+    let watch = ctx.drift_watch.as_ref().ok_or_else(|| {
+        ApiError::new(ErrorKind::NotFound, "drift monitoring is off on this server ([monitoring] enabled)")
+    })?;
+    watch.status(name.as_str()).map(Json).ok_or_else(|| {
+        ApiError::new(
+            ErrorKind::NotFound,
+            format!(
+                "model {name:?} is not watched: it is not served from the registry, or its package has no reference \
+                 profile (pack it with --reference)"
+            ),
+        )
+    })
 }
 
 #[utoipa::path(get, path = "/api/v1/models/{name}/events", tag = "models",

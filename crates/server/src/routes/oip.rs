@@ -187,6 +187,9 @@ async fn run_infer(
     // Logged models keep a copy of their inputs (only they pay for it).
     let log = state.registry_context().and_then(|c| c.prediction_log.clone()).filter(|l| l.wants(model.name()));
     let logged_inputs = log.as_ref().map(|_| request.inputs.clone());
+    let watch =
+        state.registry_context().and_then(|c| c.drift_watch.clone()).filter(|w| w.wants(model.name(), model.version()));
+    let watched_inputs = watch.as_ref().map(|_| request.inputs.clone());
     let response = model
         .infer(InferRequest {
             inputs: request.inputs,
@@ -197,6 +200,9 @@ async fn run_infer(
     if let (Some(log), Some(inputs)) = (&log, &logged_inputs) {
         let subject = headers.get(log.subject_header.as_str()).and_then(|v| v.to_str().ok()).map(str::to_owned);
         log.record(model.name(), model.version(), subject, inputs, &response.outputs);
+    }
+    if let (Some(watch), Some(inputs)) = (&watch, watched_inputs) {
+        watch.observe(model.name(), model.version(), inputs, &response.outputs);
     }
     let timing = (response.queue, response.compute);
     let outputs: Vec<_> = response.outputs.into_iter().zip(wanted).map(|(t, (_, binary))| (t, binary)).collect();
