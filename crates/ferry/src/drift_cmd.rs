@@ -99,7 +99,7 @@ pub fn run(args: &DriftArgs) -> anyhow::Result<bool> {
             .with_context(|| format!("the reference has no column {name:?}"))?;
         let current_values =
             current.get(name).with_context(|| format!("{} has no column {name:?}", args.current.display()))?;
-        let (r, c) = columns_of(reference_values, current_values);
+        let (r, c) = columns_of(name, reference_values, current_values)?;
         let drift = column_drift(&r, &c, method, args.threshold).with_context(|| format!("column {name:?}"))?;
         let hist = histograms(&r, &c).with_context(|| format!("column {name:?}"))?;
         let kind = if matches!(r, Column::Numerical(_)) { "numerical" } else { "categorical" };
@@ -198,19 +198,21 @@ fn read_csv(path: &Path) -> anyhow::Result<BTreeMap<String, Vec<String>>> {
     Ok(header.into_iter().zip(columns).collect())
 }
 
-/// Both sides as numbers when every value of both parses as one, else both as labels.
-fn columns_of(reference: &Values, current: &[String]) -> (Column, Column) {
+/// Both sides as numbers when every value of both parses as one, else both as labels; a column the package's
+/// profile holds as numbers must be numbers in the current data too.
+fn columns_of(name: &str, reference: &Values, current: &[String]) -> anyhow::Result<(Column, Column)> {
     let numbers = |cells: &[String]| cells.iter().map(|c| c.parse::<f64>().ok()).collect::<Option<Vec<f64>>>();
-    match (reference, numbers(current)) {
+    Ok(match (reference, numbers(current)) {
         (Values::Numbers(r), Some(c)) => (Column::Numerical(r.clone()), Column::Numerical(c)),
+        (Values::Numbers(_), None) => {
+            let bad = current.iter().find(|c| c.parse::<f64>().is_err()).cloned().unwrap_or_default();
+            bail!("column {name:?} is numerical in the reference, but the current data holds {bad:?}");
+        }
         (Values::Cells(r), Some(c)) if numbers(r).is_some() => {
             (Column::Numerical(numbers(r).unwrap_or_default()), Column::Numerical(c))
         }
-        (Values::Numbers(r), None) => {
-            (Column::Categorical(r.iter().map(f64::to_string).collect()), Column::Categorical(current.to_vec()))
-        }
         (Values::Cells(r), _) => (Column::Categorical(r.clone()), Column::Categorical(current.to_vec())),
-    }
+    })
 }
 
 fn print_table(report: &Report) {

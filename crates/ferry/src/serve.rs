@@ -221,6 +221,12 @@ pub(crate) async fn open_registry(settings: &Settings) -> anyhow::Result<Registr
         tracing::info!(master_key = id, "packages are stored encrypted");
     }
     let registry = Registry::open(&settings.registry_url(), artifacts).await?;
+    // Earlier versions unpacked models under `cache/`; models now load from memory, and no plaintext copy may stay.
+    let cache = data.join("cache");
+    if cache.is_dir() {
+        std::fs::remove_dir_all(&cache)
+            .with_context(|| format!("cannot remove the old model cache {}", cache.display()))?;
+    }
     let grace = std::time::Duration::from_secs(settings.orphan_grace_seconds);
     registry.clean_orphans(grace).await.context("cleaning up after interrupted uploads")?;
     tracing::info!(backend = registry.backend(), data_dir = %data.display(), "registry open");

@@ -194,11 +194,14 @@ fn iris_rows() -> Vec<[f64; 4]> {
         .collect()
 }
 
-/// Sends `rows` to the served iris model, 40 rows per request.
-fn infer_rows(addr: &str, rows: &[[f64; 4]]) {
+/// Sends `rows` to the served iris model, 40 rows per request, asking for `outputs` only when given.
+fn infer_rows(addr: &str, rows: &[[f64; 4]], outputs: Option<&[&str]>) {
     for chunk in rows.chunks(40) {
         let data: Vec<f64> = chunk.iter().flatten().copied().collect();
-        let body = serde_json::json!({"inputs": [{"name": "input", "shape": [chunk.len(), 4], "datatype": "FP32", "data": data}]});
+        let mut body = serde_json::json!({"inputs": [{"name": "input", "shape": [chunk.len(), 4], "datatype": "FP32", "data": data}]});
+        if let Some(outputs) = outputs {
+            body["outputs"] = outputs.iter().map(|o| serde_json::json!({"name": o})).collect();
+        }
         let (status, text) =
             ferry_test_support::http_request(addr, "POST", "/v2/models/iris/infer", Some(body.to_string().as_bytes()))
                 .expect("infer");
@@ -266,7 +269,7 @@ fn a_served_model_under_shifted_traffic_shows_drift_and_under_its_own_data_none(
 
     // The reference's own rows, twice: 240 rows fill one 200-row window, with nothing drifted.
     let rows = iris_rows();
-    infer_rows(&server.addr, &[rows.clone(), rows.clone()].concat());
+    infer_rows(&server.addr, &[rows.clone(), rows.clone()].concat(), None);
     let calm = monitoring_after(&server.addr, 1);
     let window = &calm["latest"];
     assert_eq!(window["rows"], 200, "{calm}");
@@ -277,9 +280,9 @@ fn a_served_model_under_shifted_traffic_shows_drift_and_under_its_own_data_none(
         assert_eq!(c["drifted"], false, "{c}");
     }
 
-    // Shifted petals: the inputs and the predictions drift.
+    // Shifted petals, from a client that asks for the label only: the features are still watched, column by column.
     let shifted: Vec<[f64; 4]> = rows.iter().map(|r| [r[0], r[1], r[2] + 2.0, r[3] + 1.0]).collect();
-    infer_rows(&server.addr, &[shifted.clone(), shifted.clone()].concat());
+    infer_rows(&server.addr, &[shifted.clone(), shifted.clone()].concat(), Some(&["label"]));
     let alarmed = monitoring_after(&server.addr, 2);
     let window = &alarmed["latest"];
     let drifted = |name: &str| {

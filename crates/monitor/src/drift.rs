@@ -14,8 +14,9 @@
 //!   numerical with more than 20 distinct reference values, else one bin per value; PSI and KL replace empty bins
 //!   (each side on its own) by its smallest non-zero share / 10⁶ when that is ≤ 10⁻⁴, else by 10⁻⁴.
 //!
-//! One known divergence: above 10,000 rows on either side scipy's K-S p-value comes from the finite-n Kolmogorov
-//! distribution (`kstwo`); ferry uses the limiting Kolmogorov distribution there (as scipy did before 1.5).
+//! One known divergence: where scipy's K-S p-value comes from the finite-n Kolmogorov distribution (`kstwo`: above
+//! 10,000 rows on either side, or when the exact computation fails), ferry uses the limiting Kolmogorov
+//! distribution (as scipy did before 1.5).
 
 use std::collections::BTreeMap;
 
@@ -167,6 +168,14 @@ pub enum DriftError {
         /// The column's kind.
         kind: ColumnKind,
     },
+    /// The values span more than the largest float, so they cannot be binned.
+    #[error("the values span {lo} to {hi}, a range too wide to bin")]
+    Range {
+        /// The smallest value.
+        lo: f64,
+        /// The largest value.
+        hi: f64,
+    },
     /// A threshold that is not a finite number.
     #[error("the threshold must be a finite number, got {0}")]
     BadThreshold(f64),
@@ -271,6 +280,11 @@ fn prepare(reference: &Column, current: &Column) -> Result<Prepared, DriftError>
             };
             let (r, c) = (clean(r), clean(c));
             check_sizes(r.len(), c.len())?;
+            // Both are sorted: the extremes are the ends. A span past the largest float cannot be binned.
+            let (lo, hi) = (r[0].min(c[0]), r[r.len() - 1].max(c[c.len() - 1]));
+            if !(hi - lo).is_finite() {
+                return Err(DriftError::Range { lo, hi });
+            }
             let wrap = |v: &[f64]| v.iter().map(|&x| Ordered(x)).collect::<Vec<_>>();
             let (keys, rc, cc, distinct) = counts_of(&wrap(&r), &wrap(&c));
             Ok(Prepared {
@@ -816,5 +830,7 @@ mod tests {
             Err(DriftError::NotApplicable { .. })
         ));
         assert!(column_drift(&num(&[1.0]), &num(&[1.0]), None, Some(f64::NAN)).is_err());
+        let wide = column_drift(&num(&[-1e308, 0.0]), &num(&[1e308]), Some(Method::Psi), None).expect_err("range");
+        assert!(matches!(wide, DriftError::Range { .. }), "{wide}");
     }
 }

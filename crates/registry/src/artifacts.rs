@@ -193,27 +193,48 @@ impl ArtifactStore {
     /// Store errors, or [`RegistryError::Artifacts`] when the stored copy does not hash to the digest.
     pub async fn store(&self, staged: &Staged) -> Result<(), RegistryError> {
         let key = Self::key(&staged.digest);
-        if self.store.head(&key).await.is_err() {
+        let existed = match self.store.head(&key).await {
+            Ok(_) => true,
+            Err(object_store::Error::NotFound { .. }) => false,
+            Err(e) => return Err(e.into()),
+        };
+        if !existed {
             let sealer = match &self.master {
-                Some(master) => {
-                    let (wrapped, sealer, header) = Sealer::new(master, &staged.digest)?;
-                    // The key file goes first: a blob without its key file would read as a damaged plaintext one.
-                    self.store.put(&Self::key_file(&staged.digest), wrapped.to_bytes().into()).await?;
-                    Some((sealer, header))
-                }
+                Some(master) => Some(self.sealer_for(master, &staged.digest).await?),
                 None => None,
             };
             self.upload(&staged.path, &key, sealer).await?;
         }
         let (digest, size) = self.hash_stored(&staged.digest).await?;
         if digest != staged.digest || size != staged.size {
-            drop(self.delete(&staged.digest).await);
+            // Only a blob this call wrote is removed: an existing one may be what a registered version reads.
+            if !existed {
+                drop(self.store.delete(&key).await);
+            }
             return Err(RegistryError::Artifacts(format!(
                 "the stored copy of {} reads back as {digest} ({size} bytes); not registered",
                 staged.digest
             )));
         }
         Ok(())
+    }
+
+    /// The sealer for a new blob of `digest`. The key file goes first (a blob without its key file would read as a
+    /// damaged plaintext one) and is created only if absent: when another store of the same package got there first,
+    /// its data key is reused, so whichever copy of the blob lands last, the key file opens it.
+    async fn sealer_for(&self, master: &MasterKey, digest: &str) -> Result<(Sealer, Vec<u8>), RegistryError> {
+        let (wrapped, sealer, header) = Sealer::new(master, digest)?;
+        let create = object_store::PutOptions::from(object_store::PutMode::Create);
+        match self.store.put_opts(&Self::key_file(digest), wrapped.to_bytes().into(), create).await {
+            Ok(_) => Ok((sealer, header)),
+            Err(object_store::Error::AlreadyExists { .. }) => {
+                let existing = self.wrapped_key(digest).await?.ok_or_else(|| {
+                    RegistryError::Artifacts(format!("the key file of package {digest} vanished while storing it"))
+                })?;
+                Sealer::reusing(master, digest, &existing)
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     async fn hash_stored(&self, digest: &str) -> Result<(String, u64), RegistryError> {
@@ -276,7 +297,15 @@ impl ArtifactStore {
         for name in &names {
             let Some(digest) = name.strip_suffix(".ferry") else { continue };
             match self.wrapped_key(digest).await? {
-                Some(wrapped) if wrapped.master_key_id == new.id() => report.already += 1,
+                Some(wrapped) if wrapped.master_key_id == new.id() => {
+                    if self.blob_is_sealed(digest).await? {
+                        report.already += 1;
+                    } else {
+                        // An earlier rotation stopped between writing the key file and moving the sealed blob in.
+                        self.encrypt_in_place(digest, new).await?;
+                        report.encrypted += 1;
+                    }
+                }
                 Some(wrapped) => {
                     let old = old.ok_or_else(|| {
                         RegistryError::Encryption(format!(
@@ -297,15 +326,49 @@ impl ArtifactStore {
         Ok(report)
     }
 
+    /// Whether the stored blob carries ferry's encryption header.
+    async fn blob_is_sealed(&self, digest: &str) -> Result<bool, RegistryError> {
+        let head = self.store.get_range(&Self::key(digest), 0..HEADER as u64).await;
+        match head {
+            Ok(bytes) => Ok(Sealer::is_sealed(&bytes)),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Encrypts a plaintext package: written encrypted beside it, checked, then moved over it.
     async fn encrypt_in_place(&self, digest: &str, master: &MasterKey) -> Result<(), RegistryError> {
+        // The stored bytes as they are (plaintext by now, whatever a key file beside them says), checked against
+        // the digest so that nothing but the package itself is ever sealed.
         let local = self.staging.join(format!("{digest}-{:016x}.partial", rand_u64()));
-        self.download_to(digest, &local).await?;
-        let staged = Staged { path: local, digest: digest.to_owned(), size: 0 };
-        let (wrapped, sealer, header) = Sealer::new(master, digest)?;
+        let staged = Staged { path: local.clone(), digest: digest.to_owned(), size: 0 };
+        let mut stream = self.store.get(&Self::key(digest)).await?.into_stream();
+        let mut file = tokio::fs::File::create(&local).await.map_err(io("cannot create", &local))?;
+        let mut hasher = Sha256::new();
+        while let Some(chunk) = stream.try_next().await? {
+            hasher.update(&chunk);
+            file.write_all(&chunk).await.map_err(io("cannot write", &local))?;
+        }
+        file.sync_all().await.map_err(io("cannot sync", &local))?;
+        let found = hex::encode(hasher.finalize());
+        if found != digest {
+            return Err(RegistryError::Artifacts(format!(
+                "package {digest} is stored neither encrypted nor intact (it hashes to {found}); left as it is"
+            )));
+        }
         let temporary = StorePath::from(format!("{PREFIX}/{digest}.encrypting"));
-        self.upload(&staged.path, &temporary, Some((sealer, header))).await?;
-        self.store.put(&Self::key_file(digest), wrapped.to_bytes().into()).await?;
+        match self.wrapped_key(digest).await? {
+            // A rerun after an interruption: the key file is already there, under this master key.
+            Some(existing) if existing.master_key_id == master.id() => {
+                let sealer = Sealer::reusing(master, digest, &existing)?;
+                self.upload(&staged.path, &temporary, Some(sealer)).await?;
+            }
+            _ => {
+                let (wrapped, sealer, header) = Sealer::new(master, digest)?;
+                self.upload(&staged.path, &temporary, Some((sealer, header))).await?;
+                self.store.put(&Self::key_file(digest), wrapped.to_bytes().into()).await?;
+            }
+        }
         self.store.rename(&temporary, &Self::key(digest)).await?;
         let with_key = Self { master: Some(Arc::new(master.clone())), ..self.clone() };
         let (got, _) = with_key.hash_stored(digest).await?;

@@ -183,15 +183,37 @@ impl Sealer {
     /// A new data key for `digest`: its wrapped form (to store beside the blob), the sealer, and the blob header.
     pub(crate) fn new(master: &MasterKey, digest: &str) -> Result<(WrappedKey, Self, Vec<u8>), RegistryError> {
         let mut data_key = Zeroizing::new([0u8; 32]);
-        let mut prefix = [0u8; NONCE_PREFIX];
         getrandom::fill(data_key.as_mut_slice())
-            .and_then(|()| getrandom::fill(&mut prefix))
             .map_err(|e| RegistryError::Encryption(format!("no randomness: {e}")))?;
         let wrapped = master.wrap(digest, &data_key)?;
+        let (sealer, header) = Self::with_key(&data_key, digest)?;
+        Ok((wrapped, sealer, header))
+    }
+
+    /// A sealer under the data key an existing key file holds (a concurrent or earlier store of the same package
+    /// wrote it), so that whichever copy of the blob lands, its key file opens it. Each blob still gets its own
+    /// random nonce prefix.
+    pub(crate) fn reusing(
+        master: &MasterKey,
+        digest: &str,
+        wrapped: &WrappedKey,
+    ) -> Result<(Self, Vec<u8>), RegistryError> {
+        let data_key = master.unwrap(digest, wrapped)?;
+        Self::with_key(&data_key, digest)
+    }
+
+    fn with_key(data_key: &[u8; 32], digest: &str) -> Result<(Self, Vec<u8>), RegistryError> {
+        let mut prefix = [0u8; NONCE_PREFIX];
+        getrandom::fill(&mut prefix).map_err(|e| RegistryError::Encryption(format!("no randomness: {e}")))?;
         let cipher = Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(data_key.as_slice()));
         let stream = EncryptorBE32::from_aead(cipher, (&prefix).into());
         let header = [MAGIC.as_slice(), &prefix].concat();
-        Ok((wrapped, Self { stream, aad: digest.as_bytes().to_vec() }, header))
+        Ok((Self { stream, aad: digest.as_bytes().to_vec() }, header))
+    }
+
+    /// Whether a stored blob begins as ferry's encrypted blobs do.
+    pub(crate) fn is_sealed(head: &[u8]) -> bool {
+        head.starts_with(MAGIC)
     }
 
     /// Encrypts a full segment of [`SEGMENT`] bytes.

@@ -196,6 +196,7 @@ async fn a_first_rotation_encrypts_plaintext_packages_and_deletion_removes_their
     let plain = std::fs::read(blobs.join(format!("{digest}.ferry"))).expect("blob");
 
     let key = ferry_registry::MasterKey::generate().expect("key");
+    let key_hex = key.to_hex().to_string();
     let report = env.registry.artifacts().rotate_master(None, &key).await.expect("encrypt");
     assert_eq!((report.encrypted, report.rewrapped, report.already), (1, 0, 0));
     let sealed = std::fs::read(blobs.join(format!("{digest}.ferry"))).expect("blob");
@@ -212,6 +213,25 @@ async fn a_first_rotation_encrypts_plaintext_packages_and_deletion_removes_their
     // The registry's own store has no key: a clear refusal, not garbage.
     let err = env.registry.artifacts().download_to(&digest, &target).await.expect_err("no key");
     assert!(matches!(err, RegistryError::Encryption(ref m) if m.contains("is encrypted")), "{err}");
+
+    // A rotation interrupted after the key file was written but before the sealed blob moved in leaves the
+    // plaintext under a key file: reading it fails clearly, and running the rotation again repairs it.
+    std::fs::write(blobs.join(format!("{digest}.ferry")), &plain).expect("simulate the interruption");
+    let err = keyed.download_to(&digest, &target).await.expect_err("unsealed blob");
+    assert!(err.to_string().contains("not encrypted by ferry"), "{err}");
+    let again_key = ferry_registry::MasterKey::from_hex(&key_hex).expect("key");
+    let report = keyed.rotate_master(Some(&again_key), &again_key).await.expect("rerun");
+    assert_eq!((report.encrypted, report.already), (1, 0));
+    keyed.download_to(&digest, &target).await.expect("repaired");
+    assert_eq!(std::fs::read(&target).expect("pulled"), plain);
+
+    // The same package stored again while its blob is missing reuses the key file already there.
+    std::fs::remove_file(blobs.join(format!("{digest}.ferry"))).expect("lose the blob");
+    let body = futures::stream::iter(vec![Ok::<_, std::io::Error>(Bytes::from(plain.clone()))]);
+    let staged = keyed.stage(body, 10 << 20).await.expect("stage");
+    keyed.store(&staged).await.expect("store again");
+    keyed.download_to(&digest, &target).await.expect("readable");
+    assert_eq!(std::fs::read(&target).expect("pulled"), plain);
 
     env.registry.delete_model("m", "t").await.expect("delete");
     let left: Vec<_> =

@@ -281,23 +281,19 @@ impl RegistryContext {
         &self,
         record: &VersionRecord,
     ) -> Result<(Arc<[u8]>, Option<ferry_package::Profile>), ApiError> {
-        let (size, mut stream) = self.registry.artifacts().open(&record.digest).await?;
-        let mut package = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
-        let mut hasher = sha2::Sha256::new();
+        let (_, mut stream) = self.registry.artifacts().open(&record.digest).await?;
+        let mut package = Vec::with_capacity(usize::try_from(record.size).unwrap_or(0));
         while let Some(chunk) = stream.next().await {
-            let chunk = chunk?;
-            hasher.update(&chunk);
-            package.extend_from_slice(&chunk);
-        }
-        let digest = hex::encode(hasher.finalize());
-        if digest != record.digest {
-            return Err(ApiError::new(
-                ErrorKind::Internal,
-                format!("stored package {} reads back as {digest}", record.digest),
-            ));
+            package.extend_from_slice(&chunk?);
         }
         let has_profile = record.manifest.file(ferry_package::PROFILE_PATH).is_some();
+        let expected = record.digest.clone();
+        // Hashing and untarring a large package is CPU work: off the async threads.
         let (model, profile) = tokio::task::spawn_blocking(move || {
+            let digest = hex::encode(sha2::Sha256::digest(&package));
+            if digest != expected {
+                return Err(ferry_package::PackageError::Malformed(format!("it reads back as {digest}")));
+            }
             let whole = package.len() as u64;
             let model = ferry_package::read_file_from(package.as_slice(), MODEL_PATH, whole)?;
             let profile = if has_profile {

@@ -58,6 +58,8 @@ struct ReferenceColumn {
 pub struct Reference {
     version: u64,
     columns: Vec<ReferenceColumn>,
+    /// Requests seen, for this model's sampling.
+    seen: AtomicU64,
 }
 
 impl Reference {
@@ -66,7 +68,8 @@ impl Reference {
     #[must_use]
     pub fn from_profile(version: u64, signature: &ModelSignature, features: &[String], profile: Profile) -> Self {
         let matrix = match signature.inputs.as_slice() {
-            [single] if single.shape.len() == 2 && features.len() > 1 => Some(single.name.clone()),
+            // As `ferry pack` mapped the CSV: one `[N, k]` input (k fixed) takes the features in order.
+            [single] if single.shape.len() == 2 && single.shape[1] > 0 => Some(single.name.clone()),
             _ => None,
         };
         let float32 = |tensor: &str, output: bool| {
@@ -94,7 +97,7 @@ impl Reference {
             let reference = column_of(o.kind, o.sample, o.category_sample, float32(&source.tensor, true));
             columns.push(ReferenceColumn { name: o.name.clone(), source, reference });
         }
-        Self { version, columns }
+        Self { version, columns, seen: AtomicU64::new(0) }
     }
 }
 
@@ -190,7 +193,6 @@ enum Cell {
 pub struct DriftWatch {
     config: DriftWatchConfig,
     tx: mpsc::Sender<Sample>,
-    seen: AtomicU64,
     dropped: AtomicU64,
     references: RwLock<HashMap<String, Arc<Reference>>>,
     status: RwLock<HashMap<String, ModelDrift>>,
@@ -210,7 +212,6 @@ impl DriftWatch {
         let watch = Arc::new(Self {
             config,
             tx,
-            seen: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
             references: RwLock::default(),
             status: RwLock::default(),
@@ -260,11 +261,10 @@ impl DriftWatch {
     /// Whether requests to `model` at `version` are watched (cheap: a map lookup).
     #[must_use]
     pub fn wants(&self, model: &str, version: u64) -> bool {
-        if self.references.read().get(model).is_none_or(|r| r.version != version) {
-            return false;
-        }
-        // Deterministic sampling: take a request whenever the running count crosses a multiple of 1/rate.
-        let n = self.seen.fetch_add(1, Ordering::Relaxed);
+        let references = self.references.read();
+        let Some(reference) = references.get(model).filter(|r| r.version == version) else { return false };
+        // Deterministic sampling per model: take a request whenever its count crosses a multiple of 1/rate.
+        let n = reference.seen.fetch_add(1, Ordering::Relaxed);
         #[allow(clippy::cast_precision_loss)]
         let (now, before) = ((n + 1) as f64 * self.config.sample_rate, n as f64 * self.config.sample_rate);
         now.floor() > before.floor()
@@ -327,18 +327,19 @@ impl DriftWatch {
             };
         }
         let rows = rows_of(&sample)?;
-        // Every column must be readable, or the sample is skipped whole (the columns stay aligned).
-        let mut taken = Vec::with_capacity(reference.columns.len());
-        for column in &reference.columns {
-            let tensors = if column.source.output { &sample.outputs } else { &sample.inputs };
-            let t = tensors.iter().find(|t| t.name == column.source.tensor)?;
-            taken.push(cells(t, column.source.index, rows)?);
-        }
         if window.rows == 0 {
             window.started_at = sample.at;
         }
-        for (values, cells) in window.values.iter_mut().zip(taken) {
-            values.extend(cells);
+        // Each column on its own: an output the client did not ask for leaves only that column short.
+        for (column, values) in reference.columns.iter().zip(window.values.iter_mut()) {
+            let tensors = if column.source.output { &sample.outputs } else { &sample.inputs };
+            if let Some(cells) = tensors
+                .iter()
+                .find(|t| t.name == column.source.tensor)
+                .and_then(|t| cells(t, column.source.index, rows))
+            {
+                values.extend(cells);
+            }
         }
         window.rows += rows;
         window.ended_at = sample.at;
