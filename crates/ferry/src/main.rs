@@ -6,6 +6,7 @@ mod config_cmd;
 mod drift_cmd;
 mod keys_cmd;
 mod logging;
+mod monitor_cmd;
 mod pack;
 mod progress;
 mod serve;
@@ -64,6 +65,8 @@ enum Command {
     Audit(keys_cmd::AuditCommand),
     /// Compare a current CSV with a reference (CSV or package) for data drift, with Evidently's numbers.
     Drift(drift_cmd::DriftArgs),
+    /// Watch a served model's live drift (refreshes; --once for scripts).
+    Monitor(monitor_cmd::MonitorArgs),
     /// Inspect the effective configuration.
     #[command(subcommand)]
     Config(config_cmd::ConfigCommand),
@@ -87,6 +90,7 @@ fn main() -> ExitCode {
         Command::Audit(cmd) => keys_cmd::run_audit(cmd),
         Command::Subjects(cmd) => keys_cmd::run_subjects(cmd),
         Command::Config(cmd) => config_cmd::run(cmd),
+        Command::Monitor(args) => monitor_cmd::run(&args),
         Command::Drift(args) => match drift_cmd::run(&args) {
             Ok(true) if args.fail_on_drift => return ExitCode::from(drift_cmd::DRIFT_EXIT),
             Ok(_) => Ok(()),

@@ -306,4 +306,28 @@ fn a_served_model_under_shifted_traffic_shows_drift_and_under_its_own_data_none(
         "{metrics}"
     );
     assert!(metrics.contains(r#"ferry_drift_score{model="iris",version="1",feature="petal_length",method="ks"}"#));
+
+    // The same, read from the CLI.
+    let shown = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(["monitor", "iris", "--once"])
+        .current_dir(d)
+        .env("FERRY_SERVER", &server.base_url)
+        .env("FERRY_API_KEY", ferry_test_support::TEST_ADMIN_KEY)
+        .output()
+        .expect("monitor");
+    let text = String::from_utf8_lossy(&shown.stdout);
+    assert!(shown.status.success(), "{text}{}", String::from_utf8_lossy(&shown.stderr));
+    assert!(text.contains("petal_length") && text.contains("DRIFT") && text.contains("2 completed"), "{text}");
+    let unknown = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(["monitor", "no-such-model", "--once"])
+        .env("FERRY_SERVER", &server.base_url)
+        .env("FERRY_API_KEY", ferry_test_support::TEST_ADMIN_KEY)
+        .output()
+        .expect("monitor");
+    assert!(!unknown.status.success());
+    assert!(
+        String::from_utf8_lossy(&unknown.stderr).contains("not watched"),
+        "{}",
+        String::from_utf8_lossy(&unknown.stderr)
+    );
 }
