@@ -215,8 +215,9 @@ async fn bootstrap_admin_key(registry: &Registry) -> anyhow::Result<()> {
 pub(crate) async fn open_registry(settings: &Settings) -> anyhow::Result<Registry> {
     let data = &settings.data_dir;
     std::fs::create_dir_all(data).with_context(|| format!("cannot create the data directory {}", data.display()))?;
-    let artifacts =
-        ArtifactStore::local(&data.join("artifacts"), &data.join("staging"))?.with_master_key(settings.master_key()?);
+    let artifacts = ArtifactStore::local(&data.join("artifacts"), &data.join("staging"))?
+        .with_master_key(settings.master_key()?)
+        .with_previous_master_keys(settings.previous_master_keys()?);
     if let Some(id) = artifacts.master_key_id() {
         tracing::info!(master_key = id, "packages are stored encrypted");
     }

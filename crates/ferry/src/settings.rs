@@ -68,6 +68,9 @@ pub struct Settings {
     /// A file holding the master key (64 hex digits): packages are stored encrypted under it. `FERRY_MASTER_KEY`
     /// gives the key itself instead (never a setting, so that `ferry config show` cannot print it).
     pub master_key_file: Option<PathBuf>,
+    /// Earlier master key files, read-only: packages they wrapped stay readable while `ferry keys rotate-master`
+    /// moves them to the current key (zero-downtime rotation).
+    pub previous_master_key_files: Vec<PathBuf>,
     /// Leftovers of interrupted uploads older than this are removed at start-up (seconds). Keep it longer than any
     /// upload when several replicas share one artifact store.
     pub orphan_grace_seconds: u64,
@@ -104,6 +107,7 @@ impl Default for Settings {
             tls_key: None,
             tls_client_ca: None,
             master_key_file: None,
+            previous_master_key_files: Vec::new(),
             models: ModelConfig::default(),
             prediction_log: PredictionLogSettings::default(),
             monitoring: MonitoringSettings::default(),
@@ -177,6 +181,7 @@ const ENV_KEYS: &[&str] = &[
     "tls_key",
     "tls_client_ca",
     "master_key_file",
+    "previous_master_key_files",
     "models",
     "prediction_log",
     "monitoring",
@@ -205,6 +210,12 @@ impl Settings {
         }
         if ferry_types::ModelName::new(self.serve_alias.as_str()).is_err() {
             bail!("serve_alias {:?} is not a valid alias name", self.serve_alias);
+        }
+        if !self.previous_master_key_files.is_empty() && self.master_key_file.is_none() {
+            let from_env = std::env::var("FERRY_MASTER_KEY").is_ok_and(|v| !v.trim().is_empty());
+            if !from_env {
+                bail!("previous_master_key_files needs a current master key (master_key_file or FERRY_MASTER_KEY)");
+            }
         }
         let m = &self.monitoring;
         if !(0.0..=1.0).contains(&m.sample_rate) || !(0.0..=1.0).contains(&m.drift_share) {
@@ -236,6 +247,14 @@ impl Settings {
             (None, Some(path)) => read_master_key(path).map(Some),
             (None, None) => Ok(None),
         }
+    }
+
+    /// The earlier master keys, read from their files.
+    ///
+    /// # Errors
+    /// An unreadable file or a malformed key.
+    pub fn previous_master_keys(&self) -> anyhow::Result<Vec<ferry_registry::MasterKey>> {
+        self.previous_master_key_files.iter().map(|p| read_master_key(p)).collect()
     }
 
     /// The registry database URL: the configured one, or SQLite under the data directory.

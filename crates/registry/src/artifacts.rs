@@ -45,6 +45,9 @@ pub struct ArtifactStore {
     store: Arc<dyn ObjectStore>,
     staging: PathBuf,
     master: Option<Arc<MasterKey>>,
+    /// Earlier master keys, accepted for reading only: servers keep reading what was stored under the old key while
+    /// a rotation runs, and store under the new one.
+    previous: Vec<Arc<MasterKey>>,
 }
 
 /// What a master-key rotation did.
@@ -80,7 +83,7 @@ impl ArtifactStore {
     /// [`RegistryError::Io`] when the staging directory cannot be created.
     pub fn new(store: Arc<dyn ObjectStore>, staging: &Path) -> Result<Self, RegistryError> {
         std::fs::create_dir_all(staging).map_err(io("cannot create", staging))?;
-        Ok(Self { store, staging: staging.to_owned(), master: None })
+        Ok(Self { store, staging: staging.to_owned(), master: None, previous: Vec::new() })
     }
 
     /// Encrypts packages stored from now on under `master`, and decrypts those it wrapped.
@@ -88,6 +91,23 @@ impl ArtifactStore {
     pub fn with_master_key(mut self, master: Option<MasterKey>) -> Self {
         self.master = master.map(Arc::new);
         self
+    }
+
+    /// Also reads packages whose data keys earlier master keys wrapped (never stores under them).
+    #[must_use]
+    pub fn with_previous_master_keys(mut self, previous: Vec<MasterKey>) -> Self {
+        self.previous = previous.into_iter().map(Arc::new).collect();
+        self
+    }
+
+    /// The master key that wrapped `wrapped`, among the current and previous ones; else the current one (whose
+    /// refusal then names both fingerprints).
+    fn key_for(&self, wrapped: &WrappedKey) -> Option<Arc<MasterKey>> {
+        let current = self.master.clone()?;
+        if current.id() == wrapped.master_key_id {
+            return Some(current);
+        }
+        Some(self.previous.iter().find(|k| k.id() == wrapped.master_key_id).cloned().unwrap_or(current))
     }
 
     /// The master key's fingerprint, when encryption is on.
@@ -231,7 +251,8 @@ impl ArtifactStore {
                 let existing = self.wrapped_key(digest).await?.ok_or_else(|| {
                     RegistryError::Artifacts(format!("the key file of package {digest} vanished while storing it"))
                 })?;
-                Sealer::reusing(master, digest, &existing)
+                let owner = self.key_for(&existing).unwrap_or_else(|| Arc::new(master.clone()));
+                Sealer::reusing(&owner, digest, &existing)
             }
             Err(e) => Err(e.into()),
         }
@@ -265,7 +286,7 @@ impl ArtifactStore {
         let Some(wrapped) = wrapped else {
             return Ok((stored, inner));
         };
-        let Some(master) = self.master.clone() else {
+        let Some(master) = self.key_for(&wrapped) else {
             return Err(RegistryError::Encryption(format!(
                 "package {digest} is encrypted (under master key {}); configure that master key \
                  (master_key_file or FERRY_MASTER_KEY) to read it",

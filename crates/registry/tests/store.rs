@@ -233,6 +233,24 @@ async fn a_first_rotation_encrypts_plaintext_packages_and_deletion_removes_their
     keyed.download_to(&digest, &target).await.expect("readable");
     assert_eq!(std::fs::read(&target).expect("pulled"), plain);
 
+    // Mid-rotation, a server holding the new key and the old one as previous reads both generations and stores
+    // new packages under the new key.
+    let newer = ferry_registry::MasterKey::generate().expect("key");
+    let both = ArtifactStore::local(&env.dir.path().join("artifacts"), &env.dir.path().join("staging"))
+        .expect("store")
+        .with_master_key(Some(newer.clone()))
+        .with_previous_master_keys(vec![ferry_registry::MasterKey::from_hex(&key_hex).expect("key")]);
+    both.download_to(&digest, &target).await.expect("read under the previous key");
+    assert_eq!(std::fs::read(&target).expect("pulled"), plain);
+    let only_new = ArtifactStore::local(&env.dir.path().join("artifacts"), &env.dir.path().join("staging"))
+        .expect("store")
+        .with_master_key(Some(newer.clone()));
+    let err = only_new.download_to(&digest, &target).await.expect_err("without the previous key");
+    assert!(err.to_string().contains("configured master key is"), "{err}");
+    let report = both.rotate_master(Some(&again_key), &newer).await.expect("rotate");
+    assert_eq!(report.rewrapped, 1);
+    only_new.download_to(&digest, &target).await.expect("after rotation the new key alone reads it");
+
     env.registry.delete_model("m", "t").await.expect("delete");
     let left: Vec<_> =
         std::fs::read_dir(&blobs).expect("blobs").filter_map(Result::ok).map(|e| e.file_name()).collect();
