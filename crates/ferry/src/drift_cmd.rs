@@ -100,7 +100,15 @@ pub fn run(args: &DriftArgs) -> anyhow::Result<bool> {
         let current_values =
             current.get(name).with_context(|| format!("{} has no column {name:?}", args.current.display()))?;
         let (r, c) = columns_of(name, reference_values, current_values)?;
-        let drift = column_drift(&r, &c, method, args.threshold).with_context(|| format!("column {name:?}"))?;
+        let drift = match column_drift(&r, &c, method, args.threshold) {
+            Ok(d) => d,
+            // A column with no values on a side cannot be tested; the others still can, unless it was asked for.
+            Err(e @ ferry_monitor::drift::DriftError::Empty(_)) if args.columns.is_empty() => {
+                eprintln!("column {name:?} skipped: {e}");
+                continue;
+            }
+            Err(e) => return Err(anyhow::Error::new(e).context(format!("column {name:?}"))),
+        };
         let hist = histograms(&r, &c).with_context(|| format!("column {name:?}"))?;
         let kind = if matches!(r, Column::Numerical(_)) { "numerical" } else { "categorical" };
         columns.push(ColumnReport { column: name.clone(), kind, drift, histograms: hist });

@@ -164,6 +164,12 @@ fn bad_input_gets_a_clear_error() {
     std::fs::write(d.join("other.csv"), "y,z\n1,2\n").expect("write");
     std::fs::write(d.join("header_only.csv"), "x,colour\n").expect("write");
     std::fs::write(d.join("ragged.csv"), "x,colour\n1,a\n2\n").expect("write");
+    // A column empty on one side is skipped with a note; the others are tested.
+    std::fs::write(d.join("empty_colour.csv"), "x,colour,constant\n0.5,,7\n0.1,NA,7\n").expect("write");
+    let partial = ferry(d, &["drift", "--reference", "ref.csv", "--current", "empty_colour.csv", "--json"]);
+    assert!(String::from_utf8_lossy(&partial.stderr).contains("column \"colour\" skipped"));
+    let report = json_of(&partial);
+    assert_eq!(report["columns"].as_array().map(Vec::len), Some(2), "{report}");
     for (args, want) in [
         (vec!["--current", "missing.csv"], "missing.csv"),
         (vec!["--current", "other.csv"], "no column in common"),

@@ -450,6 +450,40 @@ impl ArtifactStore {
         Ok(out)
     }
 
+    /// Removes key files whose package is gone and half-written `.encrypting` copies, both older than `grace` (what
+    /// a store or a rotation that failed midway leaves); returns how many.
+    ///
+    /// # Errors
+    /// Store errors.
+    pub async fn clean_orphan_keys(&self, grace: Duration) -> Result<usize, RegistryError> {
+        let now = SystemTime::now();
+        let (mut blobs, mut candidates) = (std::collections::HashSet::new(), Vec::new());
+        let mut listing = self.store.list(Some(&StorePath::from(PREFIX)));
+        while let Some(meta) = listing.try_next().await? {
+            let Some(name) = meta.location.filename() else { continue };
+            let old = now.duration_since(SystemTime::from(meta.last_modified)).unwrap_or_default() >= grace;
+            if let Some(digest) = name.strip_suffix(".ferry") {
+                blobs.insert(digest.to_owned());
+            } else if old && (name.ends_with(".key") || name.ends_with(".encrypting")) {
+                candidates.push((name.to_owned(), meta.location.clone()));
+            }
+        }
+        let mut removed = 0;
+        for (name, location) in candidates {
+            let orphan = match name.strip_suffix(".key") {
+                Some(digest) => !blobs.contains(digest),
+                None => true,
+            };
+            if orphan {
+                match self.store.delete(&location).await {
+                    Ok(()) | Err(object_store::Error::NotFound { .. }) => removed += 1,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        Ok(removed)
+    }
+
     /// Removes staged files left by a process that died mid-upload (any staging file older than `grace`).
     ///
     /// # Errors

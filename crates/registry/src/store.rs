@@ -682,8 +682,9 @@ impl Registry {
                 blobs += 1;
             }
         }
-        if staged + blobs > 0 {
-            tracing::info!(staged, blobs, "removed what an interrupted upload left behind");
+        let keys = self.artifacts.clean_orphan_keys(grace).await?;
+        if staged + blobs + keys > 0 {
+            tracing::info!(staged, blobs, keys, "removed what an interrupted upload or rotation left behind");
         }
         Ok((staged, blobs))
     }

@@ -160,9 +160,14 @@ async fn orphaned_blobs_are_cleaned_and_registered_ones_kept(env: Env) {
     let orphan = env.dir.path().join("artifacts/sha256").join(format!("{}.ferry", "0".repeat(64)));
     std::fs::write(&orphan, b"left by a crash").expect("orphan");
     std::fs::write(env.dir.path().join("staging/123-abc.upload"), b"half").expect("staged");
+    let orphan_key = env.dir.path().join("artifacts/sha256").join(format!("{}.key", "1".repeat(64)));
+    let half_sealed = env.dir.path().join("artifacts/sha256").join(format!("{}.encrypting", "2".repeat(64)));
+    std::fs::write(&orphan_key, b"{}").expect("orphan key");
+    std::fs::write(&half_sealed, b"half").expect("half sealed");
     let (staged, blobs) = env.registry.clean_orphans(Duration::ZERO).await.expect("clean");
     assert_eq!((staged, blobs), (1, 1));
     assert!(!orphan.exists());
+    assert!(!orphan_key.exists() && !half_sealed.exists(), "key files without a package and half-sealed copies go");
     let v = env.registry.resolve("m", &Selector::Version(1)).await.expect("v1");
     let target = env.dir.path().join("pulled.ferry");
     env.registry.artifacts().download_to(&v.digest, &target).await.expect("download");
