@@ -1,6 +1,7 @@
 //! `ferry`: packs, serves and watches ONNX models. A thin `main`: parse the command line, run the subcommand, print
 //! any error with its whole chain, and exit with a code that means something (0 ok, 1 failed, 2 bad usage).
 
+mod alerts_cmd;
 mod client;
 mod config_cmd;
 mod drift_cmd;
@@ -65,8 +66,11 @@ enum Command {
     Audit(keys_cmd::AuditCommand),
     /// Compare a current CSV with a reference (CSV or package) for data drift, with Evidently's numbers.
     Drift(drift_cmd::DriftArgs),
-    /// Watch a served model's live drift (refreshes; --once for scripts).
+    /// Watch a served model's live drift, quality and performance (refreshes; --once for scripts).
     Monitor(monitor_cmd::MonitorArgs),
+    /// Export the alert rules for Prometheus, or list a server's alerts.
+    #[command(subcommand)]
+    Alerts(alerts_cmd::AlertsCommand),
     /// Inspect the effective configuration.
     #[command(subcommand)]
     Config(config_cmd::ConfigCommand),
@@ -91,6 +95,7 @@ fn main() -> ExitCode {
         Command::Subjects(cmd) => keys_cmd::run_subjects(cmd),
         Command::Config(cmd) => config_cmd::run(cmd),
         Command::Monitor(args) => monitor_cmd::run(&args),
+        Command::Alerts(cmd) => alerts_cmd::run(cmd),
         Command::Drift(args) => match drift_cmd::run(&args) {
             Ok(true) if args.fail_on_drift => return ExitCode::from(drift_cmd::DRIFT_EXIT),
             Ok(_) => Ok(()),

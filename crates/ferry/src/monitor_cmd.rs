@@ -52,14 +52,29 @@ pub fn run(args: &MonitorArgs) -> anyhow::Result<()> {
 }
 
 fn render(s: &Value) -> String {
+    let mut out = format!("{} version {}\n", s["model"].as_str().unwrap_or("?"), s["version"]);
+    if s.get("window_rows").is_some() {
+        out.push_str(&render_drift(s));
+    } else {
+        out.push_str("drift: not watched (the package has no reference profile)\n");
+    }
+    out.push_str(&render_quality(&s["quality"]));
+    out.push_str(&render_performance(&s["performance"]));
+    out
+}
+
+fn number(v: &Value) -> String {
+    v.as_f64().map_or_else(|| "-".into(), |x| format!("{x:.4}"))
+}
+
+fn percent(v: &Value) -> String {
+    v.as_f64().map_or_else(String::new, |x| format!("{:+.1}%", x * 100.0))
+}
+
+fn render_drift(s: &Value) -> String {
     let mut out = format!(
-        "{} version {} — window of {} rows: {} gathered, {} completed, {} samples dropped\n",
-        s["model"].as_str().unwrap_or("?"),
-        s["version"],
-        s["window_rows"],
-        s["rows_in_window"],
-        s["windows_completed"],
-        s["samples_dropped"]
+        "drift window of {} rows: {} gathered, {} completed, {} samples dropped\n",
+        s["window_rows"], s["rows_in_window"], s["windows_completed"], s["samples_dropped"]
     );
     let latest = &s["latest"];
     if latest.is_null() {
@@ -77,11 +92,6 @@ fn render(s: &Value) -> String {
             if c["drifted"] == true { "DRIFT".into() } else { "-".into() },
         ]);
     }
-    let at = |ms: &Value| {
-        ms.as_u64()
-            .map(|ms| humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_millis(ms)).to_string())
-            .unwrap_or_default()
-    };
     out.push_str(&format!(
         "last window: {} rows, {} to {}\n{table}\ndataset drift: {} (share {:.3})\n",
         latest["rows"],
@@ -91,4 +101,77 @@ fn render(s: &Value) -> String {
         latest["drifted_share"].as_f64().unwrap_or(0.0)
     ));
     out
+}
+
+fn at(ms: &Value) -> String {
+    ms.as_u64()
+        .map(|ms| humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_millis(ms)).to_string())
+        .unwrap_or_default()
+}
+
+/// Live metrics from feedback beside the validation baseline, per version, and the concept-drift detectors.
+fn render_quality(q: &Value) -> String {
+    if q.is_null() {
+        return "quality: no feedback tracking for this model\n".into();
+    }
+    let mut out = format!(
+        "quality ({}, window {} s): {} feedback matched, {} unmatched\n",
+        q["task"].as_str().unwrap_or("?"),
+        q["window_seconds"],
+        q["feedback_matched"],
+        q["feedback_unmatched"]
+    );
+    let mut table = crate::table::new(&["version", "rows", "metric", "live", "baseline", "change"]);
+    let mut detectors = crate::table::new(&["version", "detector", "state", "detections", "last at index"]);
+    let mut any_detector = false;
+    for v in q["versions"].as_array().into_iter().flatten() {
+        let metrics = v["metrics"].as_object().cloned().unwrap_or_default();
+        if metrics.is_empty() {
+            table.add_row(vec![v["version"].to_string(), v["rows"].to_string(), "-".into(), "-".into()]);
+        }
+        for (name, live) in &metrics {
+            table.add_row(vec![
+                v["version"].to_string(),
+                v["rows"].to_string(),
+                name.clone(),
+                number(live),
+                number(&v["baseline"][name]),
+                percent(&v["change"][name]),
+            ]);
+        }
+        for d in v["concept_drift"].as_array().into_iter().flatten() {
+            any_detector = true;
+            detectors.add_row(vec![
+                v["version"].to_string(),
+                d["detector"].as_str().unwrap_or("").to_owned(),
+                d["state"].as_str().unwrap_or("").to_uppercase(),
+                d["detections"].to_string(),
+                d["last_detection_index"].as_u64().map_or_else(|| "-".into(), |i| i.to_string()),
+            ]);
+        }
+    }
+    out.push_str(&format!("{table}\n"));
+    if any_detector {
+        out.push_str(&format!("concept drift on the error stream:\n{detectors}\n"));
+    }
+    out
+}
+
+/// Latency and throughput over the live window beside the warm-up baseline.
+fn render_performance(p: &Value) -> String {
+    if p.is_null() {
+        return "performance: no request yet\n".into();
+    }
+    let mut table = crate::table::new(&["figure", "live", "baseline", "change"]);
+    for name in ["throughput", "latency_p50_seconds", "latency_p99_seconds", "error_rate"] {
+        table.add_row(vec![
+            name.to_owned(),
+            number(&p["live"][name]),
+            number(&p["baseline"][name]),
+            percent(&p["change"][name]),
+        ]);
+    }
+    let warmup = p["warmup_remaining_seconds"].as_f64().unwrap_or(0.0);
+    let note = if warmup > 0.0 { format!(" (baseline after {warmup:.0} s more warm-up)") } else { String::new() };
+    format!("performance{note}:\n{table}\n")
 }

@@ -12,7 +12,7 @@ use ferry_package::{
     PROFILE_PATH, PackageInput, Profile, Task, Validation, read_onnx_info, read_small_file, verify, write_package,
 };
 use ferry_serving::{EngineChoice, EngineSettings, open_engine, signature_mismatch};
-use ferry_types::{DataType, ModelName, NamedTensor, TensorData};
+use ferry_types::{ModelName, NamedTensor, TensorData};
 use sha2::{Digest, Sha256};
 
 use crate::progress;
@@ -349,19 +349,8 @@ fn push_outputs(outputs: &[NamedTensor], profilers: &mut [ColumnProfiler]) {
 
 fn validate(engine: &mut dyn Engine, csv_path: &Path, label: &str, task: Option<Task>) -> anyhow::Result<Validation> {
     let signature = engine.signature().clone();
-    let int_output = signature.outputs.iter().find(|o| is_int(o.datatype) && o.shape.len() <= 2);
-    let float_output =
-        signature.outputs.iter().find(|o| matches!(o.datatype, DataType::Fp32 | DataType::Fp64 | DataType::Fp16));
-    let task = task.unwrap_or(if int_output.is_some() { Task::Classification } else { Task::Regression });
-    let (pred_name, proba_name) = match task {
-        Task::Classification => (
-            int_output.context("classification needs an integer label output; the model has none")?.name.clone(),
-            float_output.filter(|o| o.shape.len() == 2).map(|o| o.name.clone()),
-        ),
-        Task::Regression => {
-            (float_output.context("regression needs a float output; the model has none")?.name.clone(), None)
-        }
-    };
+    let outputs = ferry_package::PredictionOutputs::of(&signature, task).map_err(anyhow::Error::msg)?;
+    let (task, pred_name, proba_name) = (outputs.task, outputs.predicted, outputs.probabilities);
     let mut csv = CsvBatches::open(csv_path, "validating")?;
     let layout =
         FeatureLayout::new(&signature, &csv.headers, Some(label)).with_context(|| csv_path.display().to_string())?;
@@ -409,19 +398,6 @@ fn validate(engine: &mut dyn Engine, csv_path: &Path, label: &str, task: Option<
     Ok(Validation { label: label.to_owned(), rows: y_true.len() as u64, task, metrics })
 }
 
-fn is_int(t: DataType) -> bool {
-    matches!(
-        t,
-        DataType::Int64
-            | DataType::Int32
-            | DataType::Int16
-            | DataType::Int8
-            | DataType::Uint8
-            | DataType::Uint16
-            | DataType::Uint32
-            | DataType::Uint64
-    )
-}
 
 fn format_metrics(metrics: &BTreeMap<String, f64>) -> String {
     metrics.iter().map(|(k, v)| format!("{k}={v:.4}")).collect::<Vec<_>>().join(" ")

@@ -87,11 +87,55 @@ async fn serve(files: Vec<PathBuf>, settings: Settings) -> anyhow::Result<()> {
             drift_share: m.drift_share,
         }));
     }
+    if settings.monitoring.feedback {
+        let m = &settings.monitoring;
+        let config = ferry_server::QualityConfig {
+            window: m.feedback_window,
+            retention: std::time::Duration::from_secs(m.feedback_retention_days.saturating_mul(86_400)),
+            buffer: m.buffer,
+        };
+        context.quality_watch = Some(ferry_server::QualityWatch::start(config, context.registry.clone()));
+    }
+    let mut webhooks = Vec::new();
+    for hook in &settings.alerting.webhooks {
+        let secret = match &hook.secret_env {
+            None => None,
+            Some(var) => Some(
+                std::env::var(var)
+                    .ok()
+                    .filter(|v| !v.is_empty())
+                    .with_context(|| format!("alerting.webhooks: {var} (the secret of {}) is not set", hook.url))?
+                    .into_bytes(),
+            ),
+        };
+        webhooks.push(ferry_server::Webhook {
+            url: hook.url.clone(),
+            secret,
+            max_attempts: hook.max_attempts,
+            initial_backoff: hook.initial_backoff,
+            timeout: hook.timeout,
+        });
+    }
+    let alerting = ferry_server::Alerting::new(ferry_server::AlertingConfig {
+        rules: settings.alerts.clone(),
+        webhooks,
+        evaluation_interval: settings.monitoring.evaluation_interval,
+    })
+    .map_err(anyhow::Error::msg)?;
+    context.alerting = Some(alerting.clone());
     let limits = ServerLimits {
         max_request_bytes: settings.max_request_bytes,
         max_concurrent_requests: settings.max_concurrent_requests,
     };
     let state = AppState::with_registry(repository.clone(), limits, Some(context));
+    state.metrics().performance.configure(ferry_server::PerformanceConfig {
+        window: settings.monitoring.performance_window,
+        warmup: settings.monitoring.baseline_warmup,
+    });
+    tokio::spawn(alerting.run(state.clone()));
+    if !settings.alerts.is_empty() {
+        tracing::info!(rules = settings.alerts.len(), webhooks = settings.alerting.webhooks.len(), "alerting on");
+    }
 
     let http_addr = format!("{}:{}", settings.host, settings.http_port);
     let http = TcpListener::bind(&http_addr).await.with_context(|| format!("cannot listen on {http_addr}"))?;

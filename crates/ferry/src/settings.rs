@@ -78,6 +78,10 @@ pub struct Settings {
     pub prediction_log: PredictionLogSettings,
     /// Live drift of registry models against their packages' reference profiles.
     pub monitoring: MonitoringSettings,
+    /// Where alert notices go.
+    pub alerting: AlertingSettings,
+    /// Alert rules (`[[alerts]]`).
+    pub alerts: Vec<ferry_monitor::alerts::AlertRule>,
     /// Defaults for every model; a model's own `config.toml` overrides them.
     pub models: ModelConfig,
 }
@@ -111,6 +115,8 @@ impl Default for Settings {
             models: ModelConfig::default(),
             prediction_log: PredictionLogSettings::default(),
             monitoring: MonitoringSettings::default(),
+            alerting: AlertingSettings::default(),
+            alerts: Vec::new(),
         }
     }
 }
@@ -149,11 +155,98 @@ pub struct MonitoringSettings {
     pub buffer: usize,
     /// Share of drifted columns at which a window counts as drifted.
     pub drift_share: f64,
+    /// Keep each registry model's predictions for ground-truth feedback and compute live quality from it.
+    pub feedback: bool,
+    /// Live quality covers the predictions made within this window (`"1day"`, `"6h"`).
+    #[serde(with = "duration_text")]
+    pub feedback_window: std::time::Duration,
+    /// Predictions kept for feedback are deleted after this many days.
+    pub feedback_retention_days: u64,
+    /// Live latency and throughput cover this much of the recent past.
+    #[serde(with = "duration_text")]
+    pub performance_window: std::time::Duration,
+    /// Latency and throughput baselines are learned over this long after a version's first request.
+    #[serde(with = "duration_text")]
+    pub baseline_warmup: std::time::Duration,
+    /// How often live figures are computed and alert rules evaluated.
+    #[serde(with = "duration_text")]
+    pub evaluation_interval: std::time::Duration,
 }
 
 impl Default for MonitoringSettings {
     fn default() -> Self {
-        Self { enabled: true, sample_rate: 1.0, window_rows: 1000, buffer: 10_000, drift_share: 0.5 }
+        use std::time::Duration;
+        Self {
+            enabled: true,
+            sample_rate: 1.0,
+            window_rows: 1000,
+            buffer: 10_000,
+            drift_share: 0.5,
+            feedback: true,
+            feedback_window: Duration::from_secs(86_400),
+            feedback_retention_days: 30,
+            performance_window: Duration::from_secs(60),
+            baseline_warmup: Duration::from_secs(600),
+            evaluation_interval: Duration::from_secs(15),
+        }
+    }
+}
+
+/// `[alerting]`: the receivers of alert notices (the log always gets them).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertingSettings {
+    /// Webhooks (`[[alerting.webhooks]]`).
+    pub webhooks: Vec<WebhookSettings>,
+}
+
+/// One webhook receiver.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookSettings {
+    /// `http://` or `https://` URL notices are POSTed to.
+    pub url: String,
+    /// The environment variable holding the HMAC-SHA256 key (never the key itself in a file that
+    /// `ferry config show` prints); without it, notices are not signed.
+    #[serde(default)]
+    pub secret_env: Option<String>,
+    /// Attempts per notice.
+    #[serde(default = "default_attempts")]
+    pub max_attempts: u32,
+    /// Wait before the first retry, doubled for each further one.
+    #[serde(default = "default_backoff", with = "duration_text")]
+    pub initial_backoff: std::time::Duration,
+    /// Time limit of one attempt.
+    #[serde(default = "default_webhook_timeout", with = "duration_text")]
+    pub timeout: std::time::Duration,
+}
+
+fn default_attempts() -> u32 {
+    5
+}
+
+fn default_backoff() -> std::time::Duration {
+    std::time::Duration::from_millis(500)
+}
+
+fn default_webhook_timeout() -> std::time::Duration {
+    std::time::Duration::from_secs(10)
+}
+
+/// Durations written as text (`"30s"`, `"5m"`, `"1day"`), read and written through humantime.
+mod duration_text {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(text.trim())
+            .map_err(|e| serde::de::Error::custom(format!("{text:?} is not a duration like \"30s\" or \"5m\": {e}")))
     }
 }
 
@@ -185,6 +278,8 @@ const ENV_KEYS: &[&str] = &[
     "models",
     "prediction_log",
     "monitoring",
+    "alerting",
+    "alerts",
 ];
 
 impl Settings {
@@ -223,6 +318,35 @@ impl Settings {
         }
         if m.window_rows == 0 || m.buffer == 0 {
             bail!("monitoring.window_rows and monitoring.buffer must be at least 1");
+        }
+        if m.feedback_retention_days == 0 {
+            bail!("monitoring.feedback_retention_days must be at least 1");
+        }
+        for (name, d) in [
+            ("feedback_window", m.feedback_window),
+            ("performance_window", m.performance_window),
+            ("evaluation_interval", m.evaluation_interval),
+        ] {
+            if d < std::time::Duration::from_millis(10) {
+                bail!("monitoring.{name} must be at least 10ms");
+            }
+        }
+        let mut names = std::collections::HashSet::new();
+        for rule in &self.alerts {
+            rule.validate().map_err(|e| anyhow::anyhow!("[[alerts]]: {e}"))?;
+            if !names.insert(rule.name.as_str()) {
+                bail!("[[alerts]]: two rules are named {:?}; names must be unique", rule.name);
+            }
+        }
+        for hook in &self.alerting.webhooks {
+            let url = reqwest::Url::parse(&hook.url)
+                .with_context(|| format!("alerting.webhooks: {:?} is not a URL", hook.url))?;
+            if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+                bail!("alerting.webhooks: {:?} must be an http:// or https:// URL", hook.url);
+            }
+            if hook.max_attempts == 0 {
+                bail!("alerting.webhooks: max_attempts of {:?} must be at least 1", hook.url);
+            }
         }
         if self.prediction_log.retention_days == 0 {
             bail!("prediction_log.retention_days must be at least 1");

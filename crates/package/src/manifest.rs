@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use ferry_types::{ModelName, ModelSignature};
+use ferry_types::{DataType, ModelName, ModelSignature};
 use serde::{Deserialize, Serialize};
 
 use crate::PackageError;
@@ -58,6 +58,60 @@ pub enum Task {
     Classification,
     /// Numbers (MAE, RMSE, R²).
     Regression,
+}
+
+/// The outputs that carry a model's prediction, as `ferry pack` validates it and the server joins feedback to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PredictionOutputs {
+    /// Classification or regression.
+    pub task: Task,
+    /// The output holding the predicted class id (integer) or value (float), one per row.
+    pub predicted: String,
+    /// Classification: a float `[N, k]` output of class probabilities, column j being class j.
+    pub probabilities: Option<String>,
+}
+
+impl PredictionOutputs {
+    /// Picks the outputs of `signature` for `task`; without a task, a model with an integer output (at most two
+    /// dimensions) is a classifier and one with only float outputs a regressor.
+    ///
+    /// # Errors
+    /// The model has no output of the kind the task needs.
+    pub fn of(signature: &ModelSignature, task: Option<Task>) -> Result<Self, String> {
+        let int_output = signature.outputs.iter().find(|o| is_integer(o.datatype) && o.shape.len() <= 2);
+        let float_output =
+            signature.outputs.iter().find(|o| matches!(o.datatype, DataType::Fp32 | DataType::Fp64 | DataType::Fp16));
+        let task = task.unwrap_or(if int_output.is_some() { Task::Classification } else { Task::Regression });
+        match task {
+            Task::Classification => Ok(Self {
+                task,
+                predicted: int_output
+                    .ok_or("classification needs an integer label output; the model has none")?
+                    .name
+                    .clone(),
+                probabilities: float_output.filter(|o| o.shape.len() == 2).map(|o| o.name.clone()),
+            }),
+            Task::Regression => Ok(Self {
+                task,
+                predicted: float_output.ok_or("regression needs a float output; the model has none")?.name.clone(),
+                probabilities: None,
+            }),
+        }
+    }
+}
+
+fn is_integer(t: DataType) -> bool {
+    matches!(
+        t,
+        DataType::Int64
+            | DataType::Int32
+            | DataType::Int16
+            | DataType::Int8
+            | DataType::Uint8
+            | DataType::Uint16
+            | DataType::Uint32
+            | DataType::Uint64
+    )
 }
 
 /// The validation set's description and the metrics the model reached on it when packed.

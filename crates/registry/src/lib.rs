@@ -10,6 +10,7 @@
 mod artifacts;
 mod encryption;
 mod error;
+mod outcomes;
 mod predictions;
 pub(crate) mod security;
 mod store;
@@ -18,6 +19,7 @@ pub mod testing;
 pub use artifacts::{ArtifactStore, Rotation, Staged};
 pub use encryption::MasterKey;
 pub use error::RegistryError;
+pub use outcomes::{Labelled, Outcome, Truth};
 pub use predictions::PredictionRecord;
 pub use security::KeyLimits;
 pub use store::{

@@ -476,6 +476,8 @@ impl Registry {
         sqlx::query("DELETE FROM aliases WHERE model = $1").bind(name).execute(&mut *tx).await?;
         sqlx::query("DELETE FROM versions WHERE model = $1").bind(name).execute(&mut *tx).await?;
         sqlx::query("DELETE FROM models WHERE name = $1").bind(name).execute(&mut *tx).await?;
+        // A model created later under the same name must not inherit old predictions' feedback.
+        sqlx::query("DELETE FROM outcomes WHERE model = $1").bind(name).execute(&mut *tx).await?;
         let detail = format!("{} version(s)", versions.len());
         event(&mut tx, name, None, "delete_model", &detail, actor, now_ms()).await?;
         tx.commit().await?;

@@ -43,6 +43,10 @@ pub struct RegistryContext {
     pub allow_anonymous_inference: bool,
     /// Live drift of the served versions against their packages' reference profiles, when on.
     pub drift_watch: Option<Arc<crate::DriftWatch>>,
+    /// Predictions kept for ground-truth feedback and the live quality computed from it, when on.
+    pub quality_watch: Option<Arc<crate::QualityWatch>>,
+    /// Alert rules and their receivers, when configured.
+    pub alerting: Option<Arc<crate::Alerting>>,
     /// One lock per model, so that alias moves on one model are applied in order.
     locks: parking_lot::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
@@ -90,6 +94,8 @@ impl RegistryContext {
             default_limits: crate::DefaultLimits::default(),
             allow_anonymous_inference: false,
             drift_watch: None,
+            quality_watch: None,
+            alerting: None,
             locks: parking_lot::Mutex::default(),
         }
     }
@@ -119,6 +125,9 @@ impl RegistryContext {
         let Some(version) = target else {
             if let Some(watch) = &self.drift_watch {
                 watch.unregister(name);
+            }
+            if let Some(quality) = &self.quality_watch {
+                quality.unregister(name);
             }
             if let Ok(removed) = state.repository().unload(name) {
                 tracing::info!(model = name, alias = %self.serve_alias, "no serving alias any more; unloaded");
@@ -159,6 +168,23 @@ impl RegistryContext {
                     watch.register(name, reference);
                 }
                 None => watch.unregister(name),
+            }
+        }
+        if let Some(quality) = &self.quality_watch {
+            let task = record.manifest.validation.as_ref().map(|v| v.task);
+            match ferry_package::PredictionOutputs::of(&record.manifest.signature, task) {
+                Ok(outputs) => quality.register(
+                    name,
+                    crate::quality::QualityTarget {
+                        version,
+                        outputs,
+                        baseline: record.manifest.validation.as_ref().map(|v| v.metrics.clone()).unwrap_or_default(),
+                    },
+                ),
+                Err(why) => {
+                    tracing::info!(model = name, version, why, "no live quality: no output to join feedback to");
+                    quality.unregister(name);
+                }
             }
         }
         tracing::info!(model = name, version, ?previous, alias = %self.serve_alias, "now serving");

@@ -211,7 +211,18 @@ impl GrpcInferenceService for GrpcService {
         if let (Some(watch), Some(inputs)) = (&watch, watched_inputs) {
             watch.observe(model.name(), model.version(), inputs, &response.outputs);
         }
-        Ok(Response::new(encode_model_infer(model.name(), &model.version().to_string(), decoded.id, response.outputs)))
+        // As over HTTP: a monitored model's predictions are kept for feedback under the request's (or a fresh) id.
+        let mut request_id = decoded.id;
+        if let Some(quality) = self
+            .state
+            .registry_context()
+            .and_then(|c| c.quality_watch.as_ref())
+            .filter(|q| q.wants(model.name(), model.version()))
+        {
+            let id = request_id.get_or_insert_with(crate::fresh_request_id);
+            quality.observe(model.name(), model.version(), id, &response.outputs);
+        }
+        Ok(Response::new(encode_model_infer(model.name(), &model.version().to_string(), request_id, response.outputs)))
     }
 
     async fn model_statistics(

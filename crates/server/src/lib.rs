@@ -4,6 +4,7 @@
 //! [`app`] is the one constructor of the router, used by `ferry serve` and by tests alike. Handlers decode the wire
 //! with `ferry-protocol` and hand typed requests to `ferry-serving`; no other crate sees HTTP types.
 
+mod alerting;
 mod auth;
 mod body;
 mod deploy;
@@ -11,7 +12,9 @@ mod error;
 mod grpc;
 mod limits;
 pub mod metrics;
+mod performance;
 mod predlog;
+mod quality;
 pub(crate) mod routes;
 mod state;
 mod tls;
@@ -22,12 +25,15 @@ use std::future::Future;
 use axum::Router;
 use tokio::net::TcpListener;
 
+pub use alerting::{Alerting, AlertingConfig, AlertsView, Webhook, signature as webhook_signature};
 pub use auth::{Authorized, KEY_REFRESH, KeyCache, Need, ToAdmin, ToDeploy, ToInfer, ToRead, authenticate};
 pub use deploy::{RegistryContext, Synced};
 pub use error::{ApiError, status_of};
 pub use grpc::{GrpcService, code_of, serve_grpc};
 pub use limits::{DefaultLimits, UsageLimiter};
+pub use performance::{PerformanceConfig, VersionPerformance};
 pub use predlog::{PredictionLog, PredictionLogConfig};
+pub use quality::{FeedbackItem, FeedbackReport, ModelQuality, QualityConfig, QualityWatch, fresh_request_id};
 pub use routes::management::ManagementApi;
 pub use state::{AppState, ServerLimits};
 pub use tls::{TlsError, TlsFiles};

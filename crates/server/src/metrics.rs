@@ -48,6 +48,8 @@ struct Handles {
     total: Histogram,
     queue: Histogram,
     compute: Histogram,
+    /// Live latency and throughput, and their baseline.
+    perf: std::sync::Arc<crate::performance::Recorder>,
 }
 
 /// The request metrics and their registry.
@@ -58,6 +60,8 @@ pub struct Metrics {
     durations: Family<PhaseLabels, Histogram, fn() -> Histogram>,
     /// model → handles per (protocol, version), for successful requests.
     fast: parking_lot::RwLock<std::collections::HashMap<String, Vec<std::sync::Arc<Handles>>>>,
+    /// Live latency and throughput per model version, and their baselines.
+    pub performance: crate::performance::Performance,
 }
 
 impl Default for Metrics {
@@ -75,7 +79,13 @@ impl Default for Metrics {
             "Inference latency by phase: queue (waiting for an instance), compute (in the instance), total",
             durations.clone(),
         );
-        Self { registry, requests, durations, fast: parking_lot::RwLock::default() }
+        Self {
+            registry,
+            requests,
+            durations,
+            fast: parking_lot::RwLock::default(),
+            performance: crate::performance::Performance::default(),
+        }
     }
 }
 
@@ -118,12 +128,14 @@ impl Metrics {
                 total: phase("total"),
                 queue: phase("queue"),
                 compute: phase("compute"),
+                perf: self.performance.recorder(model, version),
             });
             self.fast.write().entry(model.to_owned()).or_default().push(h.clone());
             h
         });
         handles.ok.inc();
         handles.total.observe(total.as_secs_f64());
+        handles.perf.record(total.as_secs_f64(), true);
         handles.queue.observe(timing.0.as_secs_f64());
         handles.compute.observe(timing.1.as_secs_f64());
     }
@@ -140,6 +152,10 @@ impl Metrics {
     ) {
         if let (Some(timing), "200" | "OK") = (timing, code) {
             return self.observe_ok(model, version, protocol, timing, total);
+        }
+        // Failures count against a version that has served (never create state for an unknown name).
+        if let Some(recorder) = self.performance.existing(model, version) {
+            recorder.record(total.as_secs_f64(), false);
         }
         let version = version.to_string();
         self.requests
@@ -242,6 +258,14 @@ fn scrape_time(out: &mut String, state: &AppState) {
     if let Some(watch) = state.registry_context().and_then(|c| c.drift_watch.as_ref()) {
         drift_families(out, watch);
     }
+    model_metric_families(out, state);
+    if let Some(alerting) = state.registry_context().and_then(|c| c.alerting.as_ref()) {
+        let _ = writeln!(out, "# HELP ferry_alerts_firing Alerts of the rule firing now (one per model).");
+        let _ = writeln!(out, "# TYPE ferry_alerts_firing gauge");
+        for (rule, n) in alerting.firing() {
+            let _ = writeln!(out, "ferry_alerts_firing{{rule=\"{}\"}} {n}", escape_label(&rule));
+        }
+    }
     let in_use = state.limits().max_concurrent_requests.saturating_sub(state.concurrency().available_permits());
     let _ = writeln!(out, "# HELP ferry_inflight_requests HTTP requests being handled.");
     let _ = writeln!(out, "# TYPE ferry_inflight_requests gauge");
@@ -288,6 +312,26 @@ fn drift_families(out: &mut String, watch: &crate::DriftWatch) {
             );
         }
     }
+    let _ = writeln!(out, "# HELP ferry_drift_share Share of the columns that drifted in the last window.");
+    let _ = writeln!(out, "# TYPE ferry_drift_share gauge");
+    for m in &all {
+        if let Some(w) = &m.latest {
+            let _ = writeln!(out, "ferry_drift_share{{model=\"{}\",version=\"{}\"}} {}", m.model, m.version, w.drifted_share);
+        }
+    }
+    let _ = writeln!(out, "# HELP ferry_dataset_drift Whether the last window drifted as a whole (drift share reached).");
+    let _ = writeln!(out, "# TYPE ferry_dataset_drift gauge");
+    for m in &all {
+        if let Some(w) = &m.latest {
+            let _ = writeln!(
+                out,
+                "ferry_dataset_drift{{model=\"{}\",version=\"{}\"}} {}",
+                m.model,
+                m.version,
+                u8::from(w.dataset_drift)
+            );
+        }
+    }
     let _ = writeln!(out, "# HELP ferry_drift_samples_dropped Drift samples dropped because the buffer was full.");
     let _ = writeln!(out, "# TYPE ferry_drift_samples_dropped counter");
     let _ = writeln!(out, "ferry_drift_samples_dropped_total {}", watch.dropped());
@@ -310,3 +354,70 @@ fn process_usage() -> Option<(f64, u64)> {
     // The kernel's USER_HZ is 100 and the page size 4 KiB on every Linux this runs on.
     Some((ticks / 100.0, pages * 4096))
 }
+
+/// Live figures and baselines (`ferry_model_metric`, `ferry_model_baseline`), concept drift and feedback counts, as of
+/// the last evaluation.
+fn model_metric_families(out: &mut String, state: &AppState) {
+    let perf = &state.metrics().performance;
+    let quality = state.registry_context().and_then(|c| c.quality_watch.as_ref());
+    let mut live: Vec<(String, u64, String, f64)> = Vec::new();
+    let mut base: Vec<(String, u64, String, f64)> = Vec::new();
+    let mut concept: Vec<(String, u64, &'static str, u8)> = Vec::new();
+    for (model, version) in perf.keys() {
+        let Some(s) = perf.status(&model, version) else { continue };
+        for (figures, into) in [(s.live, &mut live), (s.baseline, &mut base)] {
+            let Some(f) = figures else { continue };
+            for metric in ["latency_p50_seconds", "latency_p99_seconds", "throughput", "error_rate"] {
+                if let Some(v) = f.get(metric) {
+                    into.push((model.clone(), version, metric.to_owned(), v));
+                }
+            }
+        }
+    }
+    if let Some(quality) = quality {
+        let window = i64::try_from(quality.window().as_millis()).unwrap_or(i64::MAX);
+        let now = crate::quality::now_ms();
+        for (model, q) in quality.latest() {
+            for v in &q.versions {
+                for (k, x) in &v.metrics {
+                    live.push((model.clone(), v.version, k.clone(), *x));
+                }
+                for (k, x) in &v.baseline {
+                    base.push((model.clone(), v.version, k.clone(), *x));
+                }
+                for d in &v.concept_drift {
+                    let recent = d.last_detection_ms.is_some_and(|t| now.saturating_sub(t) <= window);
+                    concept.push((model.clone(), v.version, d.detector, u8::from(recent)));
+                }
+            }
+        }
+    }
+    for (name, help, rows) in [
+        ("ferry_model_metric", "Live model metric: quality from feedback, latency and throughput.", &live),
+        ("ferry_model_baseline", "Baseline of the model metric: validation metrics, warm-up latency and throughput.", &base),
+    ] {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} gauge");
+        for (model, version, metric, v) in rows {
+            let _ = writeln!(out, "{name}{{model=\"{}\",version=\"{version}\",metric=\"{metric}\"}} {v}", escape_label(model));
+        }
+    }
+    let _ = writeln!(out, "# HELP ferry_concept_drift Whether the detector found concept drift on the error stream within the feedback window.");
+    let _ = writeln!(out, "# TYPE ferry_concept_drift gauge");
+    for (model, version, detector, v) in &concept {
+        let _ = writeln!(out, "ferry_concept_drift{{model=\"{}\",version=\"{version}\",detector=\"{detector}\"}} {v}", escape_label(model));
+    }
+    if let Some(quality) = quality {
+        let _ = writeln!(out, "# HELP ferry_feedback Feedback items received, by whether they matched a kept prediction.");
+        let _ = writeln!(out, "# TYPE ferry_feedback counter");
+        for (model, matched, unmatched) in quality.feedback_counts() {
+            let m = escape_label(&model);
+            let _ = writeln!(out, "ferry_feedback_total{{model=\"{m}\",result=\"matched\"}} {matched}");
+            let _ = writeln!(out, "ferry_feedback_total{{model=\"{m}\",result=\"unmatched\"}} {unmatched}");
+        }
+        let _ = writeln!(out, "# HELP ferry_feedback_samples_dropped Predictions not kept for feedback because the buffer was full.");
+        let _ = writeln!(out, "# TYPE ferry_feedback_samples_dropped counter");
+        let _ = writeln!(out, "ferry_feedback_samples_dropped_total {}", quality.dropped());
+    }
+}
+

@@ -227,3 +227,46 @@ pub fn http_status(addr: &str, method: &str, path: &str) -> anyhow::Result<u16> 
     let status = response.split_whitespace().nth(1).context("no status line")?;
     Ok(status.parse()?)
 }
+
+/// The ferry and process metric names a PromQL expression reads (for checking dashboards against `/metrics`).
+#[must_use]
+pub fn metric_names(expr: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let bytes = expr.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        let starts_word = i == 0 || !(bytes[i - 1].is_ascii_alphanumeric() || bytes[i - 1] == b'_');
+        if starts_word && (expr[i..].starts_with("ferry_") || expr[i..].starts_with("process_")) {
+            let end = expr[i..].find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).map_or(expr.len(), |e| i + e);
+            names.push(expr[i..end].to_owned());
+            i = end;
+        } else {
+            i += 1;
+        }
+    }
+    names
+}
+
+/// Every metric name the Grafana dashboard in `deploy/grafana/` reads, from its panels and variables.
+///
+/// # Panics
+/// When the dashboard is missing or malformed.
+#[must_use]
+pub fn dashboard_metric_names() -> std::collections::BTreeSet<String> {
+    let path = repo_root().join("deploy/grafana/ferry.json");
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).expect("dashboard")).expect("JSON");
+    let mut named = std::collections::BTreeSet::new();
+    for panel in dashboard["panels"].as_array().expect("panels") {
+        assert!(panel["title"].as_str().is_some_and(|t| !t.is_empty()), "every panel has a title: {panel}");
+        for target in panel["targets"].as_array().expect("targets") {
+            named.extend(metric_names(target["expr"].as_str().expect("expr")));
+        }
+    }
+    for query in dashboard["templating"]["list"].as_array().expect("variables") {
+        if let Some(q) = query["query"].as_str() {
+            named.extend(metric_names(q));
+        }
+    }
+    named
+}

@@ -47,7 +47,9 @@ use crate::{ApiError, AppState};
         set_alias,
         delete_alias,
         list_events,
-        model_monitoring,
+        crate::routes::monitoring::model_monitoring,
+        crate::routes::monitoring::post_feedback,
+        crate::routes::monitoring::list_alerts,
         crate::routes::keys::create_key,
         crate::routes::keys::list_keys,
         crate::routes::keys::revoke_key,
@@ -56,7 +58,7 @@ use crate::{ApiError, AppState};
         crate::routes::keys::subject_records,
         crate::routes::keys::erase_subject
     ),
-    components(schemas(ModelRecord, VersionRecord, AliasRecord, Event, SetAlias, ErrorResponse, AliasTarget,
+    components(schemas(crate::quality::FeedbackItem, crate::quality::FeedbackReport, ModelRecord, VersionRecord, AliasRecord, Event, SetAlias, ErrorResponse, AliasTarget,
         crate::routes::keys::NewKey, crate::routes::keys::CreatedKey, crate::routes::keys::AuditVerdict,
         ferry_auth::KeyInfo, ferry_auth::Role, ferry_auth::Scope, ferry_auth::AuditRecord,
         crate::routes::keys::Erased, ferry_registry::PredictionRecord)),
@@ -120,7 +122,7 @@ pub struct AliasQuery {
 }
 
 pub(crate) fn routes() -> Router<AppState> {
-    management_routes().merge(crate::routes::keys::routes())
+    management_routes().merge(crate::routes::keys::routes()).merge(crate::routes::monitoring::routes())
 }
 
 fn management_routes() -> Router<AppState> {
@@ -134,7 +136,6 @@ fn management_routes() -> Router<AppState> {
         .route("/api/v1/models/{name}/aliases", get(list_aliases))
         .route("/api/v1/models/{name}/aliases/{alias}", get(get_alias).put(set_alias).delete(delete_alias))
         .route("/api/v1/models/{name}/events", get(list_events))
-        .route("/api/v1/models/{name}/monitoring", get(model_monitoring))
 }
 
 /// The API's description; like everything but health, only for key holders (any role).
@@ -143,7 +144,7 @@ async fn openapi(_caller: Authorized<ToRead>) -> Response {
     ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], json).into_response()
 }
 
-fn registry(state: &AppState) -> Result<&Arc<RegistryContext>, ApiError> {
+pub(crate) fn registry(state: &AppState) -> Result<&Arc<RegistryContext>, ApiError> {
     state.registry_context().ok_or_else(|| ApiError::new(ErrorKind::NotFound, "this server has no model registry"))
 }
 
@@ -161,7 +162,7 @@ fn check_package_signature(package: &std::path::Path, trusted: &[String], requir
     }
 }
 
-fn model_name(name: &str) -> Result<ModelName, ApiError> {
+pub(crate) fn model_name(name: &str) -> Result<ModelName, ApiError> {
     ModelName::new(name).map_err(|e| ApiError::new(ErrorKind::InvalidInput, format!("model name: {e}")))
 }
 
@@ -430,35 +431,6 @@ async fn delete_alias(
         ctx.sync_model(&state, name.as_str()).await?;
     }
     Ok(StatusCode::NO_CONTENT)
-}
-
-#[utoipa::path(get, path = "/api/v1/models/{name}/monitoring", tag = "models",
-    params(("name" = String, Path, description = "Model name")),
-    responses((status = 200, description = "Live drift of the served version against its package's reference \
-        profile: the last completed window (per feature and output: test, score, threshold, verdict, both \
-        histograms; the dataset verdict), the rows gathered in the window filling now, samples dropped",
-        body = serde_json::Value),
-        (status = 404, body = ErrorResponse)))]
-async fn model_monitoring(
-    auth: Authorized<ToRead>,
-    State(state): State<AppState>,
-    Path(name): Path<String>,
-) -> Result<Json<crate::ModelDrift>, ApiError> {
-    let name = model_name(&name)?;
-    auth.on(name.as_str()).await?;
-    let ctx = registry(&state)?;
-    let watch = ctx.drift_watch.as_ref().ok_or_else(|| {
-        ApiError::new(ErrorKind::NotFound, "drift monitoring is off on this server ([monitoring] enabled)")
-    })?;
-    watch.status(name.as_str()).map(Json).ok_or_else(|| {
-        ApiError::new(
-            ErrorKind::NotFound,
-            format!(
-                "model {name:?} is not watched: it is not served from the registry, or its package has no reference \
-                 profile (pack it with --reference)"
-            ),
-        )
-    })
 }
 
 #[utoipa::path(get, path = "/api/v1/models/{name}/events", tag = "models",

@@ -2,6 +2,7 @@
 
 mod keys;
 pub(crate) mod management;
+mod monitoring;
 mod oip;
 mod repository;
 pub(crate) mod stats;

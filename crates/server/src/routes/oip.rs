@@ -204,10 +204,19 @@ async fn run_infer(
     if let (Some(watch), Some(inputs)) = (&watch, watched_inputs) {
         watch.observe(model.name(), model.version(), inputs, &response.outputs);
     }
+    // A monitored model's predictions are kept for feedback under the request's id; without one, ferry makes one
+    // and returns it, so that the client can send the ground truth later.
+    let mut request_id = request.id;
+    if let Some(quality) =
+        state.registry_context().and_then(|c| c.quality_watch.as_ref()).filter(|q| q.wants(model.name(), model.version()))
+    {
+        let id = request_id.get_or_insert_with(crate::fresh_request_id);
+        quality.observe(model.name(), model.version(), id, &response.outputs);
+    }
     let timing = (response.queue, response.compute);
     let outputs: Vec<_> = response.outputs.into_iter().zip(wanted).map(|(t, (_, binary))| (t, binary)).collect();
     let version = model.version().to_string();
-    let encoded = encode_infer_response(model.name(), &version, request.id.as_deref(), &outputs)?;
+    let encoded = encode_infer_response(model.name(), &version, request_id.as_deref(), &outputs)?;
     let mut http = Response::new(Body::from(encoded.body));
     let headers = http.headers_mut();
     match encoded.json_len {

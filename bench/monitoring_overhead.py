@@ -1,0 +1,111 @@
+"""What watching costs: the same registry-served model, the same wrk load, with monitoring on (drift capture of every
+request at sample rate 1.0, predictions kept for feedback, latency baselines, the monitor loop) and off
+(`[monitoring] enabled = false, feedback = false`), in alternating rounds within one run, so that both see the same
+machine state. The target is throughput with monitoring on >= 95% of off.
+
+Usage (from the repository root, after `cargo build --release`):
+    python3 bench/monitoring_overhead.py [--seconds 10] [--rounds 3] [--concurrency 8 32]
+Needs: wrk (Debian package). Every load loop is bounded in time; every server is stopped at the end.
+"""
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import urllib.request
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from run import ROOT, TARGET, Server, free_port, wrk  # noqa: E402
+
+ADMIN_KEY = "fk_bench_admin_key_0123456789abcdef"
+FIXTURES = ROOT / "fixtures" / "tabular"
+
+
+def ferry(*args, cwd, env=None):
+    subprocess.run([str(TARGET / "ferry"), *args], cwd=cwd, check=True, env=dict(os.environ, **(env or {})),
+                   stdout=subprocess.DEVNULL)
+
+
+def server(label, data_dir, monitoring):
+    port = free_port()
+    env = {"FERRY_ADMIN_KEY": ADMIN_KEY, "FERRY_DATA_DIR": str(data_dir), "FERRY_LOG_FORMAT": "json"}
+    if not monitoring:
+        env.update({"FERRY_MONITORING__ENABLED": "false", "FERRY_MONITORING__FEEDBACK": "false"})
+    cmd = [str(TARGET / "ferry"), "serve", "--allow-anonymous-inference", "--host", "127.0.0.1",
+           "--http-port", str(port), "--grpc-port", "0"]
+    return Server(label, cmd, f"http://127.0.0.1:{port}/v2/models/iris/infer", env=env,
+                  ready=f"http://127.0.0.1:{port}/v2/health/ready")
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[8, 32])
+    args = parser.parse_args()
+    if not shutil.which("wrk"):
+        sys.exit("wrk is needed: apt-get install wrk")
+    if not (TARGET / "ferry").exists():
+        sys.exit(f"build first: cargo build --release ({TARGET / 'ferry'} is missing)")
+
+    work = Path(tempfile.mkdtemp(prefix="ferry-monitoring-bench-"))
+    try:
+        model = ROOT / "examples/models/iris/1/model.onnx"
+        ferry("pack", str(model), "--name", "iris", "--reference", str(FIXTURES / "iris_reference.csv"),
+              "--validation", str(FIXTURES / "iris_validation.csv"), "--label", "species", "-o", "iris.ferry",
+              cwd=work)
+        data = work / "data"
+        # Push once; every later server serves the same registry.
+        with server("push", data, True) as s:
+            base = s.url.rsplit("/v2/", 1)[0]
+            ferry("push", "iris.ferry", "--alias", "production", cwd=work,
+                  env={"FERRY_SERVER": base, "FERRY_API_KEY": ADMIN_KEY})
+        body = work / "request.json"
+        body.write_text(json.dumps({"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32",
+                                                "data": [5.1, 3.5, 1.4, 0.2]}]}))
+        results = {(mode, c): [] for mode in ("on", "off") for c in args.concurrency}
+        for r in range(args.rounds):
+            for mode in (("on", "off") if r % 2 == 0 else ("off", "on")):
+                with server(f"monitoring {mode}", data, mode == "on") as s:
+                    wrk(s.url, body, None, 8, 2)  # warm-up
+                    for c in args.concurrency:
+                        out = wrk(s.url, body, None, c, args.seconds)
+                        if out["errors"]:
+                            raise RuntimeError(f"monitoring {mode}: {out['errors']} errors at c={c}")
+                        results[(mode, c)].append(out)
+                        print(f"  round {r + 1} monitoring {mode:<3} c={c:<3} {out['rps']:>9.0f} req/s "
+                              f"p50 {out['p50']:.3f} ms p99 {out['p99']:.3f} ms", flush=True)
+                    if mode == "on":
+                        check_watched(s.url)
+        print()
+        print("| concurrency | on req/s (median) | off req/s (median) | on / off | on p99 ms | off p99 ms |")
+        print("|---|---|---|---|---|---|")
+        for c in args.concurrency:
+            on = statistics.median(x["rps"] for x in results[("on", c)])
+            off = statistics.median(x["rps"] for x in results[("off", c)])
+            p99_on = statistics.median(x["p99"] for x in results[("on", c)])
+            p99_off = statistics.median(x["p99"] for x in results[("off", c)])
+            print(f"| {c} | {on:.0f} | {off:.0f} | **{on / off:.3f}** | {p99_on:.3f} | {p99_off:.3f} |")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def check_watched(infer_url):
+    """Monitoring really was on: drift windows completed and no sample was dropped silently."""
+    base = infer_url.rsplit("/v2/", 1)[0]
+    request = urllib.request.Request(f"{base}/api/v1/models/iris/monitoring",
+                                     headers={"Authorization": f"Bearer {ADMIN_KEY}"})
+    with urllib.request.urlopen(request, timeout=10) as r:
+        m = json.load(r)
+    print(f"    watched: {m['windows_completed']} drift windows, {m['samples_dropped']} samples dropped", flush=True)
+    if not m["windows_completed"]:
+        raise RuntimeError("monitoring on, but no drift window completed")
+
+
+if __name__ == "__main__":
+    main()

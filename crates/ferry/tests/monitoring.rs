@@ -1,0 +1,399 @@
+//! Live quality, baselines and alerts end to end: a served registry model, ground-truth feedback through the API, alert
+//! rules from `ferry.toml`, and a real webhook receiver on loopback that checks every notice's HMAC signature.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ferry_test_support::{FerryProcess, TEST_ADMIN_KEY, http_request_as};
+use serde_json::{Value, json};
+
+const SECRET: &str = "webhook-secret-for-tests";
+
+/// One request the receiver got.
+#[derive(Debug, Clone)]
+struct Received {
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Received {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).expect("JSON notice")
+    }
+}
+
+/// A webhook receiver: answers 500 to the first request (so that ferry must retry) and 200 to the rest.
+struct Receiver {
+    url: String,
+    got: Arc<Mutex<Vec<Received>>>,
+}
+
+impl Receiver {
+    fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
+        let got: Arc<Mutex<Vec<Received>>> = Arc::default();
+        let sink = got.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().take(1_000) {
+                let Ok(mut stream) = stream else { continue };
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+                let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+                let (mut headers, mut line) = (Vec::new(), String::new());
+                if reader.read_line(&mut line).is_err() {
+                    continue;
+                }
+                loop {
+                    line.clear();
+                    if reader.read_line(&mut line).is_err() || line.trim().is_empty() {
+                        break;
+                    }
+                    if let Some((k, v)) = line.trim().split_once(':') {
+                        headers.push((k.trim().to_owned(), v.trim().to_owned()));
+                    }
+                }
+                let len = headers
+                    .iter()
+                    .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+                    .and_then(|(_, v)| v.parse().ok())
+                    .unwrap_or(0usize);
+                let mut body = vec![0; len];
+                if reader.read_exact(&mut body).is_err() {
+                    continue;
+                }
+                let first = {
+                    let mut got = sink.lock().expect("lock");
+                    got.push(Received { headers, body });
+                    got.len() == 1
+                };
+                let status = if first { "500 Internal Server Error" } else { "200 OK" };
+                let _ = write!(stream, "HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+            }
+        });
+        Self { url, got }
+    }
+
+    fn received(&self) -> Vec<Received> {
+        self.got.lock().expect("lock").clone()
+    }
+
+    /// Waits (bounded) until a notice matching `pred` arrived with a 2xx answer, i.e. not only the first one.
+    fn wait_for(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Received {
+        let started = Instant::now();
+        loop {
+            let got = self.received();
+            // The first request was answered 500: what counts is a delivery after it.
+            if let Some(r) = got.iter().skip(1).find(|r| pred(&r.json())) {
+                return r.clone();
+            }
+            assert!(started.elapsed() < Duration::from_secs(30), "no {what} notice arrived: {got:?}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+fn fixture(name: &str) -> PathBuf {
+    ferry_test_support::fixtures_dir().join("tabular").join(name)
+}
+
+fn rows_of(csv: &str) -> Vec<[f64; 4]> {
+    std::fs::read_to_string(fixture(csv))
+        .expect("csv")
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let v: Vec<f64> = l.split(',').map(|x| x.parse().expect("number")).collect();
+            [v[0], v[1], v[2], v[3]]
+        })
+        .collect()
+}
+
+fn ferry(dir: &Path, args: &[&str], server: Option<&FerryProcess>) -> std::process::Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ferry"));
+    cmd.args(args).current_dir(dir).env("FERRY_API_KEY", TEST_ADMIN_KEY);
+    if let Some(s) = server {
+        cmd.env("FERRY_SERVER", &s.base_url);
+    }
+    cmd.output().expect("ferry")
+}
+
+fn api(server: &FerryProcess, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
+    let text = body.map(Value::to_string);
+    let (status, out) =
+        http_request_as(&server.addr, Some(TEST_ADMIN_KEY), method, path, text.as_deref().map(str::as_bytes))
+            .expect("request");
+    (status, serde_json::from_str(&out).unwrap_or(Value::String(out)))
+}
+
+/// Sends `rows` 40 at a time with ids `{prefix}-{k}`; returns (request id, row, predicted label) per row.
+fn infer(server: &FerryProcess, rows: &[[f64; 4]], prefix: &str) -> Vec<(String, u64, i64)> {
+    let mut out = Vec::new();
+    for (k, chunk) in rows.chunks(40).enumerate() {
+        let data: Vec<f64> = chunk.iter().flatten().copied().collect();
+        let id = format!("{prefix}-{k}");
+        let body = json!({"id": id, "inputs": [{"name": "input", "shape": [chunk.len(), 4], "datatype": "FP32", "data": data}]});
+        let (status, response) = api(server, "POST", "/v2/models/iris/infer", Some(&body));
+        assert_eq!(status, 200, "{response}");
+        assert_eq!(response["id"], id.as_str());
+        let labels = response["outputs"].as_array().expect("outputs").iter().find(|o| o["name"] == "label").expect("label")
+            ["data"]
+            .as_array()
+            .expect("data")
+            .clone();
+        for (row, l) in labels.iter().enumerate() {
+            out.push((id.clone(), row as u64, l.as_i64().expect("label")));
+        }
+    }
+    out
+}
+
+fn monitoring(server: &FerryProcess) -> Value {
+    let (status, v) = api(server, "GET", "/api/v1/models/iris/monitoring", None);
+    assert_eq!(status, 200, "{v}");
+    v
+}
+
+fn wait_until(what: &str, mut check: impl FnMut() -> Option<Value>) -> Value {
+    let started = Instant::now();
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn alert_state(server: &FerryProcess, rule: &str) -> Value {
+    let (status, v) = api(server, "GET", "/api/v1/alerts", None);
+    assert_eq!(status, 200, "{v}");
+    let r = v["rules"].as_array().expect("rules").iter().find(|r| r["rule"]["name"] == rule).expect("rule").clone();
+    r["alerts"].as_array().and_then(|a| a.iter().find(|a| a["model"] == "iris").cloned()).unwrap_or(Value::Null)
+}
+
+fn verify_signature(r: &Received) {
+    use hmac::{Hmac, Mac};
+    let timestamp = r.header("x-ferry-timestamp").expect("timestamp header");
+    let signature = r.header("x-ferry-signature").expect("signature header");
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(SECRET.as_bytes()).expect("key");
+    mac.update(timestamp.as_bytes());
+    mac.update(b".");
+    mac.update(&r.body);
+    assert_eq!(signature, format!("sha256={}", hex::encode(mac.finalize().into_bytes())), "HMAC over timestamp.body");
+}
+
+#[test]
+fn feedback_drift_and_alerts_work_end_to_end_through_the_api_the_cli_and_a_real_webhook() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let model = ferry_test_support::repo_root().join("examples/models/iris/1/model.onnx");
+    let (reference, validation) = (fixture("iris_reference.csv"), fixture("iris_validation.csv"));
+    let packed = ferry(
+        d,
+        &[
+            "pack",
+            model.to_str().expect("utf8"),
+            "--name",
+            "iris",
+            "--reference",
+            reference.to_str().expect("utf8"),
+            "--validation",
+            validation.to_str().expect("utf8"),
+            "--label",
+            "species",
+            "-o",
+            "iris.ferry",
+        ],
+        None,
+    );
+    assert!(packed.status.success(), "{}", String::from_utf8_lossy(&packed.stderr));
+    let receiver = Receiver::start();
+    std::fs::write(
+        d.join("ferry.toml"),
+        format!(
+            r#"
+allow_anonymous_inference = true
+
+[monitoring]
+window_rows = 240
+evaluation_interval = "100ms"
+performance_window = "10s"
+baseline_warmup = "1s"
+
+[[alerting.webhooks]]
+url = "{}"
+secret_env = "TEST_WEBHOOK_SECRET"
+initial_backoff = "50ms"
+
+[[alerts]]
+name = "iris-drift"
+metric = "drift_share"
+model = "iris"
+op = ">="
+threshold = 0.25
+severity = "critical"
+labels = {{ team = "ml" }}
+
+[[alerts]]
+name = "iris-accuracy"
+metric = "accuracy"
+op = "<"
+threshold = 0.85
+for = "200ms"
+
+[[alerts]]
+name = "iris-accuracy-drop"
+metric = "accuracy"
+relative_to_baseline = true
+op = "<"
+threshold = -0.1
+"#,
+            receiver.url
+        ),
+    )
+    .expect("config");
+    let server = FerryProcess::start_in(
+        Path::new(env!("CARGO_BIN_EXE_ferry")),
+        d,
+        &[],
+        &[("TEST_WEBHOOK_SECRET", SECRET)],
+    )
+    .expect("serve");
+    let pushed = ferry(d, &["push", "iris.ferry", "--alias", "production"], Some(&server));
+    assert!(pushed.status.success(), "{}", String::from_utf8_lossy(&pushed.stderr));
+
+    // Unshifted traffic: two full drift windows of the reference's own rows, and no alert of any kind.
+    let calm = rows_of("iris_reference.csv");
+    let mut predictions = infer(&server, &[calm.clone(), calm.clone()].concat(), "calm");
+    predictions.extend(infer(&server, &[calm.clone(), calm.clone()].concat(), "calm2"));
+    assert_eq!(predictions.len(), 480);
+    let m = wait_until("two drift windows", || {
+        let m = monitoring(&server);
+        (m["windows_completed"].as_u64() >= Some(2)).then_some(m)
+    });
+    assert_eq!(m["latest"]["drifted_share"], 0.0, "{m}");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(alert_state(&server, "iris-drift")["state"], "inactive");
+    assert!(receiver.received().is_empty(), "unshifted traffic raised {:?}", receiver.received());
+
+    // Bad feedback is refused precisely and changes nothing.
+    let (status, v) = api(&server, "POST", "/api/v1/models/iris/feedback", Some(&json!([{"request_id": "calm-0", "value": 1.5}])));
+    assert_eq!(status, 400, "{v}");
+    assert!(v["error"].as_str().expect("error").contains("give `label`"), "{v}");
+    let (status, v) = api(&server, "POST", "/api/v1/models/iris/feedback", Some(&json!({"nope": 1})));
+    assert_eq!(status, 400, "{v}");
+    let (status, v) = api(&server, "POST", "/api/v1/models/iris/feedback", Some(&json!([{"request_id": "calm-0", "label": 0.5}])));
+    assert_eq!(status, 400, "{v}");
+    let huge: Vec<Value> = (0..10_001).map(|i| json!({"request_id": format!("x{i}"), "label": 0})).collect();
+    let (status, v) = api(&server, "POST", "/api/v1/models/iris/feedback", Some(&Value::Array(huge)));
+    assert_eq!(status, 413, "{v}");
+    let (status, v) = api(&server, "POST", "/api/v1/models/nope/feedback", Some(&json!([])));
+    assert_eq!(status, 404, "{v}");
+
+    // Ground truth: the first 240 predictions right, then 60% of the next 240 wrong: 30% wrong overall.
+    let mut feedback: Vec<Value> = predictions
+        .iter()
+        .enumerate()
+        .map(|(i, (id, row, label))| {
+            let wrong = i >= 240 && i % 5 < 3;
+            json!({"request_id": id, "row": row, "label": if wrong { (label + 1) % 3 } else { *label }})
+        })
+        .collect();
+    feedback.push(json!({"request_id": "never-sent", "label": 1}));
+    let (status, report) = api(&server, "POST", "/api/v1/models/iris/feedback", Some(&Value::Array(feedback)));
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["matched"], 480, "{report}");
+    assert_eq!(report["unmatched"], 1, "{report}");
+    assert_eq!(report["unmatched_ids"], json!(["never-sent"]));
+
+    let m = monitoring(&server);
+    let q = &m["quality"];
+    assert_eq!(q["task"], "classification", "{m}");
+    let v1 = q["versions"].as_array().expect("versions").iter().find(|v| v["version"] == 1).expect("v1").clone();
+    assert_eq!(v1["rows"], 480, "{v1}");
+    assert!((v1["metrics"]["accuracy"].as_f64().expect("accuracy") - 0.7).abs() < 1e-12, "{v1}");
+    let baseline = v1["baseline"]["accuracy"].as_f64().expect("baseline from the package's validation metrics");
+    let change = v1["change"]["accuracy"].as_f64().expect("change");
+    assert!((change - (0.7 - baseline) / baseline).abs() < 1e-12, "{v1}");
+    assert!(v1["metrics"]["roc_auc"].is_number() && v1["metrics"]["log_loss"].is_number(), "{v1}");
+    assert_eq!(v1["errors_seen"], 480);
+    let detections: u64 = v1["concept_drift"].as_array().expect("detectors").iter().map(|d| d["detections"].as_u64().unwrap_or(0)).sum();
+    assert!(detections >= 1, "the error rate jumping from 0 to 0.6 is concept drift: {v1}");
+    assert!(m["performance"]["live"]["requests"].as_u64() > Some(0), "live latency and throughput: {m}");
+
+    // The accuracy rules fire (after their `for`), and the webhook gets signed notices, retried past its 500.
+    let fired = receiver.wait_for("accuracy firing", |n| n["rule"] == "iris-accuracy" && n["status"] == "firing");
+    verify_signature(&fired);
+    let n = fired.json();
+    assert_eq!(n["model"], "iris");
+    assert_eq!(n["version"], 1);
+    assert!((n["value"].as_f64().expect("value") - 0.7).abs() < 1e-12, "{n}");
+    let dropped = receiver.wait_for("accuracy drop", |n| n["rule"] == "iris-accuracy-drop" && n["status"] == "firing");
+    verify_signature(&dropped);
+    let first = &receiver.received()[0];
+    let retried = receiver.received().into_iter().skip(1).any(|r| r.header("x-ferry-delivery") == first.header("x-ferry-delivery"));
+    assert!(retried, "the notice answered 500 was delivered again with the same delivery id");
+    assert_eq!(alert_state(&server, "iris-accuracy")["state"], "firing");
+    assert!(receiver.received().iter().all(|r| r.json()["rule"] != "iris-drift"), "no drift yet");
+
+    // Shifted petals: the next window drifts and the drift alert fires within it.
+    let shifted: Vec<[f64; 4]> = calm.iter().map(|r| [r[0], r[1], r[2] + 2.0, r[3] + 1.0]).collect();
+    infer(&server, &[shifted.clone(), shifted].concat(), "shifted");
+    let notice = receiver.wait_for("drift firing", |n| n["rule"] == "iris-drift" && n["status"] == "firing");
+    verify_signature(&notice);
+    let n = notice.json();
+    assert_eq!(n["severity"], "critical");
+    assert_eq!(n["labels"]["team"], "ml");
+    assert!(n["value"].as_f64().expect("share") >= 0.25, "{n}");
+    let history = alert_state(&server, "iris-drift")["history"].clone();
+    assert_eq!(history[0]["from"], "inactive", "{history}");
+    assert_eq!(history[0]["to"], "firing", "{history}");
+
+    let (_, metrics) =
+        http_request_as(&server.addr, Some(TEST_ADMIN_KEY), "GET", "/metrics", None).expect("metrics");
+    for line in [
+        r#"ferry_model_metric{model="iris",version="1",metric="accuracy"} 0.7"#,
+        r#"ferry_alerts_firing{rule="iris-drift"} 1"#,
+        r#"ferry_alerts_firing{rule="iris-accuracy"} 1"#,
+        r#"ferry_feedback_total{model="iris",result="unmatched"} 1"#,
+        r#"ferry_model_baseline{model="iris",version="1",metric="accuracy"}"#,
+        r#"ferry_model_baseline{model="iris",version="1",metric="throughput"}"#,
+        r#"ferry_model_metric{model="iris",version="1",metric="latency_p99_seconds"}"#,
+    ] {
+        assert!(metrics.contains(line), "{line} missing from\n{metrics}");
+    }
+
+    // The dashboard's monitoring panels read only what a full server exposes.
+    let exposed: std::collections::BTreeSet<&str> = metrics
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| l.split(['{', ' ']).next())
+        .collect();
+    let named = ferry_test_support::dashboard_metric_names();
+    let missing: Vec<&String> = named.iter().filter(|n| !exposed.contains(n.as_str())).collect();
+    assert!(missing.is_empty(), "the dashboard names metrics a monitored server does not expose: {missing:?}");
+    for family in ["ferry_drift_share", "ferry_model_metric", "ferry_model_baseline", "ferry_alerts_firing", "ferry_concept_drift"] {
+        assert!(named.contains(family), "the dashboard shows {family}");
+    }
+
+    // The CLI reads the same.
+    let listed = ferry(d, &["alerts", "list"], Some(&server));
+    let text = String::from_utf8_lossy(&listed.stdout);
+    assert!(listed.status.success() && text.contains("iris-drift") && text.contains("FIRING"), "{text}");
+    let shown = ferry(d, &["monitor", "iris", "--once"], Some(&server));
+    let text = String::from_utf8_lossy(&shown.stdout);
+    assert!(shown.status.success() && text.contains("accuracy") && text.contains("0.7000"), "{text}");
+    let exported = ferry(d, &["alerts", "export-prometheus"], None);
+    let rules = String::from_utf8_lossy(&exported.stdout);
+    assert!(exported.status.success(), "{}", String::from_utf8_lossy(&exported.stderr));
+    assert!(rules.contains(r#"expr: "ferry_drift_share{model=\"iris\"} >= 0.25""#), "{rules}");
+    assert!(rules.contains(r#"expr: "ferry_model_metric{metric=\"accuracy\"} < 0.85""#), "{rules}");
+}

@@ -1,0 +1,168 @@
+//! Predictions kept for ground-truth feedback: what a monitored model answered (per request id and row), joined with
+//! the true label or value when the client sends it, minutes or days later; kept for the configured retention.
+
+use sqlx::Row;
+
+use crate::{Registry, RegistryError};
+
+/// One prediction row, as kept for feedback.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    /// Model name.
+    pub model: String,
+    /// The request's id (the client's, or the one ferry returned).
+    pub request_id: String,
+    /// Row of the request's batch.
+    pub row: u64,
+    /// Version that answered.
+    pub version: u64,
+    /// Unix milliseconds.
+    pub at: i64,
+    /// The predicted class id or value.
+    pub predicted: f64,
+    /// Class probabilities, column j being class j (classification models that output them).
+    pub proba: Option<Vec<f64>>,
+}
+
+/// One ground-truth item.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Truth {
+    /// The request's id.
+    pub request_id: String,
+    /// Row of the request's batch.
+    pub row: u64,
+    /// The true class id or value.
+    pub truth: f64,
+    /// When the truth was observed (Unix milliseconds).
+    pub at: i64,
+}
+
+/// A prediction joined with its truth.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Labelled {
+    /// Version that answered.
+    pub version: u64,
+    /// When it answered (Unix milliseconds).
+    pub at: i64,
+    /// The predicted class id or value.
+    pub predicted: f64,
+    /// Class probabilities, when kept.
+    pub proba: Option<Vec<f64>>,
+    /// The truth.
+    pub truth: f64,
+}
+
+fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn proba_text(p: Option<&Vec<f64>>) -> Option<String> {
+    p.map(|v| serde_json::to_string(v).unwrap_or_else(|_| "[]".into()))
+}
+
+fn proba_of(text: Option<String>) -> Option<Vec<f64>> {
+    text.and_then(|t| serde_json::from_str(&t).ok())
+}
+
+impl Registry {
+    /// Keeps predictions for feedback; a repeated (model, request id, row) replaces the earlier one.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn insert_outcomes(&self, outcomes: &[Outcome]) -> Result<(), RegistryError> {
+        let _writer = self.sqlite_writer().await;
+        let mut tx = self.db.begin().await?;
+        for o in outcomes {
+            sqlx::query(
+                "INSERT INTO outcomes (model, request_id, row_index, version, at, predicted, proba) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                 ON CONFLICT (model, request_id, row_index) DO UPDATE SET version = excluded.version, \
+                 at = excluded.at, predicted = excluded.predicted, proba = excluded.proba, truth = NULL, \
+                 feedback_at = NULL",
+            )
+            .bind(&o.model)
+            .bind(&o.request_id)
+            .bind(to_i64(o.row))
+            .bind(to_i64(o.version))
+            .bind(o.at)
+            .bind(o.predicted)
+            .bind(proba_text(o.proba.as_ref()))
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Joins ground truth to kept predictions of `model`, in one transaction. Returns, per item in order, the
+    /// prediction it joined, or `None` when no prediction has that id and row (unknown, expired, or not yet
+    /// written). A second truth for the same prediction replaces the first (a correction).
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn join_truth(&self, model: &str, items: &[Truth]) -> Result<Vec<Option<Labelled>>, RegistryError> {
+        let _writer = self.sqlite_writer().await;
+        let mut tx = self.db.begin().await?;
+        let mut joined = Vec::with_capacity(items.len());
+        for t in items {
+            let row = sqlx::query(
+                "UPDATE outcomes SET truth = $1, feedback_at = $2 WHERE model = $3 AND request_id = $4 \
+                 AND row_index = $5 RETURNING version, at, predicted, proba",
+            )
+            .bind(t.truth)
+            .bind(t.at)
+            .bind(model)
+            .bind(&t.request_id)
+            .bind(to_i64(t.row))
+            .fetch_optional(&mut *tx)
+            .await?;
+            joined.push(match row {
+                None => None,
+                Some(r) => Some(Labelled {
+                    version: u64::try_from(r.try_get::<i64, _>("version")?).unwrap_or(0),
+                    at: r.try_get("at")?,
+                    predicted: r.try_get("predicted")?,
+                    proba: proba_of(r.try_get("proba")?),
+                    truth: t.truth,
+                }),
+            });
+        }
+        tx.commit().await?;
+        Ok(joined)
+    }
+
+    /// `model`'s predictions made at or after `since` (Unix ms) that have their truth, oldest first.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn labelled_outcomes(&self, model: &str, since: i64) -> Result<Vec<Labelled>, RegistryError> {
+        let rows = sqlx::query(
+            "SELECT version, at, predicted, proba, truth FROM outcomes WHERE model = $1 AND at >= $2 \
+             AND truth IS NOT NULL ORDER BY at, request_id, row_index",
+        )
+        .bind(model)
+        .bind(since)
+        .fetch_all(&self.db)
+        .await?;
+        rows.into_iter()
+            .map(|r| {
+                Ok(Labelled {
+                    version: u64::try_from(r.try_get::<i64, _>("version")?).unwrap_or(0),
+                    at: r.try_get("at")?,
+                    predicted: r.try_get("predicted")?,
+                    proba: proba_of(r.try_get("proba")?),
+                    truth: r.try_get("truth")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Deletes predictions kept for feedback made before `before` (Unix ms); returns how many.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn expire_outcomes(&self, before: i64) -> Result<u64, RegistryError> {
+        let _writer = self.sqlite_writer().await;
+        Ok(sqlx::query("DELETE FROM outcomes WHERE at < $1").bind(before).execute(&self.db).await?.rows_affected())
+    }
+}

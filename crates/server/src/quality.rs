@@ -1,0 +1,671 @@
+//! Live model quality from ground truth. For every registry model it serves, ferry keeps what it needs of each
+//! prediction (request id and row, version, predicted class or value, class probabilities, time) in the registry
+//! database; `POST /api/v1/models/{name}/feedback` joins the true labels or values that arrive minutes or days later.
+//! Per version, over the feedback window, the live metrics are scikit-learn's (`ferry_monitor::metrics`), reported
+//! beside the package's validation metrics (the baseline) and the relative change; each joined pair also feeds the
+//! concept-drift detectors (DDM, ADWIN, Page-Hinkley with river's defaults) on the per-prediction error stream.
+//!
+//! Capture is off the hot path like drift's: the handler copies a few numbers per row into a bounded channel (a full
+//! channel drops and counts), and a background task writes them in batches.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use ferry_monitor::concept::{Adwin, Ddm, DriftDetector, DriftState, PageHinkley};
+use ferry_monitor::{Probabilities, classification_metrics, regression_metrics};
+use ferry_package::{PredictionOutputs, Task};
+use ferry_registry::{Labelled, Outcome, Registry, Truth};
+use ferry_types::{NamedTensor, TensorData};
+use parking_lot::{Mutex, RwLock};
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+use crate::ApiError;
+
+/// How feedback is kept and read.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct QualityConfig {
+    /// Live metrics cover the predictions made within this window.
+    pub window: Duration,
+    /// Predictions older than this are deleted (feedback for them is then unmatched).
+    pub retention: Duration,
+    /// Predictions waiting to be written; past this they are dropped and counted.
+    pub buffer: usize,
+}
+
+impl Default for QualityConfig {
+    fn default() -> Self {
+        Self {
+            window: Duration::from_secs(86_400),
+            retention: Duration::from_secs(30 * 86_400),
+            buffer: 10_000,
+        }
+    }
+}
+
+/// What one served version's predictions are read from, and its baseline.
+#[derive(Debug, Clone)]
+pub struct QualityTarget {
+    /// The served version.
+    pub version: u64,
+    /// Which outputs carry the prediction.
+    pub outputs: PredictionOutputs,
+    /// The package's validation metrics, if it has them.
+    pub baseline: BTreeMap<String, f64>,
+}
+
+/// One item of a feedback batch.
+#[derive(Debug, Clone, serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FeedbackItem {
+    /// The `id` of the inference request (the client's, or the one ferry returned).
+    pub request_id: String,
+    /// Row of a batched request (default 0).
+    #[serde(default)]
+    pub row: u64,
+    /// The true class id (classification).
+    #[serde(default)]
+    #[schema(value_type = Option<i64>)]
+    pub label: Option<serde_json::Number>,
+    /// The true value (regression).
+    #[serde(default)]
+    pub value: Option<f64>,
+    /// When the truth was observed: Unix milliseconds or an RFC 3339 time (default now).
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub timestamp: Option<serde_json::Value>,
+}
+
+/// What a feedback batch did.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct FeedbackReport {
+    /// Items in the batch.
+    pub received: usize,
+    /// Items joined to a kept prediction.
+    pub matched: usize,
+    /// Items whose request id and row match no kept prediction (unknown, expired, or not written yet).
+    pub unmatched: usize,
+    /// The first 100 unmatched request ids.
+    pub unmatched_ids: Vec<String>,
+}
+
+/// Largest feedback batch.
+pub const MAX_FEEDBACK_ITEMS: usize = 10_000;
+
+/// One concept-drift detector's state on a version's error stream.
+#[derive(Debug, Clone, Serialize)]
+pub struct DetectorStatus {
+    /// `ddm`, `adwin` or `page_hinkley`.
+    pub detector: &'static str,
+    /// The state after the latest error.
+    pub state: DriftState,
+    /// Drifts detected so far.
+    pub detections: u64,
+    /// Stream index (0-based) of the latest detection.
+    pub last_detection_index: Option<u64>,
+    /// When it was detected (milliseconds since the epoch).
+    pub last_detection_ms: Option<i64>,
+}
+
+/// The detectors of one version.
+struct Detectors {
+    /// Errors fed so far.
+    seen: u64,
+    running: Vec<(Box<dyn DriftDetector>, DetectorStatus)>,
+}
+
+impl Detectors {
+    fn new(task: Task) -> Self {
+        let status = |detector| DetectorStatus {
+            detector,
+            state: DriftState::Stable,
+            detections: 0,
+            last_detection_index: None,
+            last_detection_ms: None,
+        };
+        let mut running: Vec<(Box<dyn DriftDetector>, DetectorStatus)> = Vec::new();
+        // DDM models a Bernoulli error rate: it only applies to 0/1 errors.
+        if task == Task::Classification {
+            running.push((Box::new(Ddm::new(ferry_monitor::concept::DdmConfig::default())), status("ddm")));
+        }
+        running.push((Box::new(Adwin::new(ferry_monitor::concept::AdwinConfig::default())), status("adwin")));
+        running.push((
+            Box::new(PageHinkley::new(ferry_monitor::concept::PageHinkleyConfig::default())),
+            status("page_hinkley"),
+        ));
+        Self { seen: 0, running }
+    }
+
+    fn update(&mut self, error: f64, now: i64) {
+        for (detector, status) in &mut self.running {
+            status.state = detector.update(error);
+            if status.state == DriftState::Drift {
+                status.detections += 1;
+                status.last_detection_index = Some(self.seen);
+                status.last_detection_ms = Some(now);
+            }
+        }
+        self.seen += 1;
+    }
+}
+
+/// Live quality of one version.
+#[derive(Debug, Clone, Serialize)]
+pub struct VersionQuality {
+    /// The version.
+    pub version: u64,
+    /// Prediction pairs (with truth) in the window.
+    pub rows: usize,
+    /// First and last prediction time of the pairs (milliseconds since the epoch).
+    pub from_ms: Option<i64>,
+    /// See `from_ms`.
+    pub to_ms: Option<i64>,
+    /// The live metrics.
+    pub metrics: BTreeMap<String, f64>,
+    /// Why metrics could not be computed, if they could not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The package's validation metrics.
+    pub baseline: BTreeMap<String, f64>,
+    /// `(live − baseline) / |baseline|` per metric that has both.
+    pub change: BTreeMap<String, f64>,
+    /// Concept-drift detectors on this version's error stream, in feedback order.
+    pub concept_drift: Vec<DetectorStatus>,
+    /// Errors fed to the detectors.
+    pub errors_seen: u64,
+}
+
+/// Live quality of a model.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelQuality {
+    /// `classification` or `regression`.
+    pub task: &'static str,
+    /// The version being served.
+    pub serving_version: u64,
+    /// Length of the window, in seconds.
+    pub window_seconds: u64,
+    /// Start of the window (milliseconds since the epoch).
+    pub window_start_ms: i64,
+    /// Feedback items joined since start-up.
+    pub feedback_matched: u64,
+    /// Feedback items that matched no prediction since start-up.
+    pub feedback_unmatched: u64,
+    /// Per version with feedback in the window, and the served one.
+    pub versions: Vec<VersionQuality>,
+}
+
+#[derive(Default)]
+struct Counts {
+    matched: AtomicU64,
+    unmatched: AtomicU64,
+}
+
+/// The live-quality watcher.
+pub struct QualityWatch {
+    config: QualityConfig,
+    registry: Registry,
+    tx: mpsc::Sender<Vec<Outcome>>,
+    dropped: AtomicU64,
+    targets: RwLock<HashMap<String, Arc<QualityTarget>>>,
+    detectors: Mutex<HashMap<(String, u64), Detectors>>,
+    counts: RwLock<HashMap<String, Arc<Counts>>>,
+    /// The latest computed quality per model, for alerts and `/metrics`.
+    latest: RwLock<HashMap<String, ModelQuality>>,
+}
+
+impl std::fmt::Debug for QualityWatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QualityWatch").field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
+impl QualityWatch {
+    /// Starts the writer and the retention task on the current runtime.
+    #[must_use]
+    pub fn start(config: QualityConfig, registry: Registry) -> Arc<Self> {
+        let (tx, mut rx) = mpsc::channel::<Vec<Outcome>>(config.buffer.max(1));
+        let writer = registry.clone();
+        tokio::spawn(async move {
+            let mut batch = Vec::new();
+            while let Some(first) = rx.recv().await {
+                batch.extend(first);
+                while batch.len() < 2_000 {
+                    match rx.try_recv() {
+                        Ok(more) => batch.extend(more),
+                        Err(_) => break,
+                    }
+                }
+                if let Err(e) = writer.insert_outcomes(&batch).await {
+                    tracing::error!(error = %e, rows = batch.len(), "could not keep predictions for feedback");
+                }
+                batch.clear();
+            }
+        });
+        let expiring = registry.clone();
+        let retention = config.retention;
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(3_600).min(retention.max(Duration::from_secs(1))));
+            loop {
+                tick.tick().await;
+                let cutoff = now_ms() - i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
+                match expiring.expire_outcomes(cutoff).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(rows = n, "expired predictions kept for feedback past their retention"),
+                    Err(e) => tracing::warn!(error = %e, "could not expire predictions kept for feedback"),
+                }
+            }
+        });
+        Arc::new(Self {
+            config,
+            registry,
+            tx,
+            dropped: AtomicU64::new(0),
+            targets: RwLock::default(),
+            detectors: Mutex::default(),
+            counts: RwLock::default(),
+            latest: RwLock::default(),
+        })
+    }
+
+    /// Keeps `model`'s predictions at `target.version` from now on.
+    pub fn register(&self, model: &str, target: QualityTarget) {
+        self.targets.write().insert(model.to_owned(), Arc::new(target));
+    }
+
+    /// Stops keeping `model`'s predictions.
+    pub fn unregister(&self, model: &str) {
+        self.targets.write().remove(model);
+        self.latest.write().remove(model);
+    }
+
+    /// Whether predictions of `model` at `version` are kept (a map lookup).
+    #[must_use]
+    pub fn wants(&self, model: &str, version: u64) -> bool {
+        self.targets.read().get(model).is_some_and(|t| t.version == version)
+    }
+
+    /// Whether `model` is monitored at all.
+    #[must_use]
+    pub fn wants_model(&self, model: &str) -> bool {
+        self.targets.read().contains_key(model)
+    }
+
+    /// The served models and their targets.
+    #[must_use]
+    pub fn targets(&self) -> Vec<(String, Arc<QualityTarget>)> {
+        let mut all: Vec<_> = self.targets.read().iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all
+    }
+
+    /// Predictions dropped because the buffer was full.
+    #[must_use]
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Copies the prediction rows of one answered request (never blocks; a full buffer drops them and counts).
+    pub fn observe(&self, model: &str, version: u64, request_id: &str, outputs: &[NamedTensor]) {
+        let Some(target) = self.targets.read().get(model).filter(|t| t.version == version).cloned() else { return };
+        // A client that asked for other outputs only gives nothing to join to.
+        let Some(predicted) = outputs.iter().find(|t| t.name == target.outputs.predicted) else { return };
+        let Some(values) = numbers(predicted.tensor.data()) else { return };
+        let rows = predicted.tensor.shape().first().copied().unwrap_or(0);
+        if values.len() != rows {
+            return;
+        }
+        let proba = target
+            .outputs
+            .probabilities
+            .as_ref()
+            .and_then(|name| outputs.iter().find(|t| t.name == *name))
+            .and_then(|t| match t.tensor.shape() {
+                [n, k] if *n == rows && *k >= 2 => numbers(t.tensor.data()).map(|v| (v, *k)),
+                _ => None,
+            });
+        let at = now_ms();
+        let batch: Vec<Outcome> = values
+            .iter()
+            .enumerate()
+            .map(|(row, &p)| Outcome {
+                model: model.to_owned(),
+                request_id: request_id.to_owned(),
+                row: row as u64,
+                version,
+                at,
+                predicted: p,
+                proba: proba.as_ref().map(|(v, k)| v[row * k..(row + 1) * k].to_vec()),
+            })
+            .collect();
+        if self.tx.try_send(batch).is_err() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Joins a feedback batch to `model`'s kept predictions and feeds the joined errors to the concept detectors.
+    ///
+    /// # Errors
+    /// 400 for a malformed item (naming it), 404 when the model is not monitored, registry errors.
+    pub async fn feedback(&self, model: &str, items: Vec<FeedbackItem>) -> Result<FeedbackReport, ApiError> {
+        let invalid = |i: usize, why: String| {
+            ApiError::new(ferry_types::ErrorKind::InvalidInput, format!("feedback item {i}: {why}"))
+        };
+        let target = self.targets.read().get(model).cloned().ok_or_else(|| {
+            ApiError::new(
+                ferry_types::ErrorKind::NotFound,
+                format!("model {model:?} is not served from the registry here, so it has no predictions to join"),
+            )
+        })?;
+        if items.len() > MAX_FEEDBACK_ITEMS {
+            return Err(ApiError::new(
+                ferry_types::ErrorKind::PayloadTooLarge,
+                format!("{} feedback items; at most {MAX_FEEDBACK_ITEMS} per request", items.len()),
+            ));
+        }
+        let now = now_ms();
+        let mut truths = Vec::with_capacity(items.len());
+        for (i, item) in items.iter().enumerate() {
+            if item.request_id.is_empty() || item.request_id.len() > 256 {
+                return Err(invalid(i, "request_id must be 1 to 256 characters".into()));
+            }
+            let truth = match (target.outputs.task, &item.label, item.value) {
+                (_, Some(_), Some(_)) => return Err(invalid(i, "give either label or value, not both".into())),
+                (Task::Classification, Some(label), None) => match label.as_i64() {
+                    Some(l) if l.unsigned_abs() < 1 << 53 => l as f64,
+                    _ => return Err(invalid(i, format!("label {label} is not an integer class id"))),
+                },
+                (Task::Classification, None, _) => {
+                    return Err(invalid(i, format!("{model:?} is a classifier: give `label`, the true class id")));
+                }
+                (Task::Regression, None, Some(v)) if v.is_finite() => v,
+                (Task::Regression, None, Some(v)) => return Err(invalid(i, format!("value {v} is not finite"))),
+                (Task::Regression, _, None) => {
+                    return Err(invalid(i, format!("{model:?} is a regressor: give `value`, the true number")));
+                }
+            };
+            let at = match &item.timestamp {
+                None => now,
+                Some(serde_json::Value::Number(n)) => n.as_i64().ok_or_else(|| {
+                    invalid(i, format!("timestamp {n} must be whole Unix milliseconds or an RFC 3339 time"))
+                })?,
+                Some(serde_json::Value::String(s)) => humantime::parse_rfc3339_weak(s)
+                    .ok()
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .and_then(|d| i64::try_from(d.as_millis()).ok())
+                    .ok_or_else(|| invalid(i, format!("timestamp {s:?} is not an RFC 3339 time")))?,
+                Some(other) => {
+                    return Err(invalid(i, format!("timestamp {other} must be Unix milliseconds or an RFC 3339 time")));
+                }
+            };
+            truths.push(Truth { request_id: item.request_id.clone(), row: item.row, truth, at });
+        }
+        let joined = self.registry.join_truth(model, &truths).await?;
+        let mut report =
+            FeedbackReport { received: items.len(), matched: 0, unmatched: 0, unmatched_ids: Vec::new() };
+        {
+            let mut detectors = self.detectors.lock();
+            for (truth, pair) in truths.iter().zip(&joined) {
+                let Some(pair) = pair else {
+                    report.unmatched += 1;
+                    if report.unmatched_ids.len() < 100 {
+                        report.unmatched_ids.push(truth.request_id.clone());
+                    }
+                    continue;
+                };
+                report.matched += 1;
+                let error = match target.outputs.task {
+                    Task::Classification => f64::from(u8::from(pair.predicted != pair.truth)),
+                    Task::Regression => (pair.predicted - pair.truth).abs(),
+                };
+                detectors
+                    .entry((model.to_owned(), pair.version))
+                    .or_insert_with(|| Detectors::new(target.outputs.task))
+                    .update(error, now);
+            }
+        }
+        let counts = self.counts.write().entry(model.to_owned()).or_default().clone();
+        counts.matched.fetch_add(report.matched as u64, Ordering::Relaxed);
+        counts.unmatched.fetch_add(report.unmatched as u64, Ordering::Relaxed);
+        Ok(report)
+    }
+
+    /// Computes `model`'s live quality now (and keeps it for alerts and `/metrics`).
+    ///
+    /// # Errors
+    /// 404 when the model is not monitored; registry errors.
+    pub async fn evaluate(&self, model: &str) -> Result<ModelQuality, ApiError> {
+        let target = self.targets.read().get(model).cloned().ok_or_else(|| {
+            ApiError::new(ferry_types::ErrorKind::NotFound, format!("model {model:?} is not monitored"))
+        })?;
+        let window_ms = i64::try_from(self.config.window.as_millis()).unwrap_or(i64::MAX);
+        let start = now_ms().saturating_sub(window_ms);
+        let pairs = self.registry.labelled_outcomes(model, start).await?;
+        let task = target.outputs.task;
+        // Metrics sort and integrate every pair: off the async threads.
+        let mut by_version: BTreeMap<u64, Vec<Labelled>> = BTreeMap::new();
+        for p in pairs {
+            by_version.entry(p.version).or_default().push(p);
+        }
+        by_version.entry(target.version).or_default();
+        let computed = tokio::task::spawn_blocking(move || {
+            by_version.into_iter().map(|(version, pairs)| (version, version_metrics(task, &pairs))).collect::<Vec<_>>()
+        })
+        .await
+        .map_err(|e| ApiError::new(ferry_types::ErrorKind::Internal, format!("metrics panicked: {e}")))?;
+        let detectors = self.detectors.lock();
+        let versions = computed
+            .into_iter()
+            .map(|(version, (rows, from_ms, to_ms, metrics))| {
+                let (metrics, error) = match metrics {
+                    Ok(m) => (m, None),
+                    Err(e) => (BTreeMap::new(), Some(e)),
+                };
+                let baseline = if version == target.version { target.baseline.clone() } else { BTreeMap::new() };
+                let change = relative_change(&metrics, &baseline);
+                let d = detectors.get(&(model.to_owned(), version));
+                VersionQuality {
+                    version,
+                    rows,
+                    from_ms,
+                    to_ms,
+                    metrics,
+                    error,
+                    baseline,
+                    change,
+                    concept_drift: d.map(|d| d.running.iter().map(|(_, s)| s.clone()).collect()).unwrap_or_default(),
+                    errors_seen: d.map_or(0, |d| d.seen),
+                }
+            })
+            .collect();
+        drop(detectors);
+        let counts = self.counts.read().get(model).cloned().unwrap_or_default();
+        let quality = ModelQuality {
+            task: match task {
+                Task::Classification => "classification",
+                Task::Regression => "regression",
+            },
+            serving_version: target.version,
+            window_seconds: self.config.window.as_secs(),
+            window_start_ms: start,
+            feedback_matched: counts.matched.load(Ordering::Relaxed),
+            feedback_unmatched: counts.unmatched.load(Ordering::Relaxed),
+            versions,
+        };
+        self.latest.write().insert(model.to_owned(), quality.clone());
+        Ok(quality)
+    }
+
+    /// The latest computed quality of every model (for `/metrics` and alerts).
+    #[must_use]
+    pub fn latest(&self) -> Vec<(String, ModelQuality)> {
+        let mut all: Vec<_> = self.latest.read().iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all
+    }
+
+    /// Feedback counts per model: (matched, unmatched).
+    #[must_use]
+    pub fn feedback_counts(&self) -> Vec<(String, u64, u64)> {
+        let mut all: Vec<_> = self
+            .counts
+            .read()
+            .iter()
+            .map(|(k, c)| (k.clone(), c.matched.load(Ordering::Relaxed), c.unmatched.load(Ordering::Relaxed)))
+            .collect();
+        all.sort();
+        all
+    }
+
+    /// The window within which a concept-drift detection still counts as current.
+    #[must_use]
+    pub fn window(&self) -> Duration {
+        self.config.window
+    }
+}
+
+type Computed = (usize, Option<i64>, Option<i64>, Result<BTreeMap<String, f64>, String>);
+
+/// scikit-learn's metrics on one version's pairs.
+fn version_metrics(task: Task, pairs: &[Labelled]) -> Computed {
+    let from = pairs.first().map(|p| p.at);
+    let to = pairs.last().map(|p| p.at);
+    if pairs.is_empty() {
+        return (0, from, to, Ok(BTreeMap::new()));
+    }
+    let metrics = match task {
+        Task::Regression => {
+            let truth: Vec<f64> = pairs.iter().map(|p| p.truth).collect();
+            let predicted: Vec<f64> = pairs.iter().map(|p| p.predicted).collect();
+            regression_metrics(&truth, &predicted).map_err(|e| e.to_string())
+        }
+        Task::Classification => {
+            #[allow(clippy::cast_possible_truncation)]
+            let class = |x: f64| x as i64;
+            let truth: Vec<i64> = pairs.iter().map(|p| class(p.truth)).collect();
+            let predicted: Vec<i64> = pairs.iter().map(|p| class(p.predicted)).collect();
+            let width = pairs[0].proba.as_ref().map_or(0, Vec::len);
+            // Probabilities only when every pair has them, of one width, covering every label seen.
+            let covered = truth.iter().chain(&predicted).all(|&c| usize::try_from(c).is_ok_and(|c| c < width));
+            let probabilities = (width >= 2
+                && covered
+                && pairs.iter().all(|p| p.proba.as_ref().is_some_and(|v| v.len() == width)))
+            .then(|| Probabilities {
+                classes: (0..i64::try_from(width).unwrap_or(0)).collect(),
+                values: pairs.iter().flat_map(|p| p.proba.clone().unwrap_or_default()).collect(),
+            });
+            match classification_metrics(&truth, &predicted, probabilities.as_ref()) {
+                Ok(m) => Ok(m),
+                // Probabilities a model returns unnormalised should not hide accuracy and friends.
+                Err(_) if probabilities.is_some() => {
+                    classification_metrics(&truth, &predicted, None).map_err(|e| e.to_string())
+                }
+                Err(e) => Err(e.to_string()),
+            }
+        }
+    };
+    (pairs.len(), from, to, metrics)
+}
+
+/// `(live − baseline) / |baseline|` for every metric with both (a zero baseline has none).
+pub(crate) fn relative_change(live: &BTreeMap<String, f64>, baseline: &BTreeMap<String, f64>) -> BTreeMap<String, f64> {
+    live.iter()
+        .filter_map(|(k, v)| {
+            let b = *baseline.get(k)?;
+            (b != 0.0 && b.is_finite() && v.is_finite()).then(|| (k.clone(), (v - b) / b.abs()))
+        })
+        .collect()
+}
+
+/// A tensor's values as numbers (none for strings).
+fn numbers(data: &TensorData) -> Option<Vec<f64>> {
+    #[allow(clippy::cast_precision_loss)]
+    Some(match data {
+        TensorData::Bool(v) => v.iter().map(|&b| f64::from(u8::from(b))).collect(),
+        TensorData::Uint8(v) => v.iter().map(|&x| f64::from(x)).collect(),
+        TensorData::Uint16(v) => v.iter().map(|&x| f64::from(x)).collect(),
+        TensorData::Uint32(v) => v.iter().map(|&x| f64::from(x)).collect(),
+        TensorData::Uint64(v) => v.iter().map(|&x| x as f64).collect(),
+        TensorData::Int8(v) => v.iter().map(|&x| f64::from(x)).collect(),
+        TensorData::Int16(v) => v.iter().map(|&x| f64::from(x)).collect(),
+        TensorData::Int32(v) => v.iter().map(|&x| f64::from(x)).collect(),
+        TensorData::Int64(v) => v.iter().map(|&x| x as f64).collect(),
+        TensorData::Fp16(v) => v.iter().map(|x| f64::from(x.to_f32())).collect(),
+        TensorData::Bf16(v) => v.iter().map(|x| f64::from(x.to_f32())).collect(),
+        TensorData::Fp32(v) => v.iter().map(|&x| f64::from(x)).collect(),
+        TensorData::Fp64(v) => v.clone(),
+        TensorData::Bytes(_) => return None,
+    })
+}
+
+/// A fresh request id for a request that came without one: 128 random bits, hex.
+#[must_use]
+pub fn fresh_request_id() -> String {
+    let mut bytes = [0u8; 16];
+    if getrandom::fill(&mut bytes).is_err() {
+        // No OS randomness: time and a counter still make the id unique within this process.
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        bytes[..8].copy_from_slice(&now_ms().to_le_bytes());
+        bytes[8..].copy_from_slice(&COUNTER.fetch_add(1, Ordering::Relaxed).to_le_bytes());
+    }
+    hex::encode(bytes)
+}
+
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pair(predicted: f64, truth: f64, proba: Option<Vec<f64>>) -> Labelled {
+        Labelled { version: 1, at: 0, predicted, proba, truth }
+    }
+
+    #[test]
+    fn classification_pairs_get_scikit_learn_metrics_with_probabilities_when_every_pair_has_them() {
+        let pairs = vec![
+            pair(0.0, 0.0, Some(vec![0.9, 0.1])),
+            pair(1.0, 1.0, Some(vec![0.2, 0.8])),
+            pair(1.0, 0.0, Some(vec![0.4, 0.6])),
+            pair(0.0, 1.0, Some(vec![0.7, 0.3])),
+        ];
+        let (rows, _, _, metrics) = version_metrics(Task::Classification, &pairs);
+        let metrics = metrics.expect("metrics");
+        assert_eq!(rows, 4);
+        assert!((metrics["accuracy"] - 0.5).abs() < 1e-12);
+        assert!(metrics.contains_key("roc_auc") && metrics.contains_key("log_loss"), "{metrics:?}");
+        let mut partial = pairs.clone();
+        partial[0].proba = None;
+        let (_, _, _, metrics) = version_metrics(Task::Classification, &partial);
+        let metrics = metrics.expect("metrics");
+        assert!(!metrics.contains_key("roc_auc"), "{metrics:?}");
+    }
+
+    #[test]
+    fn relative_change_skips_zero_baselines() {
+        let live = BTreeMap::from([("accuracy".to_owned(), 0.7), ("mae".to_owned(), 1.0)]);
+        let base = BTreeMap::from([("accuracy".to_owned(), 1.0), ("mae".to_owned(), 0.0)]);
+        let change = relative_change(&live, &base);
+        assert!((change["accuracy"] + 0.3).abs() < 1e-12);
+        assert!(!change.contains_key("mae"));
+    }
+
+    #[test]
+    fn detectors_count_a_shift_in_the_error_stream() {
+        let mut d = Detectors::new(Task::Classification);
+        for i in 0..2_000u64 {
+            let error = if i < 1_000 { f64::from(u8::from(i % 20 == 0)) } else { f64::from(u8::from(i % 2 == 0)) };
+            d.update(error, 0);
+        }
+        assert_eq!(d.seen, 2_000);
+        for (_, status) in &d.running {
+            assert!(status.detections >= 1, "{} saw no drift", status.detector);
+            assert!(status.last_detection_index.is_some_and(|i| i >= 1_000), "{status:?}");
+        }
+    }
+}
