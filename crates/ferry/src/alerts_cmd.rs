@@ -10,7 +10,7 @@ use crate::settings::SettingsArgs;
 #[derive(Debug, Subcommand)]
 pub enum AlertsCommand {
     /// Write the `[[alerts]]` rules of the configuration as a Prometheus rule file, for Alertmanager users.
-    ExportPrometheus(ExportArgs),
+    ExportPrometheus(Box<ExportArgs>),
     /// Show a server's alert rules and the state of each alert.
     List(ServerArgs),
 }
@@ -65,7 +65,13 @@ fn render(view: &Value) -> String {
         );
         let alerts = r["alerts"].as_array().cloned().unwrap_or_default();
         if alerts.is_empty() {
-            table.add_row(vec![rule["name"].as_str().unwrap_or("").to_owned(), "-".into(), "-".into(), "-".into(), condition.clone()]);
+            table.add_row(vec![
+                rule["name"].as_str().unwrap_or("").to_owned(),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+                condition.clone(),
+            ]);
             rows += 1;
         }
         for a in alerts {
@@ -91,8 +97,5 @@ fn render(view: &Value) -> String {
     if rows == 0 {
         return "no alert rules are configured ([[alerts]] in ferry.toml)".into();
     }
-    format!(
-        "{table}\nnotices delivered: {}, failed: {}",
-        view["notifications_delivered"], view["notifications_failed"]
-    )
+    format!("{table}\nnotices delivered: {}, failed: {}", view["notifications_delivered"], view["notifications_failed"])
 }

@@ -35,6 +35,11 @@ pub struct PackArgs {
     /// CSV of training inputs (one column per model feature) to profile as the drift baseline.
     #[arg(long, value_name = "DATA.csv")]
     pub reference: Option<PathBuf>,
+    /// Raw reference values kept per column for the drift tests (a uniform sample above it); drift equals
+    /// Evidently's on the whole reference whenever it has no more rows than this.
+    #[arg(long, value_name = "ROWS", default_value_t = ferry_package::SAMPLE_SIZE,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=10_000_000))]
+    pub reference_cap: usize,
     /// CSV of held-out rows with a label column: the model is run on it and its metrics stored.
     #[arg(long, value_name = "DATA.csv", requires = "label")]
     pub validation: Option<PathBuf>,
@@ -124,7 +129,7 @@ pub fn run_pack(args: PackArgs) -> anyhow::Result<()> {
     let mut training_data = None;
     let profile = match &args.reference {
         Some(csv) => {
-            let (profile, digest) = profile_reference(engine.as_mut(), csv, args.label.as_deref())?;
+            let (profile, digest) = profile_reference(engine.as_mut(), csv, args.label.as_deref(), args.reference_cap)?;
             features = profile.features.iter().map(|c| c.name.clone()).collect();
             training_data = Some(digest);
             eprintln!(
@@ -252,13 +257,14 @@ fn profile_reference(
     engine: &mut dyn Engine,
     csv_path: &Path,
     label: Option<&str>,
+    cap: usize,
 ) -> anyhow::Result<(Profile, String)> {
     let signature = engine.signature().clone();
     let mut csv = CsvBatches::open(csv_path, "profiling")?;
     let label = label.filter(|l| csv.headers.iter().any(|h| h.trim() == *l));
     let layout = FeatureLayout::new(&signature, &csv.headers, label).with_context(|| csv_path.display().to_string())?;
     let mut features: Vec<ColumnProfiler> =
-        layout.features.iter().enumerate().map(|(i, n)| ColumnProfiler::new(n.clone(), i as u64)).collect();
+        layout.features.iter().enumerate().map(|(i, n)| ColumnProfiler::with_cap(n.clone(), i as u64, cap)).collect();
     let mut outputs: Vec<ColumnProfiler> = Vec::new();
     let mut rows = 0u64;
     while let Some((batch, line)) = csv.next_batch()? {
@@ -274,7 +280,7 @@ fn profile_reference(
             outputs = output_columns(&out)
                 .into_iter()
                 .enumerate()
-                .map(|(i, n)| ColumnProfiler::new(n, 1000 + i as u64))
+                .map(|(i, n)| ColumnProfiler::with_cap(n, 1000 + i as u64, cap))
                 .collect();
         }
         push_outputs(&out, &mut outputs);
@@ -397,7 +403,6 @@ fn validate(engine: &mut dyn Engine, csv_path: &Path, label: &str, task: Option<
     };
     Ok(Validation { label: label.to_owned(), rows: y_true.len() as u64, task, metrics })
 }
-
 
 fn format_metrics(metrics: &BTreeMap<String, f64>) -> String {
     metrics.iter().map(|(k, v)| format!("{k}={v:.4}")).collect::<Vec<_>>().join(" ")

@@ -143,8 +143,12 @@ fn infer(server: &FerryProcess, rows: &[[f64; 4]], prefix: &str) -> Vec<(String,
         let (status, response) = api(server, "POST", "/v2/models/iris/infer", Some(&body));
         assert_eq!(status, 200, "{response}");
         assert_eq!(response["id"], id.as_str());
-        let labels = response["outputs"].as_array().expect("outputs").iter().find(|o| o["name"] == "label").expect("label")
-            ["data"]
+        let labels = response["outputs"]
+            .as_array()
+            .expect("outputs")
+            .iter()
+            .find(|o| o["name"] == "label")
+            .expect("label")["data"]
             .as_array()
             .expect("data")
             .clone();
@@ -260,13 +264,9 @@ threshold = -0.1
         ),
     )
     .expect("config");
-    let server = FerryProcess::start_in(
-        Path::new(env!("CARGO_BIN_EXE_ferry")),
-        d,
-        &[],
-        &[("TEST_WEBHOOK_SECRET", SECRET)],
-    )
-    .expect("serve");
+    let server =
+        FerryProcess::start_in(Path::new(env!("CARGO_BIN_EXE_ferry")), d, &[], &[("TEST_WEBHOOK_SECRET", SECRET)])
+            .expect("serve");
     let pushed = ferry(d, &["push", "iris.ferry", "--alias", "production"], Some(&server));
     assert!(pushed.status.success(), "{}", String::from_utf8_lossy(&pushed.stderr));
 
@@ -285,12 +285,14 @@ threshold = -0.1
     assert!(receiver.received().is_empty(), "unshifted traffic raised {:?}", receiver.received());
 
     // Bad feedback is refused precisely and changes nothing.
-    let (status, v) = api(&server, "POST", "/api/v1/models/iris/feedback", Some(&json!([{"request_id": "calm-0", "value": 1.5}])));
+    let (status, v) =
+        api(&server, "POST", "/api/v1/models/iris/feedback", Some(&json!([{"request_id": "calm-0", "value": 1.5}])));
     assert_eq!(status, 400, "{v}");
     assert!(v["error"].as_str().expect("error").contains("give `label`"), "{v}");
     let (status, v) = api(&server, "POST", "/api/v1/models/iris/feedback", Some(&json!({"nope": 1})));
     assert_eq!(status, 400, "{v}");
-    let (status, v) = api(&server, "POST", "/api/v1/models/iris/feedback", Some(&json!([{"request_id": "calm-0", "label": 0.5}])));
+    let (status, v) =
+        api(&server, "POST", "/api/v1/models/iris/feedback", Some(&json!([{"request_id": "calm-0", "label": 0.5}])));
     assert_eq!(status, 400, "{v}");
     let huge: Vec<Value> = (0..10_001).map(|i| json!({"request_id": format!("x{i}"), "label": 0})).collect();
     let (status, v) = api(&server, "POST", "/api/v1/models/iris/feedback", Some(&Value::Array(huge)));
@@ -325,7 +327,8 @@ threshold = -0.1
     assert!((change - (0.7 - baseline) / baseline).abs() < 1e-12, "{v1}");
     assert!(v1["metrics"]["roc_auc"].is_number() && v1["metrics"]["log_loss"].is_number(), "{v1}");
     assert_eq!(v1["errors_seen"], 480);
-    let detections: u64 = v1["concept_drift"].as_array().expect("detectors").iter().map(|d| d["detections"].as_u64().unwrap_or(0)).sum();
+    let detections: u64 =
+        v1["concept_drift"].as_array().expect("detectors").iter().map(|d| d["detections"].as_u64().unwrap_or(0)).sum();
     assert!(detections >= 1, "the error rate jumping from 0 to 0.6 is concept drift: {v1}");
     assert!(m["performance"]["live"]["requests"].as_u64() > Some(0), "live latency and throughput: {m}");
 
@@ -339,7 +342,11 @@ threshold = -0.1
     let dropped = receiver.wait_for("accuracy drop", |n| n["rule"] == "iris-accuracy-drop" && n["status"] == "firing");
     verify_signature(&dropped);
     let first = &receiver.received()[0];
-    let retried = receiver.received().into_iter().skip(1).any(|r| r.header("x-ferry-delivery") == first.header("x-ferry-delivery"));
+    let retried = receiver
+        .received()
+        .into_iter()
+        .skip(1)
+        .any(|r| r.header("x-ferry-delivery") == first.header("x-ferry-delivery"));
     assert!(retried, "the notice answered 500 was delivered again with the same delivery id");
     assert_eq!(alert_state(&server, "iris-accuracy")["state"], "firing");
     assert!(receiver.received().iter().all(|r| r.json()["rule"] != "iris-drift"), "no drift yet");
@@ -357,8 +364,7 @@ threshold = -0.1
     assert_eq!(history[0]["from"], "inactive", "{history}");
     assert_eq!(history[0]["to"], "firing", "{history}");
 
-    let (_, metrics) =
-        http_request_as(&server.addr, Some(TEST_ADMIN_KEY), "GET", "/metrics", None).expect("metrics");
+    let (_, metrics) = http_request_as(&server.addr, Some(TEST_ADMIN_KEY), "GET", "/metrics", None).expect("metrics");
     for line in [
         r#"ferry_model_metric{model="iris",version="1",metric="accuracy"} 0.7"#,
         r#"ferry_alerts_firing{rule="iris-drift"} 1"#,
@@ -380,7 +386,13 @@ threshold = -0.1
     let named = ferry_test_support::dashboard_metric_names();
     let missing: Vec<&String> = named.iter().filter(|n| !exposed.contains(n.as_str())).collect();
     assert!(missing.is_empty(), "the dashboard names metrics a monitored server does not expose: {missing:?}");
-    for family in ["ferry_drift_share", "ferry_model_metric", "ferry_model_baseline", "ferry_alerts_firing", "ferry_concept_drift"] {
+    for family in [
+        "ferry_drift_share",
+        "ferry_model_metric",
+        "ferry_model_baseline",
+        "ferry_alerts_firing",
+        "ferry_concept_drift",
+    ] {
         assert!(named.contains(family), "the dashboard shows {family}");
     }
 

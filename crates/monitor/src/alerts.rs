@@ -279,7 +279,7 @@ impl AlertRule {
                 self.metric.name()
             ));
         }
-        for (k, _) in &self.labels {
+        for k in self.labels.keys() {
             if k.is_empty() || !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') || k.starts_with("__") {
                 return Err(format!("alert rule {:?}: label name {k:?} is not a valid Prometheus label", self.name));
             }
@@ -486,13 +486,13 @@ fn quote(s: &str) -> String {
 /// A Prometheus duration (`90s`, `5m`, `0s`), at least `1s` for a range.
 fn prometheus_duration(d: Duration) -> String {
     let ms = d.as_millis();
-    if ms % 1000 != 0 {
+    if !ms.is_multiple_of(1000) {
         return format!("{ms}ms");
     }
     let s = ms / 1000;
-    if s != 0 && s % 3600 == 0 {
+    if s != 0 && s.is_multiple_of(3600) {
         format!("{}h", s / 3600)
-    } else if s != 0 && s % 60 == 0 {
+    } else if s != 0 && s.is_multiple_of(60) {
         format!("{}m", s / 60)
     } else {
         format!("{s}s")
@@ -573,17 +573,17 @@ mod tests {
         let mut r = rule(Comparison::Less, 0.9, 0);
         assert!(r.validate().is_ok());
         r.metric = AlertMetric::FeatureDrift;
-        assert!(r.validate().unwrap_err().contains("needs `feature`"));
+        assert!(r.validate().expect_err("refused").contains("needs `feature`"));
         r.feature = Some("petal_length".into());
         assert!(r.validate().is_ok());
         r.relative_to_baseline = true;
-        assert!(r.validate().unwrap_err().contains("no baseline"));
+        assert!(r.validate().expect_err("refused").contains("no baseline"));
         r.relative_to_baseline = false;
         r.name = "bad name".into();
-        assert!(r.validate().unwrap_err().contains("letters, digits"));
+        assert!(r.validate().expect_err("refused").contains("letters, digits"));
         let parsed: Result<AlertRule, _> =
             serde_json::from_str(r#"{"name":"x","metric":"accuracy","op":"<","threshold":0.9,"for":"soon"}"#);
-        assert!(parsed.unwrap_err().to_string().contains("not a duration"));
+        assert!(parsed.expect_err("refused").to_string().contains("not a duration"));
         let parsed: AlertRule =
             serde_json::from_str(r#"{"name":"x","metric":"accuracy","op":"<","threshold":0.9,"for":"5m"}"#)
                 .expect("rule");

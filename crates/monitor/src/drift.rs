@@ -14,20 +14,21 @@
 //!   numerical with more than 20 distinct reference values, else one bin per value; PSI and KL replace empty bins
 //!   (each side on its own) by its smallest non-zero share / 10⁶ when that is ≤ 10⁻⁴, else by 10⁻⁴.
 //!
-//! One known divergence: where scipy's K-S p-value comes from the finite-n Kolmogorov distribution (`kstwo`: above
-//! 10,000 rows on either side, or when the exact computation fails), ferry uses the limiting Kolmogorov
-//! distribution (as scipy did before 1.5).
+//! The K-S p-value is scipy 1.17's at every size (module `ksstats`): exact up to 10,000 rows on the larger side,
+//! above that the finite-n Kolmogorov distribution `kstwo`, as `ks_2samp` computes them.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use statrs::distribution::{ChiSquared, ContinuousCDF, Normal};
 
+use crate::ksstats;
+
 /// A drift statistic, named as Evidently names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Method {
-    /// Two-sample Kolmogorov–Smirnov p-value (scipy's `ks_2samp`, exact up to 10,000 rows).
+    /// Two-sample Kolmogorov–Smirnov p-value (scipy's `ks_2samp`: exact up to 10,000 rows, else `kstwo`).
     Ks,
     /// Chi-square goodness-of-fit p-value of current counts against reference shares.
     #[serde(rename = "chisquare")]
@@ -349,7 +350,7 @@ pub fn column_drift(
         return Err(DriftError::BadThreshold(threshold));
     }
     let score = match chosen {
-        Method::Ks => ks_2samp(&p.reference, &p.current),
+        Method::Ks => ksstats::ks_2samp(&p.reference, &p.current),
         Method::ChiSquare => chi_square(&p),
         Method::Z => z_test(&p),
         Method::Wasserstein => wasserstein(&p.reference, &p.current) / population_std(&p.reference).max(0.001),
@@ -428,154 +429,6 @@ pub fn dataset_drift(columns: &[ColumnDrift], drift_share: f64) -> (f64, bool) {
     #[allow(clippy::cast_precision_loss)] // column counts are small
     let share = drifted as f64 / columns.len() as f64;
     (share, share >= drift_share)
-}
-
-// ---------------------------------------------------------------------------------------------------------------
-// Kolmogorov–Smirnov (scipy.stats.ks_2samp, two-sided, method "auto").
-
-/// The two-sided p-value of `ks_2samp(a, b)` for sorted, non-empty samples.
-fn ks_2samp(a: &[f64], b: &[f64]) -> f64 {
-    let (n1, n2) = (a.len(), b.len());
-    let d = ks_statistic(a, b);
-    let g = gcd(n1, n2);
-    if n1.max(n2) <= 10_000
-        && let Some(p) = ks_exact(n1, n2, g, d)
-    {
-        return p.clamp(0.0, 1.0);
-    }
-    #[allow(clippy::cast_precision_loss)]
-    let (m, n) = (n1.max(n2) as f64, n1.min(n2) as f64);
-    let en = m * n / (m + n);
-    kolmogorov_sf(en.sqrt() * d).clamp(0.0, 1.0)
-}
-
-/// D = max |F_a − F_b| over every observed value, each CDF evaluated as (count ≤ x) / n.
-fn ks_statistic(a: &[f64], b: &[f64]) -> f64 {
-    #[allow(clippy::cast_precision_loss)]
-    let (n1, n2) = (a.len() as f64, b.len() as f64);
-    let (mut i, mut j) = (0, 0);
-    let (mut max_diff, mut min_diff) = (f64::NEG_INFINITY, f64::INFINITY);
-    while i < a.len() || j < b.len() {
-        let x = match (a.get(i), b.get(j)) {
-            (Some(&x), Some(&y)) => x.min(y),
-            (Some(&x), None) => x,
-            (None, Some(&y)) => y,
-            (None, None) => break,
-        };
-        while i < a.len() && a[i] <= x {
-            i += 1;
-        }
-        while j < b.len() && b[j] <= x {
-            j += 1;
-        }
-        #[allow(clippy::cast_precision_loss)]
-        let diff = i as f64 / n1 - j as f64 / n2;
-        max_diff = max_diff.max(diff);
-        min_diff = min_diff.min(diff);
-    }
-    let min_s = (-min_diff).clamp(0.0, 1.0);
-    if min_s > max_diff { min_s } else { max_diff }
-}
-
-const fn gcd(mut a: usize, mut b: usize) -> usize {
-    while b != 0 {
-        let t = a % b;
-        a = b;
-        b = t;
-    }
-    a
-}
-
-/// scipy's `_attempt_exact_2kssamp`, two-sided; `None` when the computation fails (scipy then falls back).
-fn ks_exact(n1: usize, n2: usize, g: usize, d: f64) -> Option<f64> {
-    let lcm = (n1 / g) * n2;
-    #[allow(clippy::cast_precision_loss, clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-    let h = (d * lcm as f64).round_ties_even() as usize;
-    if h == 0 {
-        return Some(1.0);
-    }
-    let p = if n1 == n2 { prob_outside_square(n1, h) } else { outer_prob_inside(n1, n2, g, h) };
-    (p.is_finite() && (0.0..=1.0).contains(&p)).then_some(p)
-}
-
-/// scipy's `_compute_prob_outside_square(n, h)`.
-#[allow(clippy::cast_precision_loss)]
-fn prob_outside_square(n: usize, h: usize) -> f64 {
-    let mut total = 0.0;
-    let mut k = n / h;
-    loop {
-        let mut p1 = 1.0;
-        for j in 0..h {
-            p1 = (n as f64 - (k * h) as f64 - j as f64) * p1 / ((n + k * h + j + 1) as f64);
-        }
-        total = p1 * (1.0 - total);
-        if k == 0 {
-            break;
-        }
-        k -= 1;
-    }
-    2.0 * total
-}
-
-/// scipy's `_compute_outer_prob_inside_method(m, n, g, h)` (Hodges' inside method, computing 1 − p directly).
-#[allow(clippy::cast_precision_loss, clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-fn outer_prob_inside(m: usize, n: usize, g: usize, h: usize) -> f64 {
-    let (m, n) = if m < n { (n, m) } else { (m, n) };
-    let (mg, ng) = (m / g, n / g);
-    let (hf, mgf, ngf) = (h as f64, mg as f64, ng as f64);
-    let mut minj: usize = 0;
-    let mut maxj: usize = ((hf / mgf).ceil() as usize).min(n + 1);
-    let mut curlen = maxj - minj;
-    let len_a = (2 * maxj + 2).min(n + 1);
-    let mut a = vec![1.0f64; len_a];
-    for v in a.iter_mut().take(maxj).skip(minj) {
-        *v = 0.0;
-    }
-    for i in 1..=m {
-        let (lastminj, lastlen) = (minj, curlen);
-        let lower = ((ngf * i as f64 - hf) / mgf).floor() + 1.0;
-        minj = if lower > 0.0 { (lower as usize).min(n) } else { 0 };
-        maxj = (((ngf * i as f64 + hf) / mgf).ceil() as usize).min(n + 1);
-        if maxj <= minj {
-            return 1.0;
-        }
-        let mut val = if minj == 0 { 0.0 } else { 1.0 };
-        for jj in 0..(maxj - minj) {
-            let j = jj + minj;
-            val = (a[jj + minj - lastminj] * i as f64 + val * j as f64) / ((i + j) as f64);
-            a[jj] = val;
-        }
-        curlen = maxj - minj;
-        if lastlen > curlen {
-            for v in &mut a[maxj - minj..maxj - minj + (lastlen - curlen)] {
-                *v = 1.0;
-            }
-        }
-    }
-    a[maxj - minj - 1]
-}
-
-/// The limiting Kolmogorov distribution's survival function, P(K > t) = 2 Σ (−1)^(k−1) e^(−2k²t²).
-fn kolmogorov_sf(t: f64) -> f64 {
-    if t <= 0.0 {
-        return 1.0;
-    }
-    if t < 0.2 {
-        // The alternating series converges slowly here; the complementary (Jacobi theta) form is exact to 1e-16.
-        let q = (-std::f64::consts::PI.powi(2) / (8.0 * t * t)).exp();
-        let cdf = (2.0 * std::f64::consts::PI).sqrt() / t * (q + q.powi(9) + q.powi(25));
-        return 1.0 - cdf;
-    }
-    let mut sum = 0.0;
-    for k in 1..=100 {
-        let kf = f64::from(k);
-        let term = (-2.0 * kf * kf * t * t).exp();
-        sum += if k % 2 == 1 { term } else { -term };
-        if term < 1e-18 {
-            break;
-        }
-    }
-    2.0 * sum
 }
 
 // ---------------------------------------------------------------------------------------------------------------

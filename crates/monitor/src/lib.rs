@@ -8,6 +8,7 @@
 pub mod alerts;
 pub mod concept;
 pub mod drift;
+mod ksstats;
 pub mod metrics;
 
 pub use metrics::{MetricsError, Probabilities, classification_metrics, regression_metrics};

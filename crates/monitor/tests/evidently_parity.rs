@@ -1,8 +1,7 @@
 //! ferry's drift statistics against Evidently's on the same columns: the same chosen test, the same verdict, the
-//! score within 1e-6. The cases and Evidently's results are committed, made by `fixtures/make_drift.py`.
-//!
-//! One documented divergence: a K-S p-value with more than 10,000 rows on a side, where scipy uses the finite-n
-//! Kolmogorov distribution and ferry the limiting one; there the verdict must agree and the p-value be within 0.01.
+//! score within 1e-6, at every size (50 to 100,000 reference rows, K-S included where scipy leaves its exact
+//! distribution above 10,000 rows). The cases and Evidently's results are committed, made by
+//! `fixtures/make_drift.py`.
 
 use ferry_monitor::drift::{Column, Method, column_drift};
 use serde_json::Value;
@@ -22,6 +21,7 @@ fn scores_tests_and_verdicts_equal_evidently() {
     let fixture: Value = serde_json::from_str(&std::fs::read_to_string(&path).expect("fixture")).expect("JSON");
     let mut failures = Vec::new();
     let mut compared = 0;
+    let mut ks_sizes = std::collections::BTreeSet::new();
     for case in fixture["cases"].as_array().expect("cases") {
         let name = case["name"].as_str().expect("name");
         let kind = case["kind"].as_str().expect("kind");
@@ -39,9 +39,10 @@ fn scores_tests_and_verdicts_equal_evidently() {
             compared += 1;
             let chosen = expected["chosen"].as_str().expect("chosen");
             let score = expected["score"].as_f64().unwrap_or(f64::NAN);
-            let asymptotic_ks = got.method == Method::Ks && got.reference_count.max(got.current_count) > 10_000;
-            let tolerance = if asymptotic_ks { 0.01 } else { 1e-6 };
-            let close = (got.score - score).abs() <= tolerance || (got.score.is_nan() && score.is_nan());
+            if got.method == Method::Ks {
+                ks_sizes.insert(got.reference_count);
+            }
+            let close = (got.score - score).abs() <= 1e-6 || (got.score.is_nan() && score.is_nan());
             if got.method.name() != chosen || !close || got.drifted != expected["drifted"].as_bool().expect("drifted") {
                 failures.push(format!(
                     "{name} / {asked}: ferry {} {} {} — Evidently {chosen} {score} {}",
@@ -54,5 +55,8 @@ fn scores_tests_and_verdicts_equal_evidently() {
         }
     }
     assert!(failures.is_empty(), "{} of {compared} differ:\n{}", failures.len(), failures.join("\n"));
-    assert!(compared >= 300, "the fixture exercises every method: {compared} results");
+    assert!(compared >= 350, "the fixture exercises every method: {compared} results");
+    for size in [50, 1000, 1001, 10_000, 10_001, 100_000] {
+        assert!(ks_sizes.contains(&size), "K-S is compared at {size} reference rows: {ks_sizes:?}");
+    }
 }

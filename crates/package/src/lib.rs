@@ -19,7 +19,9 @@ pub use archive::{
 };
 pub use error::PackageError;
 pub use features::{FeatureLayout, InputColumns};
-pub use manifest::{FORMAT_VERSION, FileEntry, Framework, Lineage, Manifest, PredictionOutputs, Task, Validation, parse_manifest};
+pub use manifest::{
+    FORMAT_VERSION, FileEntry, Framework, Lineage, Manifest, PredictionOutputs, Task, Validation, parse_manifest,
+};
 pub use onnx_info::{OnnxInfo, read_onnx_info};
 pub use profile::{
     ColumnKind, ColumnProfile, ColumnProfiler, Histogram, MAX_CATEGORIES, Profile, QUANTILES, SAMPLE_SIZE, is_missing,

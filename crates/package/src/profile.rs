@@ -3,15 +3,16 @@
 //!
 //! Built in one streaming pass: count, missing, mean, standard deviation, min, max and category frequencies are
 //! exact over every row; quantiles and the quantile-binned histogram come from a uniform reservoir sample of up to
-//! [`SAMPLE_SIZE`] values (exact when the column has no more rows than that), which is also stored for the tests
-//! that need raw values (Kolmogorov–Smirnov, Wasserstein).
+//! [`SAMPLE_SIZE`] values by default (exact when the column has no more rows than that; `ferry pack --reference-cap`
+//! sets another cap), which is also stored for the tests that need raw values (Kolmogorov–Smirnov, Wasserstein), so
+//! that live drift equals Evidently's on the whole reference whenever it fits the cap.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-/// Values kept per column in the uniform sample.
-pub const SAMPLE_SIZE: usize = 5_000;
+/// Values kept per column in the uniform sample, by default.
+pub const SAMPLE_SIZE: usize = 100_000;
 /// Distinct values tracked per column; past this a column's category frequencies are dropped (numerical) or
 /// marked truncated (categorical).
 pub const MAX_CATEGORIES: usize = 1_000;
@@ -106,13 +107,21 @@ pub struct ColumnProfiler {
     truncated: bool,
     sample: Vec<f64>,
     category_sample: Vec<String>,
+    /// Values kept in the sample.
+    cap: usize,
     rng: SplitMix64,
 }
 
 impl ColumnProfiler {
-    /// A profiler for column `name`; `seed` makes the sample reproducible.
+    /// A profiler for column `name` keeping [`SAMPLE_SIZE`] values; `seed` makes the sample reproducible.
     #[must_use]
     pub fn new(name: impl Into<String>, seed: u64) -> Self {
+        Self::with_cap(name, seed, SAMPLE_SIZE)
+    }
+
+    /// A profiler keeping at most `cap` raw values (at least 1).
+    #[must_use]
+    pub fn with_cap(name: impl Into<String>, seed: u64, cap: usize) -> Self {
         Self {
             name: name.into(),
             count: 0,
@@ -127,6 +136,7 @@ impl ColumnProfiler {
             truncated: false,
             sample: Vec::new(),
             category_sample: Vec::new(),
+            cap: cap.max(1),
             rng: SplitMix64(seed ^ 0x9E37_79B9_7F4A_7C15),
         }
     }
@@ -209,14 +219,14 @@ impl ColumnProfiler {
         }
     }
 
-    /// Algorithm R: the n-th present value replaces a uniformly chosen slot with probability SAMPLE_SIZE / n.
+    /// Algorithm R: the n-th present value replaces a uniformly chosen slot with probability cap / n.
     fn reservoir_slot(&mut self) -> Option<usize> {
         let n = self.count;
-        if n <= SAMPLE_SIZE as u64 {
+        if n <= self.cap as u64 {
             return usize::try_from(n - 1).ok();
         }
         let j = self.rng.next() % n;
-        usize::try_from(j).ok().filter(|&j| j < SAMPLE_SIZE)
+        usize::try_from(j).ok().filter(|&j| j < self.cap)
     }
 
     /// The finished profile.
@@ -344,14 +354,14 @@ mod tests {
     #[test]
     fn the_sample_is_bounded_uniform_and_reproducible() {
         let run = || {
-            let mut p = ColumnProfiler::new("x", 7);
+            let mut p = ColumnProfiler::with_cap("x", 7, 5_000);
             for i in 0..100_000 {
                 p.push_f64(f64::from(i));
             }
             p.finish()
         };
         let (a, b) = (run(), run());
-        assert_eq!(a.sample.len(), SAMPLE_SIZE);
+        assert_eq!(a.sample.len(), 5_000);
         assert_eq!(a.sample, b.sample);
         assert!(a.categories.is_none(), "too many distinct values");
         // Uniform: the sample's median is near the true median (49,999.5); a biased sampler would be far off.

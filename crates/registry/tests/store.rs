@@ -177,6 +177,44 @@ async fn orphaned_blobs_are_cleaned_and_registered_ones_kept(env: Env) {
     assert!(matches!(env.registry.artifacts().download_to(&v.digest, &target).await, Err(RegistryError::NotFound(_))));
 }
 
+async fn feedback_joins_kept_predictions_and_expires_them(env: Env) {
+    use ferry_registry::{Outcome, Truth};
+    let outcome = |id: &str, row: u64, at: i64, predicted: f64| Outcome {
+        model: "m".into(),
+        request_id: id.into(),
+        row,
+        version: 2,
+        at,
+        predicted,
+        proba: Some(vec![0.25, 0.75]),
+    };
+    let r = &env.registry;
+    r.insert_outcomes(&[outcome("a", 0, 1_000, 1.0), outcome("a", 1, 1_000, 0.0), outcome("b", 0, 5_000, 1.0)])
+        .await
+        .expect("insert");
+    // A repeated id replaces the earlier prediction (and forgets its truth).
+    r.insert_outcomes(&[outcome("b", 0, 6_000, 0.0)]).await.expect("re-insert");
+    let truth = |id: &str, row: u64, truth: f64| Truth { request_id: id.into(), row, truth, at: 9_000 };
+    let joined = r
+        .join_truth("m", &[truth("a", 1, 1.0), truth("zzz", 0, 1.0), truth("b", 0, 0.0), truth("a", 7, 1.0)])
+        .await
+        .expect("join");
+    let matched: Vec<bool> = joined.iter().map(Option::is_some).collect();
+    assert_eq!(matched, [true, false, true, false], "unknown ids and rows are unmatched, not errors");
+    let a1 = joined[0].clone().expect("a/1");
+    assert_eq!((a1.version, a1.predicted, a1.truth), (2, 0.0, 1.0));
+    assert_eq!(a1.proba, Some(vec![0.25, 0.75]));
+    assert!(r.join_truth("other", &[truth("a", 1, 1.0)]).await.expect("join")[0].is_none(), "per model");
+
+    let labelled = r.labelled_outcomes("m", 0).await.expect("labelled");
+    assert_eq!(labelled.len(), 2, "only predictions with their truth: {labelled:?}");
+    assert_eq!(labelled.iter().map(|l| l.at).collect::<Vec<_>>(), [1_000, 6_000], "oldest first");
+    assert_eq!(r.labelled_outcomes("m", 2_000).await.expect("window").len(), 1, "the window starts at `since`");
+
+    assert_eq!(r.expire_outcomes(2_000).await.expect("expire"), 2, "both rows of request a");
+    assert!(r.join_truth("m", &[truth("a", 0, 1.0)]).await.expect("join")[0].is_none(), "expired");
+}
+
 macro_rules! on_both {
     ($($name:ident),* $(,)?) => {
         mod on_sqlite { $( #[tokio::test] async fn $name() { super::$name(super::sqlite().await).await } )* }
@@ -190,6 +228,7 @@ on_both!(
     racing_alias_creations_have_one_winner,
     bad_uploads_leave_nothing,
     orphaned_blobs_are_cleaned_and_registered_ones_kept,
+    feedback_joins_kept_predictions_and_expires_them,
 );
 
 #[tokio::test]

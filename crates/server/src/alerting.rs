@@ -197,12 +197,23 @@ impl Alerting {
         }
     }
 
-    fn notify(self: &Arc<Self>, rule: &AlertRule, model: &str, version: Option<u64>, alert: &Alert, notice: Notice, now: i64) {
+    fn notify(
+        self: &Arc<Self>,
+        rule: &AlertRule,
+        model: &str,
+        version: Option<u64>,
+        alert: &Alert,
+        notice: Notice,
+        now: i64,
+    ) {
         let status = match notice {
             Notice::Firing => "firing",
             Notice::Resolved => "resolved",
         };
-        let what = rule.feature.as_ref().map_or_else(|| rule.metric.name().to_owned(), |f| format!("{} of {f}", rule.metric.name()));
+        let what = rule
+            .feature
+            .as_ref()
+            .map_or_else(|| rule.metric.name().to_owned(), |f| format!("{} of {f}", rule.metric.name()));
         let value = alert.value.map_or_else(|| "no data".to_owned(), |v| format!("{v:.6}"));
         let summary = format!(
             "{status}: {what}{} of {model} is {value} ({} {} {})",

@@ -316,10 +316,15 @@ fn drift_families(out: &mut String, watch: &crate::DriftWatch) {
     let _ = writeln!(out, "# TYPE ferry_drift_share gauge");
     for m in &all {
         if let Some(w) = &m.latest {
-            let _ = writeln!(out, "ferry_drift_share{{model=\"{}\",version=\"{}\"}} {}", m.model, m.version, w.drifted_share);
+            let _ = writeln!(
+                out,
+                "ferry_drift_share{{model=\"{}\",version=\"{}\"}} {}",
+                m.model, m.version, w.drifted_share
+            );
         }
     }
-    let _ = writeln!(out, "# HELP ferry_dataset_drift Whether the last window drifted as a whole (drift share reached).");
+    let _ =
+        writeln!(out, "# HELP ferry_dataset_drift Whether the last window drifted as a whole (drift share reached).");
     let _ = writeln!(out, "# TYPE ferry_dataset_drift gauge");
     for m in &all {
         if let Some(w) = &m.latest {
@@ -394,30 +399,48 @@ fn model_metric_families(out: &mut String, state: &AppState) {
     }
     for (name, help, rows) in [
         ("ferry_model_metric", "Live model metric: quality from feedback, latency and throughput.", &live),
-        ("ferry_model_baseline", "Baseline of the model metric: validation metrics, warm-up latency and throughput.", &base),
+        (
+            "ferry_model_baseline",
+            "Baseline of the model metric: validation metrics, warm-up latency and throughput.",
+            &base,
+        ),
     ] {
         let _ = writeln!(out, "# HELP {name} {help}");
         let _ = writeln!(out, "# TYPE {name} gauge");
         for (model, version, metric, v) in rows {
-            let _ = writeln!(out, "{name}{{model=\"{}\",version=\"{version}\",metric=\"{metric}\"}} {v}", escape_label(model));
+            let _ = writeln!(
+                out,
+                "{name}{{model=\"{}\",version=\"{version}\",metric=\"{metric}\"}} {v}",
+                escape_label(model)
+            );
         }
     }
-    let _ = writeln!(out, "# HELP ferry_concept_drift Whether the detector found concept drift on the error stream within the feedback window.");
+    let _ = writeln!(
+        out,
+        "# HELP ferry_concept_drift Whether the detector found concept drift on the error stream within the feedback window."
+    );
     let _ = writeln!(out, "# TYPE ferry_concept_drift gauge");
     for (model, version, detector, v) in &concept {
-        let _ = writeln!(out, "ferry_concept_drift{{model=\"{}\",version=\"{version}\",detector=\"{detector}\"}} {v}", escape_label(model));
+        let _ = writeln!(
+            out,
+            "ferry_concept_drift{{model=\"{}\",version=\"{version}\",detector=\"{detector}\"}} {v}",
+            escape_label(model)
+        );
     }
     if let Some(quality) = quality {
-        let _ = writeln!(out, "# HELP ferry_feedback Feedback items received, by whether they matched a kept prediction.");
+        let _ =
+            writeln!(out, "# HELP ferry_feedback Feedback items received, by whether they matched a kept prediction.");
         let _ = writeln!(out, "# TYPE ferry_feedback counter");
         for (model, matched, unmatched) in quality.feedback_counts() {
             let m = escape_label(&model);
             let _ = writeln!(out, "ferry_feedback_total{{model=\"{m}\",result=\"matched\"}} {matched}");
             let _ = writeln!(out, "ferry_feedback_total{{model=\"{m}\",result=\"unmatched\"}} {unmatched}");
         }
-        let _ = writeln!(out, "# HELP ferry_feedback_samples_dropped Predictions not kept for feedback because the buffer was full.");
+        let _ = writeln!(
+            out,
+            "# HELP ferry_feedback_samples_dropped Predictions not kept for feedback because the buffer was full."
+        );
         let _ = writeln!(out, "# TYPE ferry_feedback_samples_dropped counter");
         let _ = writeln!(out, "ferry_feedback_samples_dropped_total {}", quality.dropped());
     }
 }
-

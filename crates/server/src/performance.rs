@@ -162,7 +162,11 @@ impl Recorder {
         for (b, a) in buckets.iter_mut().zip(&self.buckets) {
             *b = a.load(Ordering::Relaxed);
         }
-        Snapshot { buckets, requests: self.requests.load(Ordering::Relaxed), errors: self.errors.load(Ordering::Relaxed) }
+        Snapshot {
+            buckets,
+            requests: self.requests.load(Ordering::Relaxed),
+            errors: self.errors.load(Ordering::Relaxed),
+        }
     }
 }
 

@@ -37,11 +37,7 @@ pub struct QualityConfig {
 
 impl Default for QualityConfig {
     fn default() -> Self {
-        Self {
-            window: Duration::from_secs(86_400),
-            retention: Duration::from_secs(30 * 86_400),
-            buffer: 10_000,
-        }
+        Self { window: Duration::from_secs(86_400), retention: Duration::from_secs(30 * 86_400), buffer: 10_000 }
     }
 }
 
@@ -316,15 +312,13 @@ impl QualityWatch {
         if values.len() != rows {
             return;
         }
-        let proba = target
-            .outputs
-            .probabilities
-            .as_ref()
-            .and_then(|name| outputs.iter().find(|t| t.name == *name))
-            .and_then(|t| match t.tensor.shape() {
-                [n, k] if *n == rows && *k >= 2 => numbers(t.tensor.data()).map(|v| (v, *k)),
-                _ => None,
-            });
+        let proba =
+            target.outputs.probabilities.as_ref().and_then(|name| outputs.iter().find(|t| t.name == *name)).and_then(
+                |t| match t.tensor.shape() {
+                    [n, k] if *n == rows && *k >= 2 => numbers(t.tensor.data()).map(|v| (v, *k)),
+                    _ => None,
+                },
+            );
         let at = now_ms();
         let batch: Vec<Outcome> = values
             .iter()
@@ -402,8 +396,7 @@ impl QualityWatch {
             truths.push(Truth { request_id: item.request_id.clone(), row: item.row, truth, at });
         }
         let joined = self.registry.join_truth(model, &truths).await?;
-        let mut report =
-            FeedbackReport { received: items.len(), matched: 0, unmatched: 0, unmatched_ids: Vec::new() };
+        let mut report = FeedbackReport { received: items.len(), matched: 0, unmatched: 0, unmatched_ids: Vec::new() };
         {
             let mut detectors = self.detectors.lock();
             for (truth, pair) in truths.iter().zip(&joined) {
@@ -548,13 +541,12 @@ fn version_metrics(task: Task, pairs: &[Labelled]) -> Computed {
             let width = pairs[0].proba.as_ref().map_or(0, Vec::len);
             // Probabilities only when every pair has them, of one width, covering every label seen.
             let covered = truth.iter().chain(&predicted).all(|&c| usize::try_from(c).is_ok_and(|c| c < width));
-            let probabilities = (width >= 2
-                && covered
-                && pairs.iter().all(|p| p.proba.as_ref().is_some_and(|v| v.len() == width)))
-            .then(|| Probabilities {
-                classes: (0..i64::try_from(width).unwrap_or(0)).collect(),
-                values: pairs.iter().flat_map(|p| p.proba.clone().unwrap_or_default()).collect(),
-            });
+            let probabilities =
+                (width >= 2 && covered && pairs.iter().all(|p| p.proba.as_ref().is_some_and(|v| v.len() == width)))
+                    .then(|| Probabilities {
+                        classes: (0..i64::try_from(width).unwrap_or(0)).collect(),
+                        values: pairs.iter().flat_map(|p| p.proba.clone().unwrap_or_default()).collect(),
+                    });
             match classification_metrics(&truth, &predicted, probabilities.as_ref()) {
                 Ok(m) => Ok(m),
                 // Probabilities a model returns unnormalised should not hide accuracy and friends.

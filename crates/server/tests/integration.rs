@@ -496,8 +496,15 @@ async fn the_grafana_dashboard_names_only_metrics_ferry_exposes() {
     let named = ferry_test_support::dashboard_metric_names();
     // Monitoring families need a registry, drift windows, feedback and alert rules: crates/ferry/tests/monitoring.rs
     // checks those against a full server.
-    let monitoring = ["ferry_drift_", "ferry_dataset_drift", "ferry_model_metric", "ferry_model_baseline",
-        "ferry_concept_drift", "ferry_alerts_firing", "ferry_feedback_"];
+    let monitoring = [
+        "ferry_drift_",
+        "ferry_dataset_drift",
+        "ferry_model_metric",
+        "ferry_model_baseline",
+        "ferry_concept_drift",
+        "ferry_alerts_firing",
+        "ferry_feedback_",
+    ];
     let missing: Vec<&String> = named
         .iter()
         .filter(|n| !monitoring.iter().any(|m| n.starts_with(m)))

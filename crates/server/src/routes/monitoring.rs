@@ -90,9 +90,10 @@ pub(crate) async fn post_feedback(
     let name = model_name(&name)?;
     auth.on(name.as_str()).await?;
     let ctx = registry(&state)?;
-    let quality = ctx.quality_watch.as_ref().ok_or_else(|| {
-        ApiError::new(ErrorKind::NotFound, "feedback is off on this server ([monitoring] feedback)")
-    })?;
+    let quality = ctx
+        .quality_watch
+        .as_ref()
+        .ok_or_else(|| ApiError::new(ErrorKind::NotFound, "feedback is off on this server ([monitoring] feedback)"))?;
     let body = crate::body::read_body(&headers, body, MAX_FEEDBACK_BYTES).await?;
     let items = parse_feedback(&body)?;
     let report = quality.feedback(name.as_str(), items).await?;
@@ -154,8 +155,8 @@ mod tests {
 
     #[test]
     fn feedback_bodies_are_parsed_or_refused_with_the_item_at_fault() {
-        let items = parse_feedback(br#"[{"request_id":"a","label":1},{"request_id":"b","row":2,"value":0.5}]"#)
-            .expect("array");
+        let items =
+            parse_feedback(br#"[{"request_id":"a","label":1},{"request_id":"b","row":2,"value":0.5}]"#).expect("array");
         assert_eq!(items.len(), 2);
         assert_eq!(items[1].row, 2);
         let wrapped = parse_feedback(br#"{"feedback":[{"request_id":"a","label":1}]}"#).expect("wrapped");

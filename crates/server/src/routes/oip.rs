@@ -207,8 +207,10 @@ async fn run_infer(
     // A monitored model's predictions are kept for feedback under the request's id; without one, ferry makes one
     // and returns it, so that the client can send the ground truth later.
     let mut request_id = request.id;
-    if let Some(quality) =
-        state.registry_context().and_then(|c| c.quality_watch.as_ref()).filter(|q| q.wants(model.name(), model.version()))
+    if let Some(quality) = state
+        .registry_context()
+        .and_then(|c| c.quality_watch.as_ref())
+        .filter(|q| q.wants(model.name(), model.version()))
     {
         let id = request_id.get_or_insert_with(crate::fresh_request_id);
         quality.observe(model.name(), model.version(), id, &response.outputs);
