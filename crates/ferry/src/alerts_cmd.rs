@@ -29,8 +29,11 @@ pub fn run(cmd: AlertsCommand) -> anyhow::Result<()> {
     match cmd {
         AlertsCommand::ExportPrometheus(args) => {
             let settings = args.settings.load()?;
-            let text =
-                ferry_monitor::alerts::prometheus_rules(&settings.alerts, settings.monitoring.performance_window);
+            let options = ferry_monitor::alerts::ExportOptions {
+                window: settings.monitoring.performance_window,
+                min_feedback_rows: settings.monitoring.min_feedback_rows,
+            };
+            let text = ferry_monitor::alerts::prometheus_rules(&settings.alerts, options);
             match &args.output {
                 Some(path) => {
                     std::fs::write(path, text).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;

@@ -93,6 +93,7 @@ async fn serve(files: Vec<PathBuf>, settings: Settings) -> anyhow::Result<()> {
             window: m.feedback_window,
             retention: std::time::Duration::from_secs(m.feedback_retention_days.saturating_mul(86_400)),
             buffer: m.buffer,
+            min_rows: m.min_feedback_rows,
         };
         context.quality_watch = Some(ferry_server::QualityWatch::start(config, context.registry.clone()));
     }

@@ -157,6 +157,8 @@ pub struct MonitoringSettings {
     pub drift_share: f64,
     /// Keep each registry model's predictions for ground-truth feedback and compute live quality from it.
     pub feedback: bool,
+    /// Live quality feeds alerts only once the window has at least this many feedback pairs.
+    pub min_feedback_rows: u64,
     /// Live quality covers the predictions made within this window (`"1day"`, `"6h"`).
     #[serde(with = "duration_text")]
     pub feedback_window: std::time::Duration,
@@ -183,6 +185,7 @@ impl Default for MonitoringSettings {
             buffer: 10_000,
             drift_share: 0.5,
             feedback: true,
+            min_feedback_rows: 100,
             feedback_window: Duration::from_secs(86_400),
             feedback_retention_days: 30,
             performance_window: Duration::from_secs(60),

@@ -315,6 +315,20 @@ threshold = -0.1
     assert_eq!(report["matched"], 480, "{report}");
     assert_eq!(report["unmatched"], 1, "{report}");
     assert_eq!(report["unmatched_ids"], json!(["never-sent"]));
+    // A resent batch is stored again but not counted twice by the detectors.
+    let resent: Vec<Value> =
+        predictions[..10].iter().map(|(id, row, l)| json!({"request_id": id, "row": row, "label": l})).collect();
+    let (status, report) = api(&server, "POST", "/api/v1/models/iris/feedback", Some(&Value::Array(resent)));
+    assert_eq!(
+        (status, report["matched"].clone(), report["repeated"].clone()),
+        (200, json!(10), json!(10)),
+        "{report}"
+    );
+    // A request without an id (or with an empty one) gets a fresh one to send the truth under.
+    let body = json!({"id": "", "inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": calm[0]}]});
+    let (status, response) = api(&server, "POST", "/v2/models/iris/infer", Some(&body));
+    assert_eq!(status, 200, "{response}");
+    assert_eq!(response["id"].as_str().map(str::len), Some(32), "a fresh 128-bit id: {response}");
 
     let m = monitoring(&server);
     let q = &m["quality"];
@@ -406,6 +420,14 @@ threshold = -0.1
     let exported = ferry(d, &["alerts", "export-prometheus"], None);
     let rules = String::from_utf8_lossy(&exported.stdout);
     assert!(exported.status.success(), "{}", String::from_utf8_lossy(&exported.stderr));
-    assert!(rules.contains(r#"expr: "ferry_drift_share{model=\"iris\"} >= 0.25""#), "{rules}");
-    assert!(rules.contains(r#"expr: "ferry_model_metric{metric=\"accuracy\"} < 0.85""#), "{rules}");
+    assert!(
+        rules
+            .contains(r#"expr: "ferry_drift_share{model=\"iris\"} >= 0.25 and on (model, version) ferry_model_loaded"#),
+        "{rules}"
+    );
+    assert!(
+        rules.contains(r#"expr: "ferry_model_metric{metric=\"accuracy\"} < 0.85 and on (model, version)"#),
+        "{rules}"
+    );
+    assert!(rules.contains(r#"ferry_feedback_rows >= 100"#), "{rules}");
 }

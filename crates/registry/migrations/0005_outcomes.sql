@@ -15,3 +15,6 @@ CREATE TABLE outcomes (
 
 CREATE INDEX outcomes_model_at ON outcomes (model, at);
 CREATE INDEX outcomes_at ON outcomes (at);
+-- Live quality reads only predictions that have their truth: a partial index keeps that cheap however many
+-- predictions are kept without feedback.
+CREATE INDEX outcomes_labelled ON outcomes (model, at) WHERE truth IS NOT NULL;

@@ -40,6 +40,8 @@ pub struct Truth {
 /// A prediction joined with its truth.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Labelled {
+    /// Whether this truth is the first for the prediction (a resent or corrected one is not).
+    pub first: bool,
     /// Version that answered.
     pub version: u64,
     /// When it answered (Unix milliseconds).
@@ -65,20 +67,19 @@ fn proba_of(text: Option<String>) -> Option<Vec<f64>> {
 }
 
 impl Registry {
-    /// Keeps predictions for feedback; a repeated (model, request id, row) replaces the earlier one.
+    /// Keeps predictions for feedback; a repeated (model, request id, row) keeps the first one, so that a client
+    /// reusing an id cannot replace a prediction (and erase its truth). Returns how many were new.
     ///
     /// # Errors
     /// Database errors.
-    pub async fn insert_outcomes(&self, outcomes: &[Outcome]) -> Result<(), RegistryError> {
+    pub async fn insert_outcomes(&self, outcomes: &[Outcome]) -> Result<u64, RegistryError> {
         let _writer = self.sqlite_writer().await;
         let mut tx = self.db.begin().await?;
+        let mut new = 0;
         for o in outcomes {
-            sqlx::query(
+            new += sqlx::query(
                 "INSERT INTO outcomes (model, request_id, row_index, version, at, predicted, proba) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7) \
-                 ON CONFLICT (model, request_id, row_index) DO UPDATE SET version = excluded.version, \
-                 at = excluded.at, predicted = excluded.predicted, proba = excluded.proba, truth = NULL, \
-                 feedback_at = NULL",
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (model, request_id, row_index) DO NOTHING",
             )
             .bind(&o.model)
             .bind(&o.request_id)
@@ -88,10 +89,11 @@ impl Registry {
             .bind(o.predicted)
             .bind(proba_text(o.proba.as_ref()))
             .execute(&mut *tx)
-            .await?;
+            .await?
+            .rows_affected();
         }
         tx.commit().await?;
-        Ok(())
+        Ok(new)
     }
 
     /// Joins ground truth to kept predictions of `model`, in one transaction. Returns, per item in order, the
@@ -105,6 +107,18 @@ impl Registry {
         let mut tx = self.db.begin().await?;
         let mut joined = Vec::with_capacity(items.len());
         for t in items {
+            let before: Option<Option<f64>> = sqlx::query_scalar(
+                "SELECT truth FROM outcomes WHERE model = $1 AND request_id = $2 AND row_index = $3",
+            )
+            .bind(model)
+            .bind(&t.request_id)
+            .bind(to_i64(t.row))
+            .fetch_optional(&mut *tx)
+            .await?;
+            if before.is_none() {
+                joined.push(None);
+                continue;
+            }
             let row = sqlx::query(
                 "UPDATE outcomes SET truth = $1, feedback_at = $2 WHERE model = $3 AND request_id = $4 \
                  AND row_index = $5 RETURNING version, at, predicted, proba",
@@ -119,6 +133,7 @@ impl Registry {
             joined.push(match row {
                 None => None,
                 Some(r) => Some(Labelled {
+                    first: before.flatten().is_none(),
                     version: u64::try_from(r.try_get::<i64, _>("version")?).unwrap_or(0),
                     at: r.try_get("at")?,
                     predicted: r.try_get("predicted")?,
@@ -147,6 +162,7 @@ impl Registry {
         rows.into_iter()
             .map(|r| {
                 Ok(Labelled {
+                    first: true,
                     version: u64::try_from(r.try_get::<i64, _>("version")?).unwrap_or(0),
                     at: r.try_get("at")?,
                     predicted: r.try_get("predicted")?,

@@ -192,8 +192,8 @@ async fn feedback_joins_kept_predictions_and_expires_them(env: Env) {
     r.insert_outcomes(&[outcome("a", 0, 1_000, 1.0), outcome("a", 1, 1_000, 0.0), outcome("b", 0, 5_000, 1.0)])
         .await
         .expect("insert");
-    // A repeated id replaces the earlier prediction (and forgets its truth).
-    r.insert_outcomes(&[outcome("b", 0, 6_000, 0.0)]).await.expect("re-insert");
+    // A repeated id keeps the first prediction: a client reusing ids cannot replace one (or erase its truth).
+    assert_eq!(r.insert_outcomes(&[outcome("b", 0, 6_000, 0.0)]).await.expect("re-insert"), 0);
     let truth = |id: &str, row: u64, truth: f64| Truth { request_id: id.into(), row, truth, at: 9_000 };
     let joined = r
         .join_truth("m", &[truth("a", 1, 1.0), truth("zzz", 0, 1.0), truth("b", 0, 0.0), truth("a", 7, 1.0)])
@@ -202,13 +202,15 @@ async fn feedback_joins_kept_predictions_and_expires_them(env: Env) {
     let matched: Vec<bool> = joined.iter().map(Option::is_some).collect();
     assert_eq!(matched, [true, false, true, false], "unknown ids and rows are unmatched, not errors");
     let a1 = joined[0].clone().expect("a/1");
-    assert_eq!((a1.version, a1.predicted, a1.truth), (2, 0.0, 1.0));
+    assert_eq!((a1.version, a1.predicted, a1.truth, a1.first), (2, 0.0, 1.0, true));
+    let again = r.join_truth("m", &[truth("a", 1, 0.0)]).await.expect("resend");
+    assert_eq!(again[0].as_ref().map(|l| (l.first, l.truth)), Some((false, 0.0)), "a correction, not a new pair");
     assert_eq!(a1.proba, Some(vec![0.25, 0.75]));
     assert!(r.join_truth("other", &[truth("a", 1, 1.0)]).await.expect("join")[0].is_none(), "per model");
 
     let labelled = r.labelled_outcomes("m", 0).await.expect("labelled");
     assert_eq!(labelled.len(), 2, "only predictions with their truth: {labelled:?}");
-    assert_eq!(labelled.iter().map(|l| l.at).collect::<Vec<_>>(), [1_000, 6_000], "oldest first");
+    assert_eq!(labelled.iter().map(|l| l.at).collect::<Vec<_>>(), [1_000, 5_000], "oldest first");
     assert_eq!(r.labelled_outcomes("m", 2_000).await.expect("window").len(), 1, "the window starts at `since`");
 
     assert_eq!(r.expire_outcomes(2_000).await.expect("expire"), 2, "both rows of request a");

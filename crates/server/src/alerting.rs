@@ -39,7 +39,7 @@ pub struct Webhook {
 impl std::fmt::Debug for Webhook {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never the secret.
-        f.debug_struct("Webhook").field("url", &self.url).field("signed", &self.secret.is_some()).finish()
+        f.debug_struct("Webhook").field("url", &redacted(&self.url)).field("signed", &self.secret.is_some()).finish()
     }
 }
 
@@ -107,6 +107,9 @@ struct Notification<'a> {
     fired_at_ms: Option<i64>,
     /// When this notice was raised.
     at_ms: i64,
+    /// Increases with every notice of this server: a receiver keeps the highest per (rule, model) and drops an
+    /// older notice that arrives late (retries can reorder them).
+    sequence: u64,
     summary: String,
 }
 
@@ -117,6 +120,7 @@ pub struct Alerting {
     client: reqwest::Client,
     delivered: AtomicU64,
     failed: AtomicU64,
+    sequence: AtomicU64,
 }
 
 impl std::fmt::Debug for Alerting {
@@ -143,6 +147,7 @@ impl Alerting {
             client,
             delivered: AtomicU64::new(0),
             failed: AtomicU64::new(0),
+            sequence: AtomicU64::new(0),
         }))
     }
 
@@ -177,6 +182,7 @@ impl Alerting {
         let mut notices = Vec::new();
         {
             let mut alerts = self.alerts.lock();
+            let mut visited = std::collections::BTreeSet::new();
             for rule in &self.config.rules {
                 let models: Vec<String> = match &rule.model {
                     Some(m) => vec![m.clone()],
@@ -185,10 +191,21 @@ impl Alerting {
                 for model in models {
                     let version = served.get(&model).copied();
                     let value = version.and_then(|v| value_of(state, rule, &model, v));
+                    visited.insert((rule.name.clone(), model.clone()));
                     let alert = alerts.entry((rule.name.clone(), model.clone())).or_default();
                     if let Some(notice) = alert.step(rule, value, now) {
                         notices.push((rule.clone(), model, version, alert.clone(), notice));
                     }
+                }
+            }
+            // A model no longer served: its firing alerts resolve, then it is forgotten.
+            let gone: Vec<(String, String)> = alerts.keys().filter(|k| !visited.contains(*k)).cloned().collect();
+            for key in gone {
+                let Some(rule) = self.config.rules.iter().find(|r| r.name == key.0) else { continue };
+                if let Some(mut alert) = alerts.remove(&key)
+                    && let Some(notice) = alert.step(rule, None, now)
+                {
+                    notices.push((rule.clone(), key.1, None, alert, notice));
                 }
             }
         }
@@ -242,6 +259,7 @@ impl Alerting {
             active_since_ms: alert.active_since_ms,
             fired_at_ms: alert.fired_at_ms,
             at_ms: now,
+            sequence: self.sequence.fetch_add(1, Ordering::Relaxed),
             summary,
         };
         let Ok(body) = serde_json::to_vec(&body) else { return };
@@ -279,14 +297,16 @@ impl Alerting {
             };
             let why = match outcome {
                 Ok(r) => format!("HTTP {}", r.status()),
-                Err(e) => e.to_string(),
+                Err(e) => e.without_url().to_string(),
             };
+            // Chat webhooks carry their credential in the path: log the host only.
+            let url = redacted(&hook.url);
             if !retry || attempt == attempts {
-                tracing::error!(url = %hook.url, attempt, error = %why, "alert webhook failed; giving up on this notice");
+                tracing::error!(url = %url, attempt, error = %why, "alert webhook failed; giving up on this notice");
                 self.failed.fetch_add(1, Ordering::Relaxed);
                 return;
             }
-            tracing::warn!(url = %hook.url, attempt, error = %why, retry_in = ?backoff, "alert webhook failed; retrying");
+            tracing::warn!(url = %url, attempt, error = %why, retry_in = ?backoff, "alert webhook failed; retrying");
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_secs(60));
         }
@@ -329,6 +349,14 @@ impl Alerting {
                 (rule.name.clone(), n)
             })
             .collect()
+    }
+}
+
+/// A webhook URL with its path and query hidden (`https://hooks.example.com/…`).
+fn redacted(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(u) => format!("{}://{}/…", u.scheme(), u.host_str().unwrap_or("?")),
+        Err(_) => "(invalid URL)".into(),
     }
 }
 
@@ -390,6 +418,10 @@ fn value_of(state: &AppState, rule: &AlertRule, model: &str, version: u64) -> Op
             let quality = ctx?.quality_watch.as_ref()?;
             let latest = quality.latest().into_iter().find(|(m, _)| m == model)?.1;
             let v = latest.versions.into_iter().find(|v| v.version == version)?;
+            // A handful of pairs would page on noise (one wrong answer right after a deploy is accuracy 0).
+            if (v.rows as u64) < quality.min_rows() {
+                return None;
+            }
             if rule.relative_to_baseline {
                 v.change.get(rule.metric.name()).copied()
             } else {

@@ -129,6 +129,7 @@ impl RegistryContext {
             if let Some(quality) = &self.quality_watch {
                 quality.unregister(name);
             }
+            state.metrics().performance.retain(name, None);
             if let Ok(removed) = state.repository().unload(name) {
                 tracing::info!(model = name, alias = %self.serve_alias, "no serving alias any more; unloaded");
                 tokio::task::spawn_blocking(move || drop(removed));
@@ -187,6 +188,7 @@ impl RegistryContext {
                 }
             }
         }
+        state.metrics().performance.retain(name, Some(version));
         tracing::info!(model = name, version, ?previous, alias = %self.serve_alias, "now serving");
         Ok(Synced::Serving(version))
     }

@@ -219,8 +219,13 @@ impl GrpcInferenceService for GrpcService {
             .and_then(|c| c.quality_watch.as_ref())
             .filter(|q| q.wants(model.name(), model.version()))
         {
-            let id = request_id.get_or_insert_with(crate::fresh_request_id);
-            quality.observe(model.name(), model.version(), id, &response.outputs);
+            crate::quality::keep_for_feedback(
+                quality,
+                model.name(),
+                model.version(),
+                &mut request_id,
+                &response.outputs,
+            );
         }
         Ok(Response::new(encode_model_infer(model.name(), &model.version().to_string(), request_id, response.outputs)))
     }

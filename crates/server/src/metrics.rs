@@ -153,10 +153,14 @@ impl Metrics {
         if let (Some(timing), "200" | "OK") = (timing, code) {
             return self.observe_ok(model, version, protocol, timing, total);
         }
-        // Failures count against a version that has served (never create state for an unknown name).
-        if let Some(recorder) = self.performance.existing(model, version) {
-            recorder.record(total.as_secs_f64(), false);
-        }
+        // Only a loaded model version reaches here. Client errors (4xx, gRPC InvalidArgument…) count as requests but
+        // not as failures: one client's bad inputs must not page the team.
+        let server_error = code.starts_with('5')
+            || matches!(
+                code,
+                "Internal" | "Unavailable" | "DeadlineExceeded" | "Unknown" | "DataLoss" | "ResourceExhausted"
+            );
+        self.performance.recorder(model, version).record(total.as_secs_f64(), !server_error);
         let version = version.to_string();
         self.requests
             .get_or_create(&RequestLabels {
@@ -368,6 +372,7 @@ fn model_metric_families(out: &mut String, state: &AppState) {
     let mut live: Vec<(String, u64, String, f64)> = Vec::new();
     let mut base: Vec<(String, u64, String, f64)> = Vec::new();
     let mut concept: Vec<(String, u64, &'static str, u8)> = Vec::new();
+    let mut rows: Vec<(String, u64, usize)> = Vec::new();
     for (model, version) in perf.keys() {
         let Some(s) = perf.status(&model, version) else { continue };
         for (figures, into) in [(s.live, &mut live), (s.baseline, &mut base)] {
@@ -387,6 +392,7 @@ fn model_metric_families(out: &mut String, state: &AppState) {
                 for (k, x) in &v.metrics {
                     live.push((model.clone(), v.version, k.clone(), *x));
                 }
+                rows.push((model.clone(), v.version, v.rows));
                 for (k, x) in &v.baseline {
                     base.push((model.clone(), v.version, k.clone(), *x));
                 }
@@ -426,6 +432,11 @@ fn model_metric_families(out: &mut String, state: &AppState) {
             "ferry_concept_drift{{model=\"{}\",version=\"{version}\",detector=\"{detector}\"}} {v}",
             escape_label(model)
         );
+    }
+    let _ = writeln!(out, "# HELP ferry_feedback_rows Prediction pairs with their truth in the feedback window.");
+    let _ = writeln!(out, "# TYPE ferry_feedback_rows gauge");
+    for (model, version, n) in &rows {
+        let _ = writeln!(out, "ferry_feedback_rows{{model=\"{}\",version=\"{version}\"}} {n}", escape_label(model));
     }
     if let Some(quality) = quality {
         let _ =

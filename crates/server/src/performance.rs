@@ -84,7 +84,8 @@ pub struct Figures {
     pub seconds: f64,
     /// Requests per second.
     pub throughput: f64,
-    /// Share of requests that failed.
+    /// Share of requests that failed on the server's side (5xx; gRPC Internal, Unavailable, DeadlineExceeded,
+    /// Unknown, DataLoss, ResourceExhausted). Client errors (4xx) are not failures.
     pub error_rate: Option<f64>,
     /// Median latency in seconds (none without requests).
     pub latency_p50_seconds: Option<f64>,
@@ -213,10 +214,10 @@ impl Performance {
         self.recorders.write().entry((model.to_owned(), version)).or_default().clone()
     }
 
-    /// The recorder of `model` at `version`, if it has recorded anything.
-    #[must_use]
-    pub fn existing(&self, model: &str, version: u64) -> Option<Arc<Recorder>> {
-        self.recorders.read().get(&(model.to_owned(), version)).cloned()
+    /// Forgets every version of `model` but `keep` (an unloaded version's figures and baseline are stale, and a
+    /// model recreated under the same name starts again at version 1).
+    pub fn retain(&self, model: &str, keep: Option<u64>) {
+        self.recorders.write().retain(|(m, v), _| m != model || Some(*v) == keep);
     }
 
     /// Takes a snapshot of every recorder, trims what is older than the window, and sets baselines whose warm-up is

@@ -31,13 +31,20 @@ pub struct QualityConfig {
     pub window: Duration,
     /// Predictions older than this are deleted (feedback for them is then unmatched).
     pub retention: Duration,
-    /// Predictions waiting to be written; past this they are dropped and counted.
+    /// Prediction rows waiting to be written; past this they are dropped and counted.
     pub buffer: usize,
+    /// Live quality counts (for alerts) only over at least this many feedback pairs.
+    pub min_rows: u64,
 }
 
 impl Default for QualityConfig {
     fn default() -> Self {
-        Self { window: Duration::from_secs(86_400), retention: Duration::from_secs(30 * 86_400), buffer: 10_000 }
+        Self {
+            window: Duration::from_secs(86_400),
+            retention: Duration::from_secs(30 * 86_400),
+            buffer: 10_000,
+            min_rows: 100,
+        }
     }
 }
 
@@ -83,6 +90,8 @@ pub struct FeedbackReport {
     pub matched: usize,
     /// Items whose request id and row match no kept prediction (unknown, expired, or not written yet).
     pub unmatched: usize,
+    /// Matched items that already had a truth (resent or corrected): stored, not fed to the detectors again.
+    pub repeated: usize,
     /// The first 100 unmatched request ids.
     pub unmatched_ids: Vec<String>,
 }
@@ -203,6 +212,8 @@ pub struct QualityWatch {
     config: QualityConfig,
     registry: Registry,
     tx: mpsc::Sender<Vec<Outcome>>,
+    /// Rows in the channel, bounded by `config.buffer`.
+    queued: Arc<std::sync::atomic::AtomicUsize>,
     dropped: AtomicU64,
     targets: RwLock<HashMap<String, Arc<QualityTarget>>>,
     detectors: Mutex<HashMap<(String, u64), Detectors>>,
@@ -223,6 +234,8 @@ impl QualityWatch {
     pub fn start(config: QualityConfig, registry: Registry) -> Arc<Self> {
         let (tx, mut rx) = mpsc::channel::<Vec<Outcome>>(config.buffer.max(1));
         let writer = registry.clone();
+        let queued = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let done = queued.clone();
         tokio::spawn(async move {
             let mut batch = Vec::new();
             while let Some(first) = rx.recv().await {
@@ -233,6 +246,7 @@ impl QualityWatch {
                         Err(_) => break,
                     }
                 }
+                done.fetch_sub(batch.len(), Ordering::Relaxed);
                 if let Err(e) = writer.insert_outcomes(&batch).await {
                     tracing::error!(error = %e, rows = batch.len(), "could not keep predictions for feedback");
                 }
@@ -257,6 +271,7 @@ impl QualityWatch {
             config,
             registry,
             tx,
+            queued,
             dropped: AtomicU64::new(0),
             targets: RwLock::default(),
             detectors: Mutex::default(),
@@ -270,10 +285,13 @@ impl QualityWatch {
         self.targets.write().insert(model.to_owned(), Arc::new(target));
     }
 
-    /// Stops keeping `model`'s predictions.
+    /// Stops keeping `model`'s predictions and forgets its in-memory state (a model recreated under the same name
+    /// starts again at version 1 and must not inherit detections or counts).
     pub fn unregister(&self, model: &str) {
         self.targets.write().remove(model);
         self.latest.write().remove(model);
+        self.detectors.lock().retain(|(m, _), _| m != model);
+        self.counts.write().remove(model);
     }
 
     /// Whether predictions of `model` at `version` are kept (a map lookup).
@@ -296,7 +314,13 @@ impl QualityWatch {
         all
     }
 
-    /// Predictions dropped because the buffer was full.
+    /// Live quality counts only over at least this many pairs.
+    #[must_use]
+    pub fn min_rows(&self) -> u64 {
+        self.config.min_rows
+    }
+
+    /// Prediction rows dropped because the buffer was full.
     #[must_use]
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
@@ -320,9 +344,18 @@ impl QualityWatch {
                 },
             );
         let at = now_ms();
+        // The rows in the buffer are bounded, not the requests: one request may carry thousands of rows.
+        let queued = self.queued.fetch_add(rows, Ordering::Relaxed);
+        if queued + rows > self.config.buffer {
+            self.queued.fetch_sub(rows, Ordering::Relaxed);
+            self.dropped.fetch_add(rows as u64, Ordering::Relaxed);
+            return;
+        }
         let batch: Vec<Outcome> = values
             .iter()
             .enumerate()
+            // A NaN or infinite prediction has nothing to compare a truth with.
+            .filter(|(_, p)| p.is_finite())
             .map(|(row, &p)| Outcome {
                 model: model.to_owned(),
                 request_id: request_id.to_owned(),
@@ -333,8 +366,14 @@ impl QualityWatch {
                 proba: proba.as_ref().map(|(v, k)| v[row * k..(row + 1) * k].to_vec()),
             })
             .collect();
-        if self.tx.try_send(batch).is_err() {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
+        let skipped = rows - batch.len();
+        self.queued.fetch_sub(skipped, Ordering::Relaxed);
+        if let Err(e) = self.tx.try_send(batch) {
+            let lost = match e {
+                mpsc::error::TrySendError::Full(b) | mpsc::error::TrySendError::Closed(b) => b.len(),
+            };
+            self.queued.fetch_sub(lost, Ordering::Relaxed);
+            self.dropped.fetch_add(lost as u64, Ordering::Relaxed);
         }
     }
 
@@ -361,8 +400,8 @@ impl QualityWatch {
         let now = now_ms();
         let mut truths = Vec::with_capacity(items.len());
         for (i, item) in items.iter().enumerate() {
-            if item.request_id.is_empty() || item.request_id.len() > 256 {
-                return Err(invalid(i, "request_id must be 1 to 256 characters".into()));
+            if item.request_id.is_empty() || item.request_id.len() > MAX_REQUEST_ID {
+                return Err(invalid(i, format!("request_id must be 1 to {MAX_REQUEST_ID} bytes")));
             }
             let truth = match (target.outputs.task, &item.label, item.value) {
                 (_, Some(_), Some(_)) => return Err(invalid(i, "give either label or value, not both".into())),
@@ -396,7 +435,8 @@ impl QualityWatch {
             truths.push(Truth { request_id: item.request_id.clone(), row: item.row, truth, at });
         }
         let joined = self.registry.join_truth(model, &truths).await?;
-        let mut report = FeedbackReport { received: items.len(), matched: 0, unmatched: 0, unmatched_ids: Vec::new() };
+        let mut report =
+            FeedbackReport { received: items.len(), matched: 0, unmatched: 0, repeated: 0, unmatched_ids: Vec::new() };
         {
             let mut detectors = self.detectors.lock();
             for (truth, pair) in truths.iter().zip(&joined) {
@@ -408,10 +448,18 @@ impl QualityWatch {
                     continue;
                 };
                 report.matched += 1;
+                if !pair.first {
+                    // A resent batch must not feed the detectors twice.
+                    report.repeated += 1;
+                    continue;
+                }
                 let error = match target.outputs.task {
                     Task::Classification => f64::from(u8::from(pair.predicted != pair.truth)),
                     Task::Regression => (pair.predicted - pair.truth).abs(),
                 };
+                if !error.is_finite() {
+                    continue;
+                }
                 detectors
                     .entry((model.to_owned(), pair.version))
                     .or_insert_with(|| Detectors::new(target.outputs.task))
@@ -591,6 +639,27 @@ fn numbers(data: &TensorData) -> Option<Vec<f64>> {
     })
 }
 
+/// Keeps a monitored model's prediction under the request's id; a request without one (or with an empty one) gets a
+/// fresh id, which the response returns. An id longer than feedback accepts is answered as is but not kept.
+pub(crate) fn keep_for_feedback(
+    quality: &QualityWatch,
+    model: &str,
+    version: u64,
+    request_id: &mut Option<String>,
+    outputs: &[NamedTensor],
+) {
+    if request_id.as_ref().is_some_and(String::is_empty) {
+        *request_id = None;
+    }
+    let id = request_id.get_or_insert_with(fresh_request_id);
+    if id.len() <= MAX_REQUEST_ID {
+        quality.observe(model, version, id, outputs);
+    }
+}
+
+/// Longest request id kept for feedback.
+const MAX_REQUEST_ID: usize = 256;
+
 /// A fresh request id for a request that came without one: 128 random bits, hex.
 #[must_use]
 pub fn fresh_request_id() -> String {
@@ -615,7 +684,7 @@ mod tests {
     use super::*;
 
     fn pair(predicted: f64, truth: f64, proba: Option<Vec<f64>>) -> Labelled {
-        Labelled { version: 1, at: 0, predicted, proba, truth }
+        Labelled { first: true, version: 1, at: 0, predicted, proba, truth }
     }
 
     #[test]

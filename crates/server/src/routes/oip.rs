@@ -212,8 +212,7 @@ async fn run_infer(
         .and_then(|c| c.quality_watch.as_ref())
         .filter(|q| q.wants(model.name(), model.version()))
     {
-        let id = request_id.get_or_insert_with(crate::fresh_request_id);
-        quality.observe(model.name(), model.version(), id, &response.outputs);
+        crate::quality::keep_for_feedback(quality, model.name(), model.version(), &mut request_id, &response.outputs);
     }
     let timing = (response.queue, response.compute);
     let outputs: Vec<_> = response.outputs.into_iter().zip(wanted).map(|(t, (_, binary))| (t, binary)).collect();
