@@ -31,11 +31,17 @@ def ferry(*args, cwd, env=None):
                    stdout=subprocess.DEVNULL)
 
 
-def server(label, data_dir, monitoring):
+MODES = {
+    "on": {},
+    "off": {"FERRY_MONITORING__ENABLED": "false", "FERRY_MONITORING__FEEDBACK": "false"},
+    "drift only": {"FERRY_MONITORING__FEEDBACK": "false"},
+    "feedback only": {"FERRY_MONITORING__ENABLED": "false"},
+}
+
+
+def server(label, data_dir, mode):
     port = free_port()
-    env = {"FERRY_ADMIN_KEY": ADMIN_KEY, "FERRY_DATA_DIR": str(data_dir), "FERRY_LOG_FORMAT": "json"}
-    if not monitoring:
-        env.update({"FERRY_MONITORING__ENABLED": "false", "FERRY_MONITORING__FEEDBACK": "false"})
+    env = {"FERRY_ADMIN_KEY": ADMIN_KEY, "FERRY_DATA_DIR": str(data_dir), "FERRY_LOG_FORMAT": "json", **MODES[mode]}
     cmd = [str(TARGET / "ferry"), "serve", "--allow-anonymous-inference", "--host", "127.0.0.1",
            "--http-port", str(port), "--grpc-port", "0"]
     return Server(label, cmd, f"http://127.0.0.1:{port}/v2/models/iris/infer", env=env,
@@ -47,6 +53,7 @@ def main():
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[8, 32])
+    parser.add_argument("--parts", action="store_true", help="also measure drift capture and feedback capture alone")
     args = parser.parse_args()
     if not shutil.which("wrk"):
         sys.exit("wrk is needed: apt-get install wrk")
@@ -61,36 +68,37 @@ def main():
               cwd=work)
         data = work / "data"
         # Push once; every later server serves the same registry.
-        with server("push", data, True) as s:
+        with server("push", data, "on") as s:
             base = s.url.rsplit("/v2/", 1)[0]
             ferry("push", "iris.ferry", "--alias", "production", cwd=work,
                   env={"FERRY_SERVER": base, "FERRY_API_KEY": ADMIN_KEY})
         body = work / "request.json"
         body.write_text(json.dumps({"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32",
                                                 "data": [5.1, 3.5, 1.4, 0.2]}]}))
-        results = {(mode, c): [] for mode in ("on", "off") for c in args.concurrency}
+        modes = list(MODES) if args.parts else ["on", "off"]
+        results = {(mode, c): [] for mode in modes for c in args.concurrency}
         for r in range(args.rounds):
-            for mode in (("on", "off") if r % 2 == 0 else ("off", "on")):
-                with server(f"monitoring {mode}", data, mode == "on") as s:
+            for mode in (modes if r % 2 == 0 else modes[::-1]):
+                with server(f"monitoring {mode}", data, mode) as s:
                     wrk(s.url, body, None, 8, 2)  # warm-up
                     for c in args.concurrency:
                         out = wrk(s.url, body, None, c, args.seconds)
                         if out["errors"]:
                             raise RuntimeError(f"monitoring {mode}: {out['errors']} errors at c={c}")
                         results[(mode, c)].append(out)
-                        print(f"  round {r + 1} monitoring {mode:<3} c={c:<3} {out['rps']:>9.0f} req/s "
+                        print(f"  round {r + 1} monitoring {mode:<13} c={c:<3} {out['rps']:>9.0f} req/s "
                               f"p50 {out['p50']:.3f} ms p99 {out['p99']:.3f} ms", flush=True)
-                    if mode == "on":
+                    if mode in ("on", "drift only"):
                         check_watched(s.url)
         print()
-        print("| concurrency | on req/s (median) | off req/s (median) | on / off | on p99 ms | off p99 ms |")
-        print("|---|---|---|---|---|---|")
-        for c in args.concurrency:
-            on = statistics.median(x["rps"] for x in results[("on", c)])
-            off = statistics.median(x["rps"] for x in results[("off", c)])
-            p99_on = statistics.median(x["p99"] for x in results[("on", c)])
-            p99_off = statistics.median(x["p99"] for x in results[("off", c)])
-            print(f"| {c} | {on:.0f} | {off:.0f} | **{on / off:.3f}** | {p99_on:.3f} | {p99_off:.3f} |")
+        print("| monitoring | concurrency | req/s (median) | ÷ off | p99 ms (median) |")
+        print("|---|---|---|---|---|")
+        for mode in modes:
+            for c in args.concurrency:
+                rps = statistics.median(x["rps"] for x in results[(mode, c)])
+                off = statistics.median(x["rps"] for x in results[("off", c)])
+                p99 = statistics.median(x["p99"] for x in results[(mode, c)])
+                print(f"| {mode} | {c} | {rps:.0f} | **{rps / off:.3f}** | {p99:.3f} |")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

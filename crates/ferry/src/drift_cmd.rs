@@ -9,9 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use anyhow::{Context, bail};
 use clap::Args;
-use ferry_monitor::drift::{
-    Column, ColumnDrift, DriftError, Histograms, Method, column_drift, dataset_drift, histograms,
-};
+use ferry_monitor::drift::{Column, ColumnDrift, DriftError, Histograms, Method, column_report, dataset_drift};
 use ferry_package::is_missing;
 use serde::Serialize;
 
@@ -179,13 +177,12 @@ fn test_column(
     args: &DriftArgs,
 ) -> anyhow::Result<Outcome> {
     let (r, c) = columns_of(name, reference, current)?;
-    let drift = match column_drift(&r, &c, method, args.threshold) {
+    let (drift, hist) = match column_report(&r, &c, method, args.threshold) {
         Ok(d) => d,
         // A column with no values on a side cannot be tested; the others still can, unless it was asked for.
         Err(e @ DriftError::Empty(_)) if args.columns.is_empty() => return Ok(Outcome::Skipped(e)),
         Err(e) => return Err(anyhow::Error::new(e).context(format!("column {name:?}"))),
     };
-    let hist = histograms(&r, &c).with_context(|| format!("column {name:?}"))?;
     let kind = if matches!(r, Column::Numerical(_)) { "numerical" } else { "categorical" };
     Ok(Outcome::Tested(Box::new(ColumnReport { column: name.to_owned(), kind, drift, histograms: hist })))
 }

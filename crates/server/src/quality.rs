@@ -238,19 +238,36 @@ impl QualityWatch {
         let done = queued.clone();
         tokio::spawn(async move {
             let mut batch = Vec::new();
-            while let Some(first) = rx.recv().await {
-                batch.extend(first);
-                while batch.len() < 2_000 {
-                    match rx.try_recv() {
-                        Ok(more) => batch.extend(more),
-                        Err(_) => break,
+            // Drained on a timer, not woken per request (see the drift watch).
+            let mut tick = tokio::time::interval(crate::watch::DRAIN_EVERY * 5);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                // Everything buffered since the last tick, in transactions of up to 5,000 rows.
+                loop {
+                    let mut closed = false;
+                    while batch.len() < 5_000 {
+                        match rx.try_recv() {
+                            Ok(more) => batch.extend(more),
+                            Err(mpsc::error::TryRecvError::Empty) => break,
+                            Err(mpsc::error::TryRecvError::Disconnected) => {
+                                closed = true;
+                                break;
+                            }
+                        }
                     }
+                    if batch.is_empty() {
+                        if closed {
+                            return;
+                        }
+                        break;
+                    }
+                    done.fetch_sub(batch.len(), Ordering::Relaxed);
+                    if let Err(e) = writer.insert_outcomes(&batch).await {
+                        tracing::error!(error = %e, rows = batch.len(), "could not keep predictions for feedback");
+                    }
+                    batch.clear();
                 }
-                done.fetch_sub(batch.len(), Ordering::Relaxed);
-                if let Err(e) = writer.insert_outcomes(&batch).await {
-                    tracing::error!(error = %e, rows = batch.len(), "could not keep predictions for feedback");
-                }
-                batch.clear();
             }
         });
         let expiring = registry.clone();

@@ -9,12 +9,15 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use ferry_monitor::drift::{Column, ColumnDrift, Histograms, column_drift, dataset_drift, histograms};
+use ferry_monitor::drift::{Column, ColumnDrift, Histograms, column_report, dataset_drift};
 use ferry_package::{ColumnKind, Profile};
 use ferry_types::{ModelSignature, NamedTensor, TensorData};
 use parking_lot::RwLock;
 use serde::Serialize;
 use tokio::sync::mpsc;
+
+/// How often the background task folds the buffered samples into windows.
+pub(crate) const DRAIN_EVERY: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// How live drift is watched.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -219,14 +222,26 @@ impl DriftWatch {
         let weak = Arc::downgrade(&watch);
         tokio::spawn(async move {
             let mut filling: HashMap<String, Filling> = HashMap::new();
-            while let Some(sample) = rx.recv().await {
+            // Drained on a timer rather than woken per sample: a wake-up per request (a cross-thread futex call)
+            // cost more than the copy itself.
+            let mut tick = tokio::time::interval(DRAIN_EVERY);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
                 let Some(watch) = weak.upgrade() else { break };
-                if let Some(done) = watch.absorb(&mut filling, sample) {
-                    let w = watch.clone();
-                    // The tests sort and bin every column: off the async threads.
-                    let result = tokio::task::spawn_blocking(move || w.evaluate(done)).await;
-                    if let Err(e) = result {
-                        tracing::error!(error = %e, "drift evaluation panicked");
+                loop {
+                    let sample = match rx.try_recv() {
+                        Ok(sample) => sample,
+                        Err(mpsc::error::TryRecvError::Empty) => break,
+                        Err(mpsc::error::TryRecvError::Disconnected) => return,
+                    };
+                    if let Some(done) = watch.absorb(&mut filling, sample) {
+                        let w = watch.clone();
+                        // The tests sort and bin every column: off the async threads.
+                        let result = tokio::task::spawn_blocking(move || w.evaluate(done)).await;
+                        if let Err(e) = result {
+                            tracing::error!(error = %e, "drift evaluation panicked");
+                        }
                     }
                 }
             }
@@ -371,9 +386,7 @@ impl DriftWatch {
                         .collect(),
                 ),
             };
-            let (Ok(drift), Ok(hist)) =
-                (column_drift(&column.reference, &current, None, None), histograms(&column.reference, &current))
-            else {
+            let Ok((drift, hist)) = column_report(&column.reference, &current, None, None) else {
                 continue;
             };
             columns.push(ColumnStatus {
