@@ -54,9 +54,6 @@ pub struct Labelled {
     pub truth: f64,
 }
 
-/// Rows per INSERT statement (7 parameters each, far below SQLite's and PostgreSQL's limits).
-const INSERT_ROWS: usize = 500;
-
 fn to_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
@@ -79,45 +76,23 @@ impl Registry {
         let _writer = self.sqlite_writer().await;
         let mut tx = self.db.begin().await?;
         let mut new = 0;
-        // Many rows per statement: one statement per row cost more CPU than the prediction it records. SQLite gets
-        // anonymous `?` parameters: sqlx looks each `$N` up by name, a linear scan that made binding quadratic.
-        let sqlite = self.backend() == "sqlite";
-        for chunk in outcomes.chunks(INSERT_ROWS) {
-            let mut sql = String::from(
-                "INSERT INTO outcomes (model, request_id, row_index, version, at, predicted, proba) VALUES ",
-            );
-            for i in 0..chunk.len() {
-                let sep = if i == 0 { "" } else { ", " };
-                if sqlite {
-                    sql.push_str(sep);
-                    sql.push_str("(?, ?, ?, ?, ?, ?, ?)");
-                } else {
-                    let p = i * 7;
-                    sql.push_str(&format!(
-                        "{sep}(${}, ${}, ${}, ${}, ${}, ${}, ${})",
-                        p + 1,
-                        p + 2,
-                        p + 3,
-                        p + 4,
-                        p + 5,
-                        p + 6,
-                        p + 7
-                    ));
-                }
-            }
-            sql.push_str(" ON CONFLICT (model, request_id, row_index) DO NOTHING");
-            let mut query = sqlx::query(&sql);
-            for o in chunk {
-                query = query
-                    .bind(&o.model)
-                    .bind(&o.request_id)
-                    .bind(to_i64(o.row))
-                    .bind(to_i64(o.version))
-                    .bind(o.at)
-                    .bind(o.predicted)
-                    .bind(proba_text(o.proba.as_ref()));
-            }
-            new += query.execute(&mut *tx).await?.rows_affected();
+        // One prepared statement, reused: measured cheaper than 500-row statements (sqlx resolves every parameter
+        // of a statement by name on SQLite, so long statements bind in quadratic time).
+        for o in outcomes {
+            new += sqlx::query(
+                "INSERT INTO outcomes (model, request_id, row_index, version, at, predicted, proba) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (model, request_id, row_index) DO NOTHING",
+            )
+            .bind(&o.model)
+            .bind(&o.request_id)
+            .bind(to_i64(o.row))
+            .bind(to_i64(o.version))
+            .bind(o.at)
+            .bind(o.predicted)
+            .bind(proba_text(o.proba.as_ref()))
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
         }
         tx.commit().await?;
         Ok(new)
