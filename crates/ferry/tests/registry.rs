@@ -375,7 +375,18 @@ fn a_large_reference_csv_is_streamed_into_a_bounded_profile() {
     let model = iris_model();
     ok(
         d,
-        &["pack", model.to_str().expect("utf8"), "--name", "iris", "--reference", "big.csv", "-o", "big.ferry"],
+        &[
+            "pack",
+            model.to_str().expect("utf8"),
+            "--name",
+            "iris",
+            "--reference",
+            "big.csv",
+            "--reference-cap",
+            "5000",
+            "-o",
+            "big.ferry",
+        ],
         None,
     );
     let inspected: Value = serde_json::from_str(&ok(d, &["inspect", "big.ferry", "--json"], None)).expect("json");
@@ -383,7 +394,7 @@ fn a_large_reference_csv_is_streamed_into_a_bounded_profile() {
     assert_eq!(profile["rows"], rows);
     let first = &profile["features"][0];
     assert_eq!(first["count"], rows);
-    assert_eq!(first["sample"].as_array().map(Vec::len), Some(5_000), "the sample is bounded");
+    assert_eq!(first["sample"].as_array().map(Vec::len), Some(5_000), "the sample is bounded by --reference-cap");
     let missing = profile["features"][3]["missing"].as_u64().expect("missing");
     assert_eq!(missing, u64::from(rows.div_ceil(97)));
     assert!((first["mean"].as_f64().expect("mean") - 4.995).abs() < 1e-9);
