@@ -4,6 +4,7 @@
 mod alerts_cmd;
 mod client;
 mod config_cmd;
+mod deploy_cmd;
 mod drift_cmd;
 mod keys_cmd;
 mod logging;
@@ -55,6 +56,8 @@ enum Command {
     Alias(client::AliasArgs),
     /// Download a package from the registry.
     Pull(client::PullArgs),
+    /// Show or set how a model's traffic is split between versions (weights, sticky header).
+    Deploy(deploy_cmd::DeployArgs),
     /// Create, list and revoke API keys.
     #[command(subcommand)]
     Keys(keys_cmd::KeysCommand),
@@ -90,6 +93,7 @@ fn main() -> ExitCode {
         Command::Versions(args) => client::run_versions(args),
         Command::Alias(args) => client::run_alias(args),
         Command::Pull(args) => client::run_pull(args),
+        Command::Deploy(args) => deploy_cmd::run(args),
         Command::Keys(cmd) => keys_cmd::run_keys(cmd),
         Command::Audit(cmd) => keys_cmd::run_audit(cmd),
         Command::Subjects(cmd) => keys_cmd::run_subjects(cmd),

@@ -8,6 +8,7 @@
 //! references) is removed by [`Registry::clean_orphans`] at start-up.
 
 mod artifacts;
+mod deployments;
 mod encryption;
 mod error;
 mod outcomes;
@@ -17,6 +18,7 @@ mod store;
 pub mod testing;
 
 pub use artifacts::{ArtifactStore, Rotation, Staged};
+pub use deployments::DeploymentRecord;
 pub use encryption::MasterKey;
 pub use error::RegistryError;
 pub use outcomes::{Labelled, Outcome, Truth};

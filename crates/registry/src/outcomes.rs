@@ -73,28 +73,35 @@ impl Registry {
     /// # Errors
     /// Database errors.
     pub async fn insert_outcomes(&self, outcomes: &[Outcome]) -> Result<u64, RegistryError> {
-        let _writer = self.sqlite_writer().await;
-        let mut tx = self.db.begin().await?;
-        let mut new = 0;
-        // One prepared statement, reused: measured cheaper than 500-row statements (sqlx resolves every parameter
-        // of a statement by name on SQLite, so long statements bind in quadratic time).
-        for o in outcomes {
-            new += sqlx::query(
-                "INSERT INTO outcomes (model, request_id, row_index, version, at, predicted, proba) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (model, request_id, row_index) DO NOTHING",
-            )
-            .bind(&o.model)
-            .bind(&o.request_id)
-            .bind(to_i64(o.row))
-            .bind(to_i64(o.version))
-            .bind(o.at)
-            .bind(o.predicted)
-            .bind(proba_text(o.proba.as_ref()))
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
+        if outcomes.is_empty() {
+            return Ok(0);
         }
-        tx.commit().await?;
+        // The whole batch as one JSON parameter of one statement: the database unpacks it (SQLite's `json_each`,
+        // PostgreSQL's `jsonb_to_recordset`). A statement per row cost most of the time in the driver, and a long
+        // multi-row statement binds slowly (sqlx resolves each SQLite parameter by name, a scan per parameter).
+        let rows: Vec<serde_json::Value> = outcomes
+            .iter()
+            .map(|o| {
+                serde_json::json!({
+                    "m": o.model, "r": o.request_id, "i": to_i64(o.row), "v": to_i64(o.version), "t": o.at,
+                    "p": o.predicted, "q": proba_text(o.proba.as_ref()),
+                })
+            })
+            .collect();
+        let rows = serde_json::to_string(&rows).map_err(|e| RegistryError::Invalid(format!("outcome rows: {e}")))?;
+        let sql = if self.backend() == "sqlite" {
+            "INSERT INTO outcomes (model, request_id, row_index, version, at, predicted, proba) \
+             SELECT value ->> '$.m', value ->> '$.r', value ->> '$.i', value ->> '$.v', value ->> '$.t', \
+             value ->> '$.p', value ->> '$.q' FROM json_each($1) WHERE true \
+             ON CONFLICT (model, request_id, row_index) DO NOTHING"
+        } else {
+            "INSERT INTO outcomes (model, request_id, row_index, version, at, predicted, proba) \
+             SELECT x.m, x.r, x.i, x.v, x.t, x.p, x.q FROM jsonb_to_recordset($1::jsonb) \
+             AS x(m TEXT, r TEXT, i BIGINT, v BIGINT, t BIGINT, p DOUBLE PRECISION, q TEXT) \
+             ON CONFLICT (model, request_id, row_index) DO NOTHING"
+        };
+        let _writer = self.sqlite_writer().await;
+        let new = sqlx::query(sql).bind(rows).execute(&self.db).await?.rows_affected();
         Ok(new)
     }
 

@@ -96,7 +96,8 @@ pub struct Event {
     pub model: String,
     /// Version concerned, if any.
     pub version: Option<u64>,
-    /// `register`, `delete_version`, `delete_model`, `set_alias`, `delete_alias`.
+    /// `register`, `delete_version`, `delete_model`, `set_alias`, `delete_alias`, `set_deployment`,
+    /// `delete_deployment`.
     pub action: String,
     /// Details in words.
     pub detail: String,
@@ -474,6 +475,7 @@ impl Registry {
         let writer = self.sqlite_writer().await;
         let mut tx = self.db.begin().await?;
         sqlx::query("DELETE FROM aliases WHERE model = $1").bind(name).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM deployments WHERE model = $1").bind(name).execute(&mut *tx).await?;
         sqlx::query("DELETE FROM versions WHERE model = $1").bind(name).execute(&mut *tx).await?;
         sqlx::query("DELETE FROM models WHERE name = $1").bind(name).execute(&mut *tx).await?;
         // A model created later under the same name must not inherit old predictions' feedback.
@@ -700,7 +702,7 @@ impl Registry {
     }
 }
 
-async fn event(
+pub(crate) async fn event(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     model: &str,
     version: Option<i64>,

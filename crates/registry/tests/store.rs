@@ -217,6 +217,27 @@ async fn feedback_joins_kept_predictions_and_expires_them(env: Env) {
     assert!(r.join_truth("m", &[truth("a", 0, 1.0)]).await.expect("join")[0].is_none(), "expired");
 }
 
+async fn deployments_are_revised_recorded_and_removed_with_their_model(env: Env) {
+    publish(&env, "m", package(&env, "m", "a")).await.expect("v1");
+    let r = &env.registry;
+    assert_eq!(r.deployment("m").await.expect("read"), None);
+    let first = r.set_deployment("m", r#"{"variants":[]}"#, "first", "alice").await.expect("set");
+    assert_eq!((first.revision, first.updated_by.as_str()), (1, "alice"));
+    let second = r.set_deployment("m", r#"{"variants":[1]}"#, "second", "bob").await.expect("revise");
+    assert_eq!((second.revision, second.spec.as_str()), (2, r#"{"variants":[1]}"#));
+    assert_eq!(r.deployment("m").await.expect("read"), Some(second.clone()));
+    assert_eq!(r.deployments().await.expect("all"), vec![second]);
+    assert!(matches!(r.set_deployment("nope", "{}", "", "a").await, Err(RegistryError::NotFound(_))));
+    let events: Vec<(String, String)> =
+        r.events("m").await.expect("events").into_iter().map(|e| (e.action, e.detail)).collect();
+    assert!(events.contains(&("set_deployment".into(), "second".into())), "{events:?}");
+    r.delete_deployment("m", "carol").await.expect("delete");
+    assert!(matches!(r.delete_deployment("m", "carol").await, Err(RegistryError::NotFound(_))));
+    r.set_deployment("m", "{}", "again", "alice").await.expect("set again");
+    r.delete_model("m", "alice").await.expect("delete model");
+    assert!(r.deployments().await.expect("all").is_empty());
+}
+
 macro_rules! on_both {
     ($($name:ident),* $(,)?) => {
         mod on_sqlite { $( #[tokio::test] async fn $name() { super::$name(super::sqlite().await).await } )* }
@@ -231,6 +252,7 @@ on_both!(
     bad_uploads_leave_nothing,
     orphaned_blobs_are_cleaned_and_registered_ones_kept,
     feedback_joins_kept_predictions_and_expires_them,
+    deployments_are_revised_recorded_and_removed_with_their_model,
 );
 
 #[tokio::test]

@@ -49,6 +49,8 @@ pub struct RegistryContext {
     pub alerting: Option<Arc<crate::Alerting>>,
     /// One lock per model, so that alias moves on one model are applied in order.
     locks: parking_lot::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// The version of each model the watchers watch (its primary).
+    watched: parking_lot::Mutex<HashMap<String, u64>>,
 }
 
 /// An alias move, as the management API asks for it.
@@ -97,6 +99,7 @@ impl RegistryContext {
             quality_watch: None,
             alerting: None,
             locks: parking_lot::Mutex::default(),
+            watched: parking_lot::Mutex::default(),
         }
     }
 
@@ -121,7 +124,15 @@ impl RegistryContext {
             // Served from a file or model repository: the registry never touches it.
             return Ok(Synced::NotServed);
         }
-        let target = self.registry.aliases_of(name).await?.get(&self.serve_alias).copied();
+        let aliases = self.registry.aliases_of(name).await?;
+        let split = match self.registry.deployment(name).await? {
+            Some(d) => Some(self.split_of(name, &d.spec, &aliases).await?),
+            None => None,
+        };
+        let target = match &split {
+            Some(s) => Some(s.primary()),
+            None => aliases.get(&self.serve_alias).copied(),
+        };
         let Some(version) = target else {
             if let Some(watch) = &self.drift_watch {
                 watch.unregister(name);
@@ -129,6 +140,7 @@ impl RegistryContext {
             if let Some(quality) = &self.quality_watch {
                 quality.unregister(name);
             }
+            self.watched.lock().remove(name);
             state.metrics().performance.retain(name, None);
             if let Ok(removed) = state.repository().unload(name) {
                 tracing::info!(model = name, alias = %self.serve_alias, "no serving alias any more; unloaded");
@@ -136,9 +148,72 @@ impl RegistryContext {
             }
             return Ok(Synced::NotServed);
         };
-        if state.repository().versions_of(name) == [version] {
+        let repository = state.repository();
+        let mut wanted = split.as_ref().map_or_else(|| vec![version], ferry_rollout::Split::versions);
+        wanted.sort_unstable();
+        if repository.versions_of(name) == wanted && repository.split(name).as_deref() == split.as_ref() {
             return Ok(Synced::Serving(version));
         }
+        // Versions already serving keep running; the others are loaded and warmed up before anything changes.
+        let mut models = Vec::with_capacity(wanted.len());
+        let mut primary = None;
+        for &v in &wanted {
+            match repository.loaded(name, v) {
+                Some(model) => models.push(model),
+                None => {
+                    let (model, record, profile) = self.load_version(state, name, v).await?;
+                    models.push(Arc::new(model));
+                    if v == version {
+                        primary = Some((record, profile));
+                    }
+                }
+            }
+        }
+        let described = split.as_ref().map(|s| {
+            s.variants.iter().map(|v| format!("{}=v{}:{}bp", v.target, v.version, v.weight_bp)).collect::<Vec<_>>()
+        });
+        let old = repository.deploy(name, models, split);
+        let previous: Vec<u64> = old.iter().map(|m| m.version()).collect();
+        tokio::task::spawn_blocking(move || drop(old));
+        // Drift and live quality watch the primary.
+        if self.watched.lock().get(name) != Some(&version) {
+            let (record, profile) = match primary {
+                Some(p) => p,
+                None => {
+                    let record = self.registry.resolve(name, &Selector::Version(version)).await?;
+                    let (_, profile) = self.materialize(&record).await?;
+                    (record, profile)
+                }
+            };
+            self.watch(name, version, &record, profile);
+        }
+        state.metrics().performance.retain(name, Some(version));
+        tracing::info!(model = name, version, ?previous, split = ?described, alias = %self.serve_alias, "now serving");
+        Ok(Synced::Serving(version))
+    }
+
+    /// The deployment `spec` of `name` with its targets resolved: aliases through `aliases`, numbers to versions
+    /// that exist.
+    async fn split_of(
+        &self,
+        name: &str,
+        spec: &str,
+        aliases: &std::collections::BTreeMap<String, u64>,
+    ) -> Result<ferry_rollout::Split, ApiError> {
+        let spec: ferry_rollout::DeploymentSpec = serde_json::from_str(spec)
+            .map_err(|e| ApiError::new(ErrorKind::Internal, format!("stored deployment of {name:?}: {e}")))?;
+        let versions: Vec<u64> = self.registry.list_versions(name).await?.iter().map(|v| v.version).collect();
+        ferry_rollout::Split::resolve(name, &spec, |target| resolve_target(target, aliases, &versions))
+            .map_err(|e| ApiError::new(ErrorKind::InvalidInput, e.to_string()))
+    }
+
+    /// Loads one version from the registry (not yet serving).
+    async fn load_version(
+        &self,
+        state: &AppState,
+        name: &str,
+        version: u64,
+    ) -> Result<(LoadedModel, VersionRecord, Option<ferry_package::Profile>), ApiError> {
         let record = self.registry.resolve(name, &Selector::Version(version)).await?;
         let (model, profile) = self.materialize(&record).await?;
         let source = ModelSource {
@@ -153,10 +228,11 @@ impl RegistryContext {
         let loaded = tokio::task::spawn_blocking(move || LoadedModel::load(&source, &defaults, &engines))
             .await
             .map_err(|e| ApiError::new(ErrorKind::Internal, format!("model loading panicked: {e}")))??;
-        // The new version is loaded and warmed up: swap it in. Requests already running on the old one finish there.
-        let old = state.repository().swap(loaded);
-        let previous: Vec<u64> = old.iter().map(|m| m.version()).collect();
-        tokio::task::spawn_blocking(move || drop(old));
+        Ok((loaded, record, profile))
+    }
+
+    /// Points the drift and quality watchers at `version` of `name`.
+    fn watch(&self, name: &str, version: u64, record: &VersionRecord, profile: Option<ferry_package::Profile>) {
         if let Some(watch) = &self.drift_watch {
             match profile {
                 Some(profile) => {
@@ -188,9 +264,88 @@ impl RegistryContext {
                 }
             }
         }
-        state.metrics().performance.retain(name, Some(version));
-        tracing::info!(model = name, version, ?previous, alias = %self.serve_alias, "now serving");
-        Ok(Synced::Serving(version))
+        self.watched.lock().insert(name.to_owned(), version);
+    }
+
+    /// Sets `name`'s deployment and serves it: the versions it names are loaded and warmed up before the split
+    /// takes effect. When they cannot be served, the previous deployment (or none) is put back and the error
+    /// returned, so a bad deployment never takes traffic.
+    ///
+    /// # Errors
+    /// A malformed spec or a target that does not resolve (400), an unknown model (404), registry and load errors.
+    pub async fn set_deployment(
+        &self,
+        state: &AppState,
+        name: &str,
+        spec: &ferry_rollout::DeploymentSpec,
+        actor: &str,
+    ) -> Result<ferry_registry::DeploymentRecord, ApiError> {
+        if state.repository().in_catalog(name) {
+            return Err(ApiError::new(
+                ErrorKind::Conflict,
+                format!("model {name:?} is served from a file or model repository, not from the registry"),
+            ));
+        }
+        spec.weights_bp().map_err(|e| ApiError::new(ErrorKind::InvalidInput, e.to_string()))?;
+        let text = serde_json::to_string(spec)
+            .map_err(|e| ApiError::new(ErrorKind::Internal, format!("deployment to JSON: {e}")))?;
+        let lock = self.lock_for(name);
+        let _guard = lock.lock().await;
+        self.registry.get_model(name).await?;
+        let aliases = self.registry.aliases_of(name).await?;
+        let split = self.split_of(name, &text, &aliases).await?;
+        let detail = split
+            .variants
+            .iter()
+            .map(|v| format!("{} (v{}) {}%", v.target, v.version, f64::from(v.weight_bp) / 100.0))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let before = self.registry.deployment(name).await?;
+        let record = self.registry.set_deployment(name, &text, &detail, actor).await?;
+        if let Err(e) = self.sync_locked(state, name).await {
+            let undo = match &before {
+                Some(b) => self
+                    .registry
+                    .set_deployment(name, &b.spec, "restored: the new one could not serve", "ferry")
+                    .await
+                    .map(drop),
+                None => self.registry.delete_deployment(name, "ferry").await,
+            };
+            if let Err(u) = undo {
+                tracing::error!(model = name, error = %u, "could not restore the previous deployment");
+            }
+            if let Err(again) = self.sync_locked(state, name).await {
+                tracing::error!(model = name, error = again.message(), "re-sync after a deployment undo failed");
+            }
+            return Err(ApiError::new(
+                e.kind(),
+                format!("the deployment of {name:?} cannot be served, so the previous one stays: {}", e.message()),
+            ));
+        }
+        Ok(record)
+    }
+
+    /// Removes `name`'s deployment: its serving alias takes all of its traffic again.
+    ///
+    /// # Errors
+    /// 404 when it has none; registry and load errors.
+    pub async fn delete_deployment(&self, state: &AppState, name: &str, actor: &str) -> Result<(), ApiError> {
+        let lock = self.lock_for(name);
+        let _guard = lock.lock().await;
+        self.registry.delete_deployment(name, actor).await?;
+        self.sync_locked(state, name).await?;
+        Ok(())
+    }
+
+    /// Whether `name`'s deployment routes traffic through `alias`.
+    ///
+    /// # Errors
+    /// Registry errors.
+    pub async fn deployment_uses(&self, name: &str, alias: &str) -> Result<bool, ApiError> {
+        let Some(record) = self.registry.deployment(name).await? else { return Ok(false) };
+        let spec: ferry_rollout::DeploymentSpec = serde_json::from_str(&record.spec)
+            .map_err(|e| ApiError::new(ErrorKind::Internal, format!("stored deployment of {name:?}: {e}")))?;
+        Ok(spec.variants.iter().any(|v| v.target == alias))
     }
 
     /// Loads every model that has a serving alias (at start-up).
@@ -198,8 +353,13 @@ impl RegistryContext {
     /// # Errors
     /// The first model that fails, by name.
     pub async fn sync_all(&self, state: &AppState) -> Result<usize, ApiError> {
-        let served = self.registry.models_with_alias(&self.serve_alias).await?;
-        for (name, _) in &served {
+        let mut served: Vec<String> =
+            self.registry.models_with_alias(&self.serve_alias).await?.into_iter().map(|(name, _)| name).collect();
+        // A model with a deployment serves even without its serving alias.
+        served.extend(self.registry.deployments().await?.into_iter().map(|d| d.model));
+        served.sort();
+        served.dedup();
+        for name in &served {
             if state.repository().in_catalog(name) {
                 return Err(ApiError::new(
                     ErrorKind::Conflict,
@@ -232,7 +392,7 @@ impl RegistryContext {
                 format!("model {name:?} is served from a file or model repository, not from the registry"),
             ));
         }
-        if alias != self.serve_alias {
+        if alias != self.serve_alias && !self.deployment_uses(name, alias).await? {
             return Ok(self.registry.set_alias(name, alias, version, update, actor).await?);
         }
         // Moves of one model's serving alias, their loads and their undos happen one at a time, in order.
@@ -343,5 +503,21 @@ impl RegistryContext {
             }
         });
         Ok((model.into(), profile))
+    }
+}
+
+/// A deployment target: an alias of the model, or the number of one of its versions.
+fn resolve_target(
+    target: &str,
+    aliases: &std::collections::BTreeMap<String, u64>,
+    versions: &[u64],
+) -> Result<u64, String> {
+    if let Some(&v) = aliases.get(target) {
+        return Ok(v);
+    }
+    match target.strip_prefix('v').unwrap_or(target).parse::<u64>() {
+        Ok(v) if versions.contains(&v) => Ok(v),
+        Ok(v) => Err(format!("the model has no version {v}")),
+        Err(_) => Err("no such alias".into()),
     }
 }

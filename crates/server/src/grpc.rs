@@ -177,8 +177,22 @@ impl GrpcInferenceService for GrpcService {
             .and_then(|l| request.metadata().get(l.subject_header.as_str()))
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
+        let metadata = request.metadata().clone();
         let r = request.into_inner();
-        let model = self.state.repository().get(&r.model_name, version_arg(&r.model_version)).map_err(status)?;
+        let model = match version_arg(&r.model_version) {
+            Some(v) => self.state.repository().get(&r.model_name, Some(v)).map_err(status)?,
+            // Without a version, the model's deployment picks one (as over HTTP, from the same headers).
+            None => {
+                let text = |key: &str| metadata.get(key).and_then(|v| v.to_str().ok()).map(str::to_owned);
+                let override_to = text(ferry_rollout::split::OVERRIDE_HEADER);
+                let routed = self
+                    .state
+                    .repository()
+                    .route(&r.model_name, override_to.as_deref(), |header| text(&header.to_ascii_lowercase()))
+                    .map_err(status)?;
+                routed.model
+            }
+        };
         let decoded = decode_model_infer(r).map_err(status)?;
         let outputs = decoded.outputs.into_iter().map(|o| o.name).collect();
         // The tighter of the protocol's `timeout` parameter and the call's deadline.
@@ -193,7 +207,7 @@ impl GrpcInferenceService for GrpcService {
             .state
             .registry_context()
             .and_then(|c| c.drift_watch.clone())
-            .filter(|w| w.wants(model.name(), model.version()));
+            .and_then(|w| w.watching(model.name(), model.version()).map(|r| (w, r)));
         let watched_inputs = watch.as_ref().map(|_| decoded.inputs.clone());
         let result = model.infer(InferRequest { inputs: decoded.inputs, outputs, timeout }).await;
         let (metrics, elapsed) = (self.state.metrics(), started.elapsed());
@@ -208,8 +222,8 @@ impl GrpcInferenceService for GrpcService {
         if let (Some(log), Some(inputs)) = (&log, &logged_inputs) {
             log.record(model.name(), model.version(), subject, inputs, &response.outputs);
         }
-        if let (Some(watch), Some(inputs)) = (&watch, watched_inputs) {
-            watch.observe(model.name(), model.version(), inputs, &response.outputs);
+        if let (Some((watch, reference)), Some(inputs)) = (&watch, &watched_inputs) {
+            watch.observe(model.name(), reference, inputs, &response.outputs);
         }
         // As over HTTP: a monitored model's predictions are kept for feedback under the request's (or a fresh) id.
         let mut request_id = decoded.id;

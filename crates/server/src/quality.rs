@@ -680,13 +680,28 @@ const MAX_REQUEST_ID: usize = 256;
 /// A fresh request id for a request that came without one: 128 random bits, hex.
 #[must_use]
 pub fn fresh_request_id() -> String {
-    let mut bytes = [0u8; 16];
-    if getrandom::fill(&mut bytes).is_err() {
-        // No OS randomness: time and a counter still make the id unique within this process.
-        static COUNTER: AtomicU64 = AtomicU64::new(0);
-        bytes[..8].copy_from_slice(&now_ms().to_le_bytes());
-        bytes[8..].copy_from_slice(&COUNTER.fetch_add(1, Ordering::Relaxed).to_le_bytes());
+    // Drawn from a per-thread block of OS randomness: a system call per request cost more than the rest of the
+    // id's work together.
+    thread_local! {
+        static POOL: std::cell::RefCell<([u8; 4096], usize)> = const { std::cell::RefCell::new(([0; 4096], 4096)) };
     }
+    let mut bytes = [0u8; 16];
+    POOL.with_borrow_mut(|(pool, used)| {
+        if *used + bytes.len() > pool.len() {
+            if getrandom::fill(pool).is_err() {
+                // No OS randomness: time and a counter still make the id unique within this process.
+                static COUNTER: AtomicU64 = AtomicU64::new(0);
+                pool.fill(0);
+                for chunk in pool.chunks_exact_mut(16) {
+                    chunk[..8].copy_from_slice(&now_ms().to_le_bytes());
+                    chunk[8..].copy_from_slice(&COUNTER.fetch_add(1, Ordering::Relaxed).to_le_bytes());
+                }
+            }
+            *used = 0;
+        }
+        bytes.copy_from_slice(&pool[*used..*used + 16]);
+        *used += 16;
+    });
     hex::encode(bytes)
 }
 

@@ -1,8 +1,9 @@
-//! Live drift of served models. For every registry model whose package carries a reference profile, a sampled copy
-//! of each request's inputs and outputs goes, without ever blocking, to a bounded buffer (a full buffer drops the
-//! sample and counts it); a background task gathers the rows into tumbling windows per model version and, when a
-//! window is full, tests every feature and output against the reference with `ferry_monitor::drift` (Evidently's
-//! tests and verdicts). The latest window of each model is served at `/api/v1/models/{name}/monitoring` and as
+//! Live drift of served models. For every registry model whose package carries a reference profile, a sampled
+//! request copies its inputs' and outputs' columns into its version's tumbling window (a short lock, no allocation
+//! per column: the copy is the only cost a request pays); a full window goes to an evaluator thread of its own,
+//! which tests every feature and output against the reference with `ferry_monitor::drift` (Evidently's tests and
+//! verdicts). When the evaluator is behind, a bounded number of full windows wait and further ones are dropped and
+//! their samples counted: a request never waits for the tests. The latest window of each model is served at `/api/v1/models/{name}/monitoring` and as
 //! `ferry_drift_score` / `ferry_drift_detected` on `/metrics`.
 
 use std::collections::HashMap;
@@ -12,11 +13,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use ferry_monitor::drift::{Column, ColumnDrift, Histograms, column_report, dataset_drift};
 use ferry_package::{ColumnKind, Profile};
 use ferry_types::{ModelSignature, NamedTensor, TensorData};
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 use serde::Serialize;
-use tokio::sync::mpsc;
 
-/// How often the background task folds the buffered samples into windows.
+/// How often the feedback writer drains its buffer.
 pub(crate) const DRAIN_EVERY: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// How live drift is watched.
@@ -57,12 +57,13 @@ struct ReferenceColumn {
 }
 
 /// What one served version is compared with.
-#[derive(Debug)]
 pub struct Reference {
     version: u64,
     columns: Vec<ReferenceColumn>,
     /// Requests seen, for this model's sampling.
     seen: AtomicU64,
+    /// The window filling now.
+    window: Mutex<Filling>,
 }
 
 impl Reference {
@@ -100,7 +101,17 @@ impl Reference {
             let reference = column_of(o.kind, o.sample, o.category_sample, float32(&source.tensor, true));
             columns.push(ReferenceColumn { name: o.name.clone(), source, reference });
         }
-        Self { version, columns, seen: AtomicU64::new(0) }
+        let window = Mutex::new(Filling::empty(&columns));
+        Self { version, columns, seen: AtomicU64::new(0), window }
+    }
+}
+
+impl std::fmt::Debug for Reference {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reference")
+            .field("version", &self.version)
+            .field("columns", &self.columns)
+            .finish_non_exhaustive()
     }
 }
 
@@ -169,21 +180,33 @@ pub struct ModelDrift {
     pub latest: Option<WindowDrift>,
 }
 
-struct Sample {
-    model: String,
-    version: u64,
-    at: i64,
-    inputs: Vec<NamedTensor>,
-    outputs: Vec<NamedTensor>,
-}
-
-/// A window filling up.
+/// A window filling up, inside its version's [`Reference`].
 struct Filling {
-    version: u64,
-    values: Vec<Vec<Cell>>,
+    /// Per reference column: numbers for a numerical one, cells (converted when tested) for a categorical one.
+    values: Vec<Values>,
     rows: usize,
+    /// Requests whose rows are in it.
+    samples: u64,
     started_at: i64,
     ended_at: i64,
+}
+
+enum Values {
+    Numbers(Vec<f64>),
+    Cells(Vec<Cell>),
+}
+
+impl Filling {
+    fn empty(columns: &[ReferenceColumn]) -> Self {
+        let values = columns
+            .iter()
+            .map(|c| match c.reference {
+                Column::Numerical(_) => Values::Numbers(Vec::new()),
+                Column::Categorical(_) => Values::Cells(Vec::new()),
+            })
+            .collect();
+        Self { values, rows: 0, samples: 0, started_at: 0, ended_at: 0 }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -192,10 +215,19 @@ enum Cell {
     Text(String),
 }
 
+/// A full window on its way to the evaluator thread.
+struct Closed {
+    model: String,
+    reference: Arc<Reference>,
+    window: Filling,
+}
+
 /// The live drift watcher.
 pub struct DriftWatch {
     config: DriftWatchConfig,
-    tx: mpsc::Sender<Sample>,
+    /// Full windows waiting for the evaluator; when it is behind, a new full window is dropped and its samples
+    /// counted.
+    evaluator: std::sync::mpsc::SyncSender<Closed>,
     dropped: AtomicU64,
     references: RwLock<HashMap<String, Arc<Reference>>>,
     status: RwLock<HashMap<String, ModelDrift>>,
@@ -208,44 +240,34 @@ impl std::fmt::Debug for DriftWatch {
 }
 
 impl DriftWatch {
-    /// Starts the background task on the current runtime.
+    /// Starts the evaluator thread; it ends when the watch is dropped.
+    ///
+    /// # Panics
+    /// When the operating system refuses a new thread.
     #[must_use]
     pub fn start(config: DriftWatchConfig) -> Arc<Self> {
-        let (tx, mut rx) = mpsc::channel::<Sample>(config.buffer.max(1));
+        // The buffer bounds the rows waiting: whole windows, at least one.
+        let pending = (config.buffer / config.window_rows.max(1)).max(1);
+        let (evaluator, windows) = std::sync::mpsc::sync_channel::<Closed>(pending);
         let watch = Arc::new(Self {
             config,
-            tx,
+            evaluator,
             dropped: AtomicU64::new(0),
             references: RwLock::default(),
             status: RwLock::default(),
         });
         let weak = Arc::downgrade(&watch);
-        tokio::spawn(async move {
-            let mut filling: HashMap<String, Filling> = HashMap::new();
-            // Drained on a timer rather than woken per sample: a wake-up per request (a cross-thread futex call)
-            // cost more than the copy itself.
-            let mut tick = tokio::time::interval(DRAIN_EVERY);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
-                let Some(watch) = weak.upgrade() else { break };
-                loop {
-                    let sample = match rx.try_recv() {
-                        Ok(sample) => sample,
-                        Err(mpsc::error::TryRecvError::Empty) => break,
-                        Err(mpsc::error::TryRecvError::Disconnected) => return,
-                    };
-                    if let Some(done) = watch.absorb(&mut filling, sample) {
-                        let w = watch.clone();
-                        // The tests sort and bin every column: off the async threads.
-                        let result = tokio::task::spawn_blocking(move || w.evaluate(done)).await;
-                        if let Err(e) = result {
-                            tracing::error!(error = %e, "drift evaluation panicked");
-                        }
-                    }
+        // Requests fill windows themselves (a lock held for one request's copy); only full windows travel, to one
+        // thread of its own that sorts and tests them, off the async threads.
+        std::thread::Builder::new()
+            .name("ferry-drift".into())
+            .spawn(move || {
+                while let Ok(closed) = windows.recv() {
+                    let Some(watch) = weak.upgrade() else { break };
+                    watch.evaluate(closed);
                 }
-            }
-        });
+            })
+            .expect("spawning the drift evaluator thread");
         watch
     }
 
@@ -273,23 +295,50 @@ impl DriftWatch {
         self.status.write().remove(model);
     }
 
-    /// Whether requests to `model` at `version` are watched (cheap: a map lookup).
+    /// What a request to `model` at `version` is compared with, when it is watched and sampled (cheap: a map
+    /// lookup).
     #[must_use]
-    pub fn wants(&self, model: &str, version: u64) -> bool {
-        let references = self.references.read();
-        let Some(reference) = references.get(model).filter(|r| r.version == version) else { return false };
+    pub fn watching(&self, model: &str, version: u64) -> Option<Arc<Reference>> {
+        let reference = self.references.read().get(model).filter(|r| r.version == version).cloned()?;
+        if self.config.sample_rate >= 1.0 {
+            return Some(reference);
+        }
         // Deterministic sampling per model: take a request whenever its count crosses a multiple of 1/rate.
         let n = reference.seen.fetch_add(1, Ordering::Relaxed);
         #[allow(clippy::cast_precision_loss)]
         let (now, before) = ((n + 1) as f64 * self.config.sample_rate, n as f64 * self.config.sample_rate);
-        now.floor() > before.floor()
+        (now.floor() > before.floor()).then_some(reference)
     }
 
-    /// Queues a copy of one request and its response (never blocks; a full buffer drops it and counts).
-    pub fn observe(&self, model: &str, version: u64, inputs: Vec<NamedTensor>, outputs: &[NamedTensor]) {
-        let sample = Sample { model: model.to_owned(), version, at: now_ms(), inputs, outputs: outputs.to_vec() };
-        if self.tx.try_send(sample).is_err() {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
+    /// Adds one request's rows to its version's window (never waits for the tests: a full window goes to the
+    /// evaluator, or is dropped and counted when the evaluator is behind).
+    pub fn observe(&self, model: &str, reference: &Arc<Reference>, inputs: &[NamedTensor], outputs: &[NamedTensor]) {
+        let Some(rows) = inputs.first().and_then(|t| t.tensor.shape().first().copied()) else { return };
+        let at = now_ms();
+        let full = {
+            let mut window = reference.window.lock();
+            if window.rows == 0 {
+                window.started_at = at;
+            }
+            // Each column on its own: an output the client did not ask for leaves only that column short.
+            for (column, values) in reference.columns.iter().zip(window.values.iter_mut()) {
+                let tensors = if column.source.output { outputs } else { inputs };
+                if let Some(t) = tensors.iter().find(|t| t.name == column.source.tensor) {
+                    push_column(values, t, column.source.index, rows);
+                }
+            }
+            window.rows += rows;
+            window.samples += 1;
+            window.ended_at = at;
+            if window.rows < self.config.window_rows {
+                return;
+            }
+            std::mem::replace(&mut *window, Filling::empty(&reference.columns))
+        };
+        let samples = full.samples;
+        let closed = Closed { model: model.to_owned(), reference: reference.clone(), window: full };
+        if self.evaluator.try_send(closed).is_err() {
+            self.dropped.fetch_add(samples, Ordering::Relaxed);
         }
     }
 
@@ -298,86 +347,35 @@ impl DriftWatch {
     pub fn status(&self, model: &str) -> Option<ModelDrift> {
         let mut s = self.status.read().get(model).cloned()?;
         s.samples_dropped = self.dropped.load(Ordering::Relaxed);
+        if let Some(reference) = self.references.read().get(model).filter(|r| r.version == s.version) {
+            s.rows_in_window = reference.window.lock().rows;
+        }
         Some(s)
     }
 
     /// Every watched model's state.
     #[must_use]
     pub fn all(&self) -> Vec<ModelDrift> {
-        let mut all: Vec<ModelDrift> = self.status.read().values().cloned().collect();
+        let names: Vec<String> = self.status.read().keys().cloned().collect();
+        let mut all: Vec<ModelDrift> = names.iter().filter_map(|m| self.status(m)).collect();
         all.sort_by(|a, b| a.model.cmp(&b.model));
         all
     }
 
-    /// Samples dropped because the buffer was full.
+    /// Samples dropped because the evaluator was behind.
     #[must_use]
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
     }
 
-    /// Adds a sample's rows to its model's window; returns the window when it is full.
-    fn absorb(
-        &self,
-        filling: &mut HashMap<String, Filling>,
-        sample: Sample,
-    ) -> Option<(String, Arc<Reference>, Filling)> {
-        let reference = self.references.read().get(&sample.model).cloned()?;
-        if reference.version != sample.version {
-            return None;
-        }
-        let window = filling.entry(sample.model.clone()).or_insert_with(|| Filling {
-            version: reference.version,
-            values: vec![Vec::new(); reference.columns.len()],
-            rows: 0,
-            started_at: sample.at,
-            ended_at: sample.at,
-        });
-        if window.version != reference.version {
-            *window = Filling {
-                version: reference.version,
-                values: vec![Vec::new(); reference.columns.len()],
-                rows: 0,
-                started_at: sample.at,
-                ended_at: sample.at,
-            };
-        }
-        let rows = rows_of(&sample)?;
-        if window.rows == 0 {
-            window.started_at = sample.at;
-        }
-        // Each column on its own: an output the client did not ask for leaves only that column short.
-        for (column, values) in reference.columns.iter().zip(window.values.iter_mut()) {
-            let tensors = if column.source.output { &sample.outputs } else { &sample.inputs };
-            if let Some(cells) = tensors
-                .iter()
-                .find(|t| t.name == column.source.tensor)
-                .and_then(|t| cells(t, column.source.index, rows))
-            {
-                values.extend(cells);
-            }
-        }
-        window.rows += rows;
-        window.ended_at = sample.at;
-        if let Some(s) = self.status.write().get_mut(&sample.model) {
-            s.rows_in_window = window.rows;
-        }
-        if window.rows < self.config.window_rows {
-            return None;
-        }
-        let done = filling.remove(&sample.model)?;
-        Some((sample.model, reference, done))
-    }
-
     /// Tests a full window and publishes the result.
-    fn evaluate(&self, (model, reference, window): (String, Arc<Reference>, Filling)) {
+    fn evaluate(&self, Closed { model, reference, window }: Closed) {
         let mut columns = Vec::with_capacity(reference.columns.len());
         for (column, values) in reference.columns.iter().zip(window.values) {
-            let current = match &column.reference {
-                Column::Numerical(_) => Column::Numerical(
-                    values.iter().map(|c| if let Cell::Number(x) = c { *x } else { f64::NAN }).collect(),
-                ),
-                Column::Categorical(_) => Column::Categorical(
-                    values
+            let current = match values {
+                Values::Numbers(v) => Column::Numerical(v),
+                Values::Cells(cells) => Column::Categorical(
+                    cells
                         .into_iter()
                         .map(|c| match c {
                             Cell::Text(s) => s,
@@ -399,7 +397,7 @@ impl DriftWatch {
         let drifts: Vec<ColumnDrift> = columns.iter().map(|c| c.drift.clone()).collect();
         let (share, drifted) = dataset_drift(&drifts, self.config.drift_share);
         let result = WindowDrift {
-            version: window.version,
+            version: reference.version,
             rows: window.rows,
             started_at_ms: window.started_at,
             ended_at_ms: window.ended_at,
@@ -407,13 +405,12 @@ impl DriftWatch {
             drifted_share: share,
             dataset_drift: drifted,
         };
-        tracing::info!(model = %model, version = window.version, rows = window.rows, drifted_share = share,
+        tracing::info!(model = %model, version = reference.version, rows = window.rows, drifted_share = share,
             dataset_drift = drifted, "drift window evaluated");
         if let Some(s) = self.status.write().get_mut(&model)
-            && s.version == window.version
+            && s.version == reference.version
         {
             s.windows_completed += 1;
-            s.rows_in_window = 0;
             s.latest = Some(result);
         }
     }
@@ -424,44 +421,55 @@ fn label_of(x: f64) -> String {
     if x.fract() == 0.0 && x.abs() < 1e15 { format!("{x:.0}") } else { x.to_string() }
 }
 
-fn rows_of(sample: &Sample) -> Option<usize> {
-    sample.inputs.first().and_then(|t| t.tensor.shape().first().copied())
-}
-
-/// Column `index` of the first `rows` rows (or the whole tensor when it is one column).
-fn cells(t: &NamedTensor, index: Option<usize>, rows: usize) -> Option<Vec<Cell>> {
-    let shape = t.tensor.shape();
-    let width = match shape {
+/// Appends column `index` of the first `rows` rows of `t` (or the whole tensor when it is one column); a tensor
+/// of another shape adds nothing.
+fn push_column(values: &mut Values, t: &NamedTensor, index: Option<usize>, rows: usize) {
+    let width = match t.tensor.shape() {
         [n] if *n == rows => 1,
         [n, k] if *n == rows => *k,
-        _ => return None,
+        _ => return,
     };
     let j = index.unwrap_or(0);
     if j >= width {
-        return None;
+        return;
     }
     let data = t.tensor.data();
-    (0..rows).map(|r| cell(data, r * width + j)).collect()
+    if data.len() < rows * width {
+        return;
+    }
+    match values {
+        // Text reaching a numerical column is no number: NaN, as a CSV's would be.
+        Values::Numbers(v) => v.extend((0..rows).map(|r| number_at(data, r * width + j).unwrap_or(f64::NAN))),
+        Values::Cells(v) => v.extend((0..rows).filter_map(|r| cell(data, r * width + j))),
+    }
 }
 
 fn cell(data: &TensorData, i: usize) -> Option<Cell> {
+    match data {
+        TensorData::Bytes(v) => Some(Cell::Text(String::from_utf8_lossy(v.get(i)?).into_owned())),
+        _ => number_at(data, i).map(Cell::Number),
+    }
+}
+
+/// Element `i` as a number (`None` for text, or past the end).
+fn number_at(data: &TensorData, i: usize) -> Option<f64> {
     Some(match data {
-        TensorData::Bool(v) => Cell::Number(f64::from(u8::from(*v.get(i)?))),
-        TensorData::Uint8(v) => Cell::Number(f64::from(*v.get(i)?)),
-        TensorData::Uint16(v) => Cell::Number(f64::from(*v.get(i)?)),
-        TensorData::Uint32(v) => Cell::Number(f64::from(*v.get(i)?)),
+        TensorData::Bool(v) => f64::from(u8::from(*v.get(i)?)),
+        TensorData::Uint8(v) => f64::from(*v.get(i)?),
+        TensorData::Uint16(v) => f64::from(*v.get(i)?),
+        TensorData::Uint32(v) => f64::from(*v.get(i)?),
         #[allow(clippy::cast_precision_loss)]
-        TensorData::Uint64(v) => Cell::Number(*v.get(i)? as f64),
-        TensorData::Int8(v) => Cell::Number(f64::from(*v.get(i)?)),
-        TensorData::Int16(v) => Cell::Number(f64::from(*v.get(i)?)),
-        TensorData::Int32(v) => Cell::Number(f64::from(*v.get(i)?)),
+        TensorData::Uint64(v) => *v.get(i)? as f64,
+        TensorData::Int8(v) => f64::from(*v.get(i)?),
+        TensorData::Int16(v) => f64::from(*v.get(i)?),
+        TensorData::Int32(v) => f64::from(*v.get(i)?),
         #[allow(clippy::cast_precision_loss)]
-        TensorData::Int64(v) => Cell::Number(*v.get(i)? as f64),
-        TensorData::Fp16(v) => Cell::Number(f64::from(v.get(i)?.to_f32())),
-        TensorData::Fp32(v) => Cell::Number(f64::from(*v.get(i)?)),
-        TensorData::Fp64(v) => Cell::Number(*v.get(i)?),
-        TensorData::Bf16(v) => Cell::Number(f64::from(v.get(i)?.to_f32())),
-        TensorData::Bytes(v) => Cell::Text(String::from_utf8_lossy(v.get(i)?).into_owned()),
+        TensorData::Int64(v) => *v.get(i)? as f64,
+        TensorData::Fp16(v) => f64::from(v.get(i)?.to_f32()),
+        TensorData::Fp32(v) => f64::from(*v.get(i)?),
+        TensorData::Fp64(v) => *v.get(i)?,
+        TensorData::Bf16(v) => f64::from(v.get(i)?.to_f32()),
+        TensorData::Bytes(_) => return None,
     })
 }
 

@@ -17,6 +17,6 @@ pub use config::{EngineChoice, ModelConfig, ResolvedModelConfig};
 pub use error::ServingError;
 pub use loader::{EngineKind, EngineSettings, open_engine, signature_mismatch};
 pub use model::{InferRequest, InferResponse, LoadedModel};
-pub use repository::{IndexEntry, ModelRepository, ModelSummary};
+pub use repository::{IndexEntry, ModelRepository, ModelSummary, Routed};
 pub use sources::{ModelSource, sources_from_files, sources_from_repository};
 pub use stats::{BatchStats, CountDuration, StatsSnapshot};

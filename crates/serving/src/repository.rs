@@ -6,6 +6,8 @@ use std::sync::Arc;
 use ferry_types::ModelVersion;
 use parking_lot::RwLock;
 
+use ferry_rollout::Split;
+
 use crate::{EngineSettings, LoadedModel, ModelConfig, ModelSource, ServingError};
 
 /// A model's name and its loaded versions, for listings.
@@ -43,7 +45,19 @@ struct Catalog {
 #[derive(Debug, Default)]
 pub struct ModelRepository {
     models: RwLock<BTreeMap<String, BTreeMap<u64, Arc<LoadedModel>>>>,
+    /// Traffic splits of models with a deployment. Written only under the `models` write lock and read under its
+    /// read lock, so a request sees a split and the versions it names together.
+    splits: RwLock<BTreeMap<String, Arc<Split>>>,
     catalog: RwLock<Catalog>,
+}
+
+/// The version a request was routed to.
+#[derive(Debug, Clone)]
+pub struct Routed {
+    /// The version that answers.
+    pub model: Arc<LoadedModel>,
+    /// With a deployment: the variant's target and why it was chosen (`override`, `sticky`, `random`).
+    pub variant: Option<(String, &'static str)>,
 }
 
 impl ModelRepository {
@@ -59,7 +73,8 @@ impl ModelRepository {
         self.models.write().entry(model.name().to_owned()).or_default().insert(model.version(), model);
     }
 
-    /// The requested version, or the highest loaded version when `version` is `None`.
+    /// The requested version, or when `version` is `None` the deployment's primary (without a deployment, the
+    /// highest loaded version).
     ///
     /// # Errors
     /// [`ServingError::ModelNotFound`] or [`ServingError::VersionNotFound`].
@@ -69,12 +84,80 @@ impl ModelRepository {
         let not_found =
             || ServingError::VersionNotFound { name: name.to_owned(), version: version.unwrap_or("").to_owned() };
         match version {
-            None => versions.values().next_back().cloned().ok_or_else(not_found),
+            None => match self.splits.read().get(name) {
+                Some(split) => versions.get(&split.primary()).cloned().ok_or_else(not_found),
+                None => versions.values().next_back().cloned().ok_or_else(not_found),
+            },
             Some(v) => {
                 let v: ModelVersion = v.parse().map_err(|_| not_found())?;
                 versions.get(&v.get()).cloned().ok_or_else(not_found)
             }
         }
+    }
+
+    /// Routes a request without a version: through the model's deployment when it has one (`override_to` names a
+    /// variant, `sticky_key` keeps a client on one), else to [`ModelRepository::get`]'s version.
+    ///
+    /// # Errors
+    /// [`ServingError::ModelNotFound`], or [`ServingError::InvalidInput`] for an override that names no variant.
+    pub fn route(
+        &self,
+        name: &str,
+        override_to: Option<&str>,
+        sticky_key: impl FnOnce(&str) -> Option<String>,
+    ) -> Result<Routed, ServingError> {
+        let models = self.models.read();
+        let versions = models.get(name).ok_or_else(|| ServingError::ModelNotFound { name: name.to_owned() })?;
+        let Some(split) = self.splits.read().get(name).cloned() else {
+            let model = versions
+                .values()
+                .next_back()
+                .cloned()
+                .ok_or_else(|| ServingError::ModelNotFound { name: name.to_owned() })?;
+            return Ok(Routed { model, variant: None });
+        };
+        let key = split.sticky_header.as_deref().and_then(sticky_key);
+        let choice = split
+            .choose(override_to, key.as_deref(), fastrand::f64)
+            .map_err(|e| ServingError::InvalidInput { message: e.to_string() })?;
+        // `deploy` installs a split only with every version it names.
+        let model = versions.get(&choice.version).cloned().ok_or_else(|| ServingError::VersionNotFound {
+            name: name.to_owned(),
+            version: choice.version.to_string(),
+        })?;
+        Ok(Routed { model, variant: Some((split.variants[choice.index].target.clone(), choice.reason)) })
+    }
+
+    /// Makes `models` (all of one name) the served versions of `name`, routed by `split` (or, without one, the
+    /// highest version serving everything), atomically: a request sees either the old versions and split or the
+    /// new ones. Versions loaded before are passed again as their `Arc`, so they keep running undisturbed. Returns
+    /// the versions it removed; their in-flight requests still finish on them.
+    ///
+    /// # Panics
+    /// Never for a `split` naming only versions among `models` (checked in debug builds).
+    pub fn deploy(&self, name: &str, models: Vec<Arc<LoadedModel>>, split: Option<Split>) -> Vec<Arc<LoadedModel>> {
+        let fresh: BTreeMap<u64, Arc<LoadedModel>> = models.into_iter().map(|m| (m.version(), m)).collect();
+        debug_assert!(split.as_ref().is_none_or(|s| s.versions().iter().all(|v| fresh.contains_key(v))));
+        let mut all = self.models.write();
+        let old = all.insert(name.to_owned(), fresh);
+        match split {
+            Some(split) => self.splits.write().insert(name.to_owned(), Arc::new(split)),
+            None => self.splits.write().remove(name),
+        };
+        let kept = &all[name];
+        old.map(|o| o.into_values().filter(|m| !kept.values().any(|k| Arc::ptr_eq(k, m))).collect()).unwrap_or_default()
+    }
+
+    /// The traffic split of `name`, when it has a deployment.
+    #[must_use]
+    pub fn split(&self, name: &str) -> Option<Arc<Split>> {
+        self.splits.read().get(name).cloned()
+    }
+
+    /// The loaded version `version` of `name`, if it is loaded.
+    #[must_use]
+    pub fn loaded(&self, name: &str, version: u64) -> Option<Arc<LoadedModel>> {
+        self.models.read().get(name)?.get(&version).cloned()
     }
 
     /// Names and versions of every loaded model.
@@ -133,7 +216,10 @@ impl ModelRepository {
             }
         }
         let fresh: BTreeMap<u64, Arc<LoadedModel>> = loaded.into_iter().map(|m| (m.version(), m)).collect();
-        let old = self.models.write().insert(name.to_owned(), fresh);
+        let mut all = self.models.write();
+        let old = all.insert(name.to_owned(), fresh);
+        self.splits.write().remove(name);
+        drop(all);
         self.catalog.write().failures.retain(|(n, _), _| n != name);
         // Old versions stop when their last in-flight request drops them; never join threads under the lock.
         drop(old);
@@ -146,7 +232,10 @@ impl ModelRepository {
     pub fn swap(&self, model: LoadedModel) -> Vec<Arc<LoadedModel>> {
         let model = Arc::new(model);
         let fresh = BTreeMap::from([(model.version(), model.clone())]);
-        let old = self.models.write().insert(model.name().to_owned(), fresh);
+        let mut all = self.models.write();
+        let old = all.insert(model.name().to_owned(), fresh);
+        self.splits.write().remove(model.name());
+        drop(all);
         old.map(|o| o.into_values().filter(|m| !Arc::ptr_eq(m, &model)).collect()).unwrap_or_default()
     }
 
@@ -168,8 +257,9 @@ impl ModelRepository {
     /// # Errors
     /// [`ServingError::ModelNotFound`] when `name` is not loaded.
     pub fn unload(&self, name: &str) -> Result<Vec<Arc<LoadedModel>>, ServingError> {
-        let removed =
-            self.models.write().remove(name).ok_or_else(|| ServingError::ModelNotFound { name: name.to_owned() })?;
+        let mut all = self.models.write();
+        self.splits.write().remove(name);
+        let removed = all.remove(name).ok_or_else(|| ServingError::ModelNotFound { name: name.to_owned() })?;
         Ok(removed.into_values().collect())
     }
 
@@ -197,6 +287,8 @@ impl ModelRepository {
 
     /// Removes every model, returning them so the caller decides where their threads are joined.
     pub fn take_all(&self) -> Vec<Arc<LoadedModel>> {
-        std::mem::take(&mut *self.models.write()).into_values().flat_map(BTreeMap::into_values).collect()
+        let mut all = self.models.write();
+        self.splits.write().clear();
+        std::mem::take(&mut *all).into_values().flat_map(BTreeMap::into_values).collect()
     }
 }

@@ -47,6 +47,9 @@ use crate::{ApiError, AppState};
         set_alias,
         delete_alias,
         list_events,
+        crate::routes::deployments::get_deployment,
+        crate::routes::deployments::put_deployment,
+        crate::routes::deployments::delete_deployment,
         crate::routes::monitoring::model_monitoring,
         crate::routes::monitoring::post_feedback,
         crate::routes::monitoring::list_alerts,
@@ -61,10 +64,12 @@ use crate::{ApiError, AppState};
     components(schemas(crate::quality::FeedbackItem, crate::quality::FeedbackReport, ModelRecord, VersionRecord, AliasRecord, Event, SetAlias, ErrorResponse, AliasTarget,
         crate::routes::keys::NewKey, crate::routes::keys::CreatedKey, crate::routes::keys::AuditVerdict,
         ferry_auth::KeyInfo, ferry_auth::Role, ferry_auth::Scope, ferry_auth::AuditRecord,
-        crate::routes::keys::Erased, ferry_registry::PredictionRecord)),
+        crate::routes::keys::Erased, ferry_registry::PredictionRecord,
+        crate::routes::deployments::DeploymentView, ferry_rollout::DeploymentSpec, ferry_rollout::VariantSpec,
+        ferry_rollout::split::Variant)),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
-    tags((name = "models"), (name = "versions"), (name = "aliases"), (name = "keys"), (name = "audit"), (name = "subjects"))
+    tags((name = "models"), (name = "versions"), (name = "aliases"), (name = "deployments"), (name = "keys"), (name = "audit"), (name = "subjects"))
 )]
 pub struct ManagementApi;
 
@@ -122,7 +127,10 @@ pub struct AliasQuery {
 }
 
 pub(crate) fn routes() -> Router<AppState> {
-    management_routes().merge(crate::routes::keys::routes()).merge(crate::routes::monitoring::routes())
+    management_routes()
+        .merge(crate::routes::keys::routes())
+        .merge(crate::routes::monitoring::routes())
+        .merge(crate::routes::deployments::routes())
 }
 
 fn management_routes() -> Router<AppState> {
@@ -307,6 +315,14 @@ async fn delete_version(
     let (name, version) = (model_name(&name)?, version_number(&version)?);
     auth.on(name.as_str()).await?;
     let ctx = registry(&state)?;
+    if ctx.deployment_uses(name.as_str(), &version.to_string()).await?
+        || ctx.deployment_uses(name.as_str(), &format!("v{version}")).await?
+    {
+        return Err(ApiError::new(
+            ErrorKind::Conflict,
+            format!("the deployment of {name:?} routes traffic to version {version}; change or delete it first"),
+        ));
+    }
     let result = ctx.registry.delete_version(name.as_str(), version, &auth.access.actor).await.map_err(ApiError::from);
     state.audit(&auth.access, "delete_version", &format!("model/{name}/version/{version}"), &result).await;
     result?;
@@ -424,6 +440,12 @@ async fn delete_alias(
     let name = model_name(&name)?;
     auth.on(name.as_str()).await?;
     let ctx = registry(&state)?;
+    if ctx.deployment_uses(name.as_str(), &alias).await? {
+        return Err(ApiError::new(
+            ErrorKind::Conflict,
+            format!("the deployment of {name:?} routes traffic to {alias:?}; change or delete the deployment first"),
+        ));
+    }
     let result = ctx.registry.delete_alias(name.as_str(), &alias, &auth.access.actor).await.map_err(ApiError::from);
     state.audit(&auth.access, "delete_alias", &format!("model/{name}/alias/{alias}"), &result).await;
     result?;

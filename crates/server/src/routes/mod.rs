@@ -1,5 +1,6 @@
 //! Route table: one module per resource.
 
+mod deployments;
 mod keys;
 pub(crate) mod management;
 mod monitoring;

@@ -118,8 +118,20 @@ async fn infer(
     body: Body,
 ) -> Result<Response, ApiError> {
     auth.on(&name).await?;
-    let model = lookup(&state, &name, None)?;
-    observed(&state, model, &headers, body).await
+    if !state.is_ready() {
+        return Err(not_ready());
+    }
+    // The model's deployment, if any, picks the version: the override header, else the sticky key, else at random.
+    let text = |key: &str| headers.get(key).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let override_to = text(ferry_rollout::split::OVERRIDE_HEADER);
+    let routed = state.repository().route(&name, override_to.as_deref(), |header| text(header))?;
+    let mut response = observed(&state, routed.model, &headers, body).await?;
+    if let Some((target, _)) = routed.variant
+        && let Ok(value) = HeaderValue::from_str(&target)
+    {
+        response.headers_mut().insert(ferry_rollout::split::OVERRIDE_HEADER, value);
+    }
+    Ok(response)
 }
 
 async fn infer_version(
@@ -187,8 +199,10 @@ async fn run_infer(
     // Logged models keep a copy of their inputs (only they pay for it).
     let log = state.registry_context().and_then(|c| c.prediction_log.clone()).filter(|l| l.wants(model.name()));
     let logged_inputs = log.as_ref().map(|_| request.inputs.clone());
-    let watch =
-        state.registry_context().and_then(|c| c.drift_watch.clone()).filter(|w| w.wants(model.name(), model.version()));
+    let watch = state
+        .registry_context()
+        .and_then(|c| c.drift_watch.clone())
+        .and_then(|w| w.watching(model.name(), model.version()).map(|r| (w, r)));
     let watched_inputs = watch.as_ref().map(|_| request.inputs.clone());
     let response = model
         .infer(InferRequest {
@@ -201,8 +215,8 @@ async fn run_infer(
         let subject = headers.get(log.subject_header.as_str()).and_then(|v| v.to_str().ok()).map(str::to_owned);
         log.record(model.name(), model.version(), subject, inputs, &response.outputs);
     }
-    if let (Some(watch), Some(inputs)) = (&watch, watched_inputs) {
-        watch.observe(model.name(), model.version(), inputs, &response.outputs);
+    if let (Some((watch, reference)), Some(inputs)) = (&watch, &watched_inputs) {
+        watch.observe(model.name(), reference, inputs, &response.outputs);
     }
     // A monitored model's predictions are kept for feedback under the request's id; without one, ferry makes one
     // and returns it, so that the client can send the ground truth later.

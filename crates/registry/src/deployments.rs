@@ -1,0 +1,111 @@
+//! Deployments: the traffic split of a model, kept as JSON (the registry checks nothing of its content; the server
+//! validates it with `ferry_rollout` before it gets here). Every change is an event of the model.
+
+use sqlx::Row;
+
+use crate::{Registry, RegistryError};
+
+/// A stored deployment.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct DeploymentRecord {
+    /// Model name.
+    pub model: String,
+    /// The deployment, as JSON text.
+    pub spec: String,
+    /// 1 for the first, then one more per change.
+    pub revision: u64,
+    /// Unix milliseconds.
+    pub updated_at: i64,
+    /// Who set it.
+    pub updated_by: String,
+}
+
+fn record(row: &sqlx::any::AnyRow) -> Result<DeploymentRecord, RegistryError> {
+    Ok(DeploymentRecord {
+        model: row.try_get("model")?,
+        spec: row.try_get("spec")?,
+        revision: u64::try_from(row.try_get::<i64, _>("revision")?).unwrap_or(0),
+        updated_at: row.try_get("updated_at")?,
+        updated_by: row.try_get("updated_by")?,
+    })
+}
+
+impl Registry {
+    /// `name`'s deployment, if it has one.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn deployment(&self, name: &str) -> Result<Option<DeploymentRecord>, RegistryError> {
+        sqlx::query("SELECT model, spec, revision, updated_at, updated_by FROM deployments WHERE model = $1")
+            .bind(name)
+            .fetch_optional(&self.db)
+            .await?
+            .as_ref()
+            .map(record)
+            .transpose()
+    }
+
+    /// Every deployment.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn deployments(&self) -> Result<Vec<DeploymentRecord>, RegistryError> {
+        sqlx::query("SELECT model, spec, revision, updated_at, updated_by FROM deployments ORDER BY model")
+            .fetch_all(&self.db)
+            .await?
+            .iter()
+            .map(record)
+            .collect()
+    }
+
+    /// Sets `name`'s deployment (the model must exist), with `detail` in the model's events.
+    ///
+    /// # Errors
+    /// [`RegistryError::NotFound`] for an unknown model; database errors.
+    pub async fn set_deployment(
+        &self,
+        name: &str,
+        spec: &str,
+        detail: &str,
+        actor: &str,
+    ) -> Result<DeploymentRecord, RegistryError> {
+        self.get_model(name).await?;
+        let at = crate::store::now_ms();
+        let _writer = self.sqlite_writer().await;
+        let mut tx = self.db.begin().await?;
+        let row = sqlx::query(
+            "INSERT INTO deployments (model, spec, revision, updated_at, updated_by) VALUES ($1, $2, 1, $3, $4) \
+             ON CONFLICT (model) DO UPDATE SET spec = excluded.spec, revision = deployments.revision + 1, \
+             updated_at = excluded.updated_at, updated_by = excluded.updated_by \
+             RETURNING model, spec, revision, updated_at, updated_by",
+        )
+        .bind(name)
+        .bind(spec)
+        .bind(at)
+        .bind(actor)
+        .fetch_one(&mut *tx)
+        .await?;
+        let record = record(&row)?;
+        crate::store::event(&mut tx, name, None, "set_deployment", detail, actor, at).await?;
+        tx.commit().await?;
+        Ok(record)
+    }
+
+    /// Removes `name`'s deployment (its serving alias serves all of its traffic again).
+    ///
+    /// # Errors
+    /// [`RegistryError::NotFound`] when it has none; database errors.
+    pub async fn delete_deployment(&self, name: &str, actor: &str) -> Result<(), RegistryError> {
+        let at = crate::store::now_ms();
+        let _writer = self.sqlite_writer().await;
+        let mut tx = self.db.begin().await?;
+        let removed =
+            sqlx::query("DELETE FROM deployments WHERE model = $1").bind(name).execute(&mut *tx).await?.rows_affected();
+        if removed == 0 {
+            return Err(RegistryError::NotFound(format!("model {name:?} has no deployment")));
+        }
+        crate::store::event(&mut tx, name, None, "delete_deployment", "", actor, at).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,325 @@
+//! Deployments in process over a real SQLite registry and real ONNX models: weighted and sticky splits, overrides,
+//! pinned versions, every mistake, and no failed request while the split changes under load.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use axum::body::{Body, Bytes};
+use axum::http::{Method, Request, StatusCode};
+use ferry_package::{FORMAT_VERSION, Framework, Lineage, Manifest, PackageInput, write_package};
+use ferry_registry::{ArtifactStore, Registry};
+use ferry_server::{AppState, RegistryContext, ServerLimits, app};
+use ferry_serving::ModelRepository;
+use ferry_test_support::fixtures_dir;
+use ferry_types::{DataType, ModelName, ModelSignature, TensorSpec};
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+struct Env {
+    state: AppState,
+    dir: tempfile::TempDir,
+    key: String,
+}
+
+async fn env() -> Env {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let artifacts = ArtifactStore::local(&dir.path().join("artifacts"), &dir.path().join("staging")).expect("store");
+    let registry = Registry::open(&Registry::sqlite_url(&dir.path().join("r.db")), artifacts).await.expect("open");
+    let scopes = [ferry_auth::Scope::new("*").expect("scope")];
+    let (key, _) = registry
+        .create_key("test admin", ferry_auth::Role::Admin, &scopes, Default::default(), "test")
+        .await
+        .expect("key");
+    let ctx = RegistryContext::new(registry, "production".into(), 1 << 30);
+    ctx.keys.refresh(&ctx.registry).await.expect("keys");
+    let state = AppState::with_registry(Arc::new(ModelRepository::new()), ServerLimits::default(), Some(ctx));
+    state.set_ready(true);
+    Env { state, dir, key }
+}
+
+/// Pushes `versions` versions of the tiny add-one model as `tiny`.
+async fn push(env: &Env, versions: u64) {
+    let spec = |name: &str| TensorSpec { name: name.into(), datatype: DataType::Fp32, shape: vec![-1, 4] };
+    for v in 1..=versions {
+        let manifest = Manifest {
+            format_version: FORMAT_VERSION,
+            name: ModelName::new("tiny").expect("name"),
+            description: format!("version {v}"),
+            owner: String::new(),
+            tags: vec![],
+            metadata: Default::default(),
+            framework: Framework::default(),
+            signature: ModelSignature { inputs: vec![spec("x")], outputs: vec![spec("y")] },
+            created_at: "2026-01-01T00:00:00Z".into(),
+            files: vec![],
+            lineage: Lineage::default(),
+            features: vec![],
+            validation: None,
+        };
+        let out = env.dir.path().join(format!("tiny-{v}.ferry"));
+        let model = fixtures_dir().join("models/tiny_add.onnx");
+        write_package(PackageInput { manifest, model: &model, profile: None, validation: None }, &out, &|_| {})
+            .expect("pack");
+        let (status, body) =
+            call(env, Method::POST, "/api/v1/models/tiny/versions", &[], std::fs::read(out).expect("read")).await;
+        assert_eq!(status, StatusCode::CREATED, "{body:?}");
+    }
+}
+
+async fn call(
+    env: &Env,
+    method: Method,
+    uri: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<Body>,
+) -> (StatusCode, Bytes) {
+    let (status, _, bytes) = call_with_headers(env, method, uri, headers, body).await;
+    (status, bytes)
+}
+
+async fn call_with_headers(
+    env: &Env,
+    method: Method,
+    uri: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<Body>,
+) -> (StatusCode, axum::http::HeaderMap, Bytes) {
+    let mut req = Request::builder().method(method).uri(uri).header("authorization", format!("Bearer {}", env.key));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = app(env.state.clone()).oneshot(req.body(body.into()).expect("request")).await.expect("infallible");
+    let (status, headers) = (resp.status(), resp.headers().clone());
+    (status, headers, axum::body::to_bytes(resp.into_body(), usize::MAX).await.expect("body"))
+}
+
+async fn json_call(env: &Env, method: Method, uri: &str, body: impl Into<Body>) -> (StatusCode, Value) {
+    let (status, bytes) = call(env, method, uri, &[], body).await;
+    (status, serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("not JSON ({e}): {bytes:?}")))
+}
+
+fn infer_body() -> String {
+    json!({"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [1.0, 2.0, 3.0, 4.0]}]}).to_string()
+}
+
+/// One inference without a version: (the version that answered, the variant header).
+async fn infer(env: &Env, headers: &[(&str, &str)]) -> (u64, String) {
+    let (status, h, bytes) = call_with_headers(env, Method::POST, "/v2/models/tiny/infer", headers, infer_body()).await;
+    assert_eq!(status, StatusCode::OK, "{bytes:?}");
+    let body: Value = serde_json::from_slice(&bytes).expect("JSON");
+    assert_eq!(body["outputs"][0]["data"], json!([2.0, 3.0, 4.0, 5.0]));
+    let version = body["model_version"].as_str().and_then(|v| v.parse().ok()).expect("model_version");
+    let variant = h.get("x-ferry-variant").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+    (version, variant)
+}
+
+async fn deploy(env: &Env, spec: Value) -> (StatusCode, Value) {
+    json_call(env, Method::PUT, "/api/v1/models/tiny/deployment", spec.to_string()).await
+}
+
+fn split(parts: &[(&str, f64)]) -> Value {
+    json!({"variants": parts.iter().map(|(t, w)| json!({"target": t, "weight": w})).collect::<Vec<_>>()})
+}
+
+#[tokio::test]
+async fn a_weighted_split_serves_every_variant_in_its_share_and_says_which() {
+    let env = env().await;
+    push(&env, 3).await;
+    let (status, _) = json_call(&env, Method::PUT, "/api/v1/models/tiny/aliases/production", json!({"version": 1}).to_string()).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = json_call(&env, Method::PUT, "/api/v1/models/tiny/aliases/staging", json!({"version": 2}).to_string()).await;
+    assert_eq!(status, StatusCode::OK);
+
+    let (status, d) = deploy(&env, split(&[("production", 60.0), ("staging", 30.0), ("3", 10.0)])).await;
+    assert_eq!(status, StatusCode::OK, "{d}");
+    assert_eq!(d["revision"], 1);
+    assert_eq!(
+        d["serving"],
+        json!([{"target": "production", "version": 1, "weight_bp": 6000}, {"target": "staging", "version": 2,
+            "weight_bp": 3000}, {"target": "3", "version": 3, "weight_bp": 1000}])
+    );
+    assert_eq!(env.state.repository().versions_of("tiny"), vec![1, 2, 3]);
+
+    let mut counts: HashMap<(u64, String), u32> = HashMap::new();
+    let n = 10_000;
+    for _ in 0..n {
+        *counts.entry(infer(&env, &[]).await).or_default() += 1;
+    }
+    let share = |v: u64, target: &str| f64::from(counts.get(&(v, target.to_owned())).copied().unwrap_or(0)) / f64::from(n);
+    assert_eq!(counts.len(), 3, "every answer names its version and variant: {counts:?}");
+    for (v, target, weight) in [(1, "production", 0.6), (2, "staging", 0.3), (3, "3", 0.1)] {
+        assert!((share(v, target) - weight).abs() <= 0.03, "{target}: {} vs {weight} ({counts:?})", share(v, target));
+    }
+
+    // The unversioned metadata and readiness are the primary's; a pinned version is that version.
+    let (_, meta) = json_call(&env, Method::GET, "/v2/models/tiny", Body::empty()).await;
+    assert_eq!(meta["versions"].as_array().map(Vec::len), Some(3), "{meta}");
+    let (status, bytes) = call(&env, Method::POST, "/v2/models/tiny/versions/3/infer", &[], infer_body()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(serde_json::from_slice::<Value>(&bytes).expect("JSON")["model_version"], "3");
+
+    // An override names a variant by target or version; an unknown one is refused with the variants listed.
+    assert_eq!(infer(&env, &[("x-ferry-variant", "staging")]).await, (2, "staging".into()));
+    assert_eq!(infer(&env, &[("x-ferry-variant", "v3")]).await, (3, "3".into()));
+    let (status, bytes) =
+        call(&env, Method::POST, "/v2/models/tiny/infer", &[("x-ferry-variant", "canary")], infer_body()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let message = String::from_utf8_lossy(&bytes);
+    assert!(message.contains("production (v1), staging (v2), 3 (v3)"), "{message}");
+
+    // Moving an alias the deployment uses moves its share; a move that would make the deployment name one version
+    // twice is undone, and the alias stays.
+    let (status, e) =
+        json_call(&env, Method::PUT, "/api/v1/models/tiny/aliases/staging", json!({"version": 3}).to_string()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{e}");
+    assert!(e["error"].as_str().is_some_and(|m| m.contains("both version 3")), "{e}");
+    let (_, staging) = json_call(&env, Method::GET, "/api/v1/models/tiny/aliases/staging", Body::empty()).await;
+    assert_eq!(staging["version"], 2);
+    push(&env, 1).await;
+    let (status, e) =
+        json_call(&env, Method::PUT, "/api/v1/models/tiny/aliases/staging", json!({"version": 4}).to_string()).await;
+    assert_eq!(status, StatusCode::OK, "{e}");
+    let (_, d) = json_call(&env, Method::GET, "/api/v1/models/tiny/deployment", Body::empty()).await;
+    assert_eq!(d["serving"][1]["version"], 4, "{d}");
+    assert_eq!(env.state.repository().versions_of("tiny"), vec![1, 3, 4]);
+    assert_eq!(infer(&env, &[("x-ferry-variant", "staging")]).await, (4, "staging".into()));
+
+    // What the deployment routes to cannot be deleted under it.
+    let (status, e) = json_call(&env, Method::DELETE, "/api/v1/models/tiny/aliases/staging", Body::empty()).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{e}");
+    let (status, e) = json_call(&env, Method::DELETE, "/api/v1/models/tiny/versions/3", Body::empty()).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{e}");
+
+    // Deleting the deployment gives all traffic back to the serving alias.
+    let (status, _) = call(&env, Method::DELETE, "/api/v1/models/tiny/deployment", &[], Body::empty()).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert_eq!(env.state.repository().versions_of("tiny"), vec![1]);
+    assert_eq!(infer(&env, &[]).await, (1, String::new()));
+    let (status, _) = json_call(&env, Method::GET, "/api/v1/models/tiny/deployment", Body::empty()).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // Every change is an event of the model and in the audit log.
+    let (_, events) = json_call(&env, Method::GET, "/api/v1/models/tiny/events", Body::empty()).await;
+    let actions: Vec<&str> = events.as_array().expect("events").iter().filter_map(|e| e["action"].as_str()).collect();
+    assert!(actions.contains(&"set_deployment") && actions.contains(&"delete_deployment"), "{actions:?}");
+    let (_, audit) = json_call(&env, Method::GET, "/api/v1/audit", Body::empty()).await;
+    let audited: Vec<&str> = audit.as_array().expect("audit").iter().filter_map(|e| e["action"].as_str()).collect();
+    assert!(audited.contains(&"set_deployment") && audited.contains(&"delete_deployment"), "{audited:?}");
+}
+
+#[tokio::test]
+async fn a_sticky_key_keeps_its_variant_and_a_growing_candidate_keeps_its_clients() {
+    let env = env().await;
+    push(&env, 2).await;
+    let steps = [5.0, 25.0, 50.0];
+    let mut on_candidate: HashMap<String, bool> = HashMap::new();
+    for candidate in steps {
+        let mut spec = split(&[("1", 100.0 - candidate), ("2", candidate)]);
+        spec["sticky_header"] = json!("X-User-Id");
+        let (status, d) = deploy(&env, spec).await;
+        assert_eq!(status, StatusCode::OK, "{d}");
+        assert_eq!(d["sticky_header"], "x-user-id");
+        let mut exposed = 0;
+        for user in 0..400 {
+            let key = format!("user-{user}");
+            let (version, _) = infer(&env, &[("x-user-id", &key)]).await;
+            // Again: the same answer.
+            assert_eq!(infer(&env, &[("x-user-id", &key)]).await.0, version);
+            if on_candidate.get(&key).copied().unwrap_or(false) {
+                assert_eq!(version, 2, "{key} went back to the primary when the candidate grew to {candidate}%");
+            }
+            on_candidate.insert(key, version == 2);
+            exposed += u32::from(version == 2);
+        }
+        let share = f64::from(exposed) / 400.0;
+        assert!((share - candidate / 100.0).abs() < 0.08, "{share} of keys on a {candidate}% candidate");
+    }
+}
+
+#[tokio::test]
+async fn malformed_deployments_are_refused_precisely_and_change_nothing() {
+    let env = env().await;
+    push(&env, 2).await;
+    let (status, _) = deploy(&env, split(&[("1", 50.0), ("2", 50.0)])).await;
+    assert_eq!(status, StatusCode::OK);
+    for (body, status, needle) in [
+        (split(&[("1", 90.0), ("2", 20.0)]).to_string(), StatusCode::BAD_REQUEST, "add up to 110%"),
+        (split(&[("1", 50.0), ("staging", 50.0)]).to_string(), StatusCode::BAD_REQUEST, "\"staging\": no such alias"),
+        (split(&[("1", 50.0), ("7", 50.0)]).to_string(), StatusCode::BAD_REQUEST, "no version 7"),
+        (split(&[("1", 50.0), ("1", 50.0)]).to_string(), StatusCode::BAD_REQUEST, "named twice"),
+        (split(&[]).to_string(), StatusCode::BAD_REQUEST, "at least one variant"),
+        (json!({"variants": [{"target": "1", "weight": 100}], "sticky_header": "bad header"}).to_string(),
+            StatusCode::BAD_REQUEST, "not a header name"),
+        (json!({"variants": [{"target": "1", "weight": 100}], "color": "red"}).to_string(), StatusCode::BAD_REQUEST,
+            "unknown field"),
+        ("{not json".into(), StatusCode::BAD_REQUEST, "deployment body"),
+    ] {
+        let (got, bytes) = call(&env, Method::PUT, "/api/v1/models/tiny/deployment", &[], body.clone()).await;
+        let message = String::from_utf8_lossy(&bytes);
+        assert_eq!(got, status, "{body}: {message}");
+        assert!(message.contains(needle), "{body}: {message}");
+    }
+    let (status, e) = json_call(&env, Method::PUT, "/api/v1/models/nope/deployment", split(&[("1", 100.0)]).to_string()).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{e}");
+    // Nothing changed: still the first deployment, both versions served.
+    let (_, d) = json_call(&env, Method::GET, "/api/v1/models/tiny/deployment", Body::empty()).await;
+    assert_eq!(d["revision"], 1, "{d}");
+    assert_eq!(env.state.repository().versions_of("tiny"), vec![1, 2]);
+}
+
+#[tokio::test]
+async fn no_request_fails_while_the_split_changes_under_load() {
+    let env = Arc::new(env().await);
+    push(&env, 3).await;
+    let (status, _) = deploy(&env, split(&[("1", 100.0)])).await;
+    assert_eq!(status, StatusCode::OK);
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let mut clients = Vec::new();
+    for _ in 0..8 {
+        let (env, stop, ok, failed) = (env.clone(), stop.clone(), ok.clone(), failed.clone());
+        clients.push(tokio::spawn(async move {
+            // Bounded: at most 20,000 requests per client, and the test stops them after the changes.
+            for _ in 0..20_000 {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let (status, bytes) = call(&env, Method::POST, "/v2/models/tiny/infer", &[], infer_body()).await;
+                if status == StatusCode::OK {
+                    ok.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    failed.fetch_add(1, Ordering::Relaxed);
+                    eprintln!("{status}: {bytes:?}");
+                }
+            }
+        }));
+    }
+    let changes = [
+        split(&[("1", 90.0), ("2", 10.0)]),
+        split(&[("1", 50.0), ("2", 50.0)]),
+        split(&[("2", 100.0)]),
+        split(&[("2", 80.0), ("3", 20.0)]),
+        split(&[("3", 100.0)]),
+        split(&[("1", 100.0)]),
+    ];
+    for spec in changes {
+        let before = ok.load(Ordering::Relaxed);
+        let (status, d) = deploy(&env, spec).await;
+        assert_eq!(status, StatusCode::OK, "{d}");
+        // Let some requests through on each split.
+        for _ in 0..500 {
+            if ok.load(Ordering::Relaxed) > before + 200 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        c.await.expect("client");
+    }
+    assert_eq!(failed.load(Ordering::Relaxed), 0);
+    assert!(ok.load(Ordering::Relaxed) > 1_000, "{} requests", ok.load(Ordering::Relaxed));
+    assert_eq!(env.state.repository().versions_of("tiny"), vec![1]);
+}
