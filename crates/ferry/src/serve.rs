@@ -216,6 +216,19 @@ async fn serve(files: Vec<PathBuf>, settings: Settings) -> anyhow::Result<()> {
         tracing::warn!("no models yet: push a package (ferry push) and point its production alias at a version");
     }
     tracing::info!(models = count, from_registry = served, "ready");
+    // Alias moves and deployments made through another replica sharing the registry take effect here too.
+    if let Some(ctx) = state.registry_context().cloned() {
+        let state = state.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(ferry_server::KEY_REFRESH);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                ctx.reconcile(&state).await;
+            }
+        });
+    }
 
     http_server.await.context("the HTTP server panicked")?.context("the HTTP server failed")?;
     grpc_server.await.context("the gRPC server panicked")?.context("the gRPC server failed")?;

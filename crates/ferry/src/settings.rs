@@ -151,7 +151,8 @@ pub struct MonitoringSettings {
     pub sample_rate: f64,
     /// Rows per drift window.
     pub window_rows: usize,
-    /// Samples waiting to be folded into windows; past this they are dropped (and counted), never waited for.
+    /// Rows of full drift windows waiting for the evaluator (at least one window), and prediction rows waiting for
+    /// the feedback writer; past this they are dropped (and counted), never waited for.
     pub buffer: usize,
     /// Share of drifted columns at which a window counts as drifted.
     pub drift_share: f64,

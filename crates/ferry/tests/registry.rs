@@ -484,3 +484,55 @@ fn packages_are_encrypted_at_rest_and_a_master_key_rotation_rewraps_only_the_key
     let err = FerryProcess::start_in(ferry(), d, &with_new, &[]).expect_err("tampered").to_string();
     assert!(err.contains("failed authentication"), "{err}");
 }
+
+/// Versions that answer 40 unversioned requests to `server`.
+fn versions_answering(server: &FerryProcess) -> std::collections::BTreeSet<String> {
+    (0..40).map(|_| served_version(server)).collect()
+}
+
+/// Waits (at most 30 s) until `server` answers with exactly `wanted`.
+fn until_serving(server: &FerryProcess, wanted: &[&str]) {
+    let wanted: std::collections::BTreeSet<String> = wanted.iter().map(|v| (*v).to_owned()).collect();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, _) = http_request(&server.addr, "GET", "/v2/models/iris/ready", None).expect("ready");
+        if status == 200 && versions_answering(server) == wanted {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{} never served exactly {wanted:?}", server.base_url);
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+#[test]
+fn a_deployment_made_through_one_replica_splits_traffic_on_both() {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let pg = rt.block_on(TempPostgres::create()).expect("PostgreSQL must be running for this test");
+    let envs = [("FERRY_REGISTRY", pg.url.as_str())];
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    pack_two_versions(d);
+    let a = FerryProcess::start_in(ferry(), d, &["--allow-anonymous-inference"], &envs).expect("replica a");
+    let b = FerryProcess::start_in(ferry(), d, &["--allow-anonymous-inference"], &envs).expect("replica b");
+    ok(d, &["push", "v1.ferry", "--alias", "production"], Some(&a));
+    ok(d, &["push", "v2.ferry"], Some(&a));
+    // Replica b follows the registry by itself.
+    until_serving(&b, &["1"]);
+
+    let shown = ok(d, &["deploy", "iris", "--split", "production=50,2=50"], Some(&a));
+    assert!(shown.contains("production (primary)") && shown.contains("50%"), "{shown}");
+    assert_eq!(versions_answering(&a).len(), 2, "replica a splits at once");
+    until_serving(&b, &["1", "2"]);
+    let shown = ok(d, &["deploy", "iris"], Some(&b));
+    assert!(shown.contains("revision 1") && shown.contains("│ 2 "), "{shown}");
+    let refused = fails(d, &["deploy", "iris", "--split", "production=50,2=60"], Some(&a));
+    assert!(refused.contains("add up to 110%") && refused.contains("HTTP 400"), "{refused}");
+    let refused = fails(d, &["deploy", "iris", "--split", "production"], Some(&a));
+    assert!(refused.contains("TARGET=PERCENT"), "{refused}");
+
+    ok(d, &["deploy", "iris", "--delete"], Some(&a));
+    until_serving(&a, &["1"]);
+    until_serving(&b, &["1"]);
+    drop((a, b));
+    drop(pg);
+}

@@ -112,6 +112,9 @@ fn outer_prob_inside(m: usize, n: usize, g: usize, h: usize) -> f64 {
     let mut curlen = maxj - minj;
     let len_a = (2 * maxj + 2).min(n + 1);
     let mut a = vec![1.0f64; len_a];
+    // 1/(i + j) for every i + j the lattice reaches: a multiplication instead of a division in the inner loop
+    // (half the time on a dependent chain; the result moves by a few units in the last place, not at 1e-12).
+    let inverse: Vec<f64> = (0..=m + n).map(|k| if k == 0 { 0.0 } else { 1.0 / k as f64 }).collect();
     for v in a.iter_mut().take(maxj).skip(minj) {
         *v = 0.0;
     }
@@ -126,7 +129,7 @@ fn outer_prob_inside(m: usize, n: usize, g: usize, h: usize) -> f64 {
         let mut val = if minj == 0 { 0.0 } else { 1.0 };
         for jj in 0..(maxj - minj) {
             let j = jj + minj;
-            val = (a[jj + minj - lastminj] * i as f64 + val * j as f64) / ((i + j) as f64);
+            val = (a[jj + minj - lastminj] * i as f64 + val * j as f64) * inverse[i + j];
             a[jj] = val;
         }
         curlen = maxj - minj;

@@ -79,13 +79,26 @@ impl Registry {
         // The whole batch as one JSON parameter of one statement: the database unpacks it (SQLite's `json_each`,
         // PostgreSQL's `jsonb_to_recordset`). A statement per row cost most of the time in the driver, and a long
         // multi-row statement binds slowly (sqlx resolves each SQLite parameter by name, a scan per parameter).
-        let rows: Vec<serde_json::Value> = outcomes
+        #[derive(serde::Serialize)]
+        struct Row<'a> {
+            m: &'a str,
+            r: &'a str,
+            i: i64,
+            v: i64,
+            t: i64,
+            p: f64,
+            q: Option<String>,
+        }
+        let rows: Vec<Row<'_>> = outcomes
             .iter()
-            .map(|o| {
-                serde_json::json!({
-                    "m": o.model, "r": o.request_id, "i": to_i64(o.row), "v": to_i64(o.version), "t": o.at,
-                    "p": o.predicted, "q": proba_text(o.proba.as_ref()),
-                })
+            .map(|o| Row {
+                m: &o.model,
+                r: &o.request_id,
+                i: to_i64(o.row),
+                v: to_i64(o.version),
+                t: o.at,
+                p: o.predicted,
+                q: proba_text(o.proba.as_ref()),
             })
             .collect();
         let rows = serde_json::to_string(&rows).map_err(|e| RegistryError::Invalid(format!("outcome rows: {e}")))?;

@@ -186,8 +186,24 @@ impl Registry {
                 "registry URL {url:?}: expected sqlite://PATH or postgres://USER@HOST/DB"
             )));
         };
+        let sqlite = backend == "sqlite";
         let db = AnyPoolOptions::new()
-            .max_connections(if backend == "sqlite" { 4 } else { 8 })
+            .max_connections(if sqlite { 4 } else { 8 })
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if sqlite {
+                        // Write-ahead logging: readers never wait for the writer, and a commit appends to the log
+                        // (synced) instead of copying every changed page to a rollback journal first. A larger page
+                        // cache keeps a batch of kept predictions from spilling to disk mid-transaction.
+                        sqlx::Executor::execute(
+                            &mut *conn,
+                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA cache_size = -32768;",
+                        )
+                        .await?;
+                    }
+                    Ok(())
+                })
+            })
             .acquire_timeout(Duration::from_secs(10))
             .connect(url)
             .await

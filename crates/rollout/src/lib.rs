@@ -1,8 +1,11 @@
 //! Safe change for ferry: pure decisions, no I/O (the server executes them, the registry keeps them).
 //!
 //! - [`split`]: deployments — which versions of a model answer, with which weights — and the routing of one request
-//!   (override, sticky key, weighted random).
+//!   (override, sticky key, weighted random);
+//! - [`sequential`]: always-valid comparisons of two arms (GrowthBook's sequential test, mSPRT) and the
+//!   sample-ratio-mismatch check, for A/B results and canary analysis.
 
+pub mod sequential;
 pub mod split;
 
 pub use split::{Choice, DeploymentSpec, Split, SplitError, VariantSpec};

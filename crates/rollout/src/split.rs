@@ -173,13 +173,12 @@ impl Split {
         let mut variants: Vec<Variant> = Vec::with_capacity(weights.len());
         for (v, weight_bp) in spec.variants.iter().zip(weights) {
             let version = resolve(&v.target).map_err(|e| SplitError::Invalid(format!("{:?}: {e}", v.target)))?;
-            if let Some(same) = variants.iter().find(|w| w.version == version) {
-                return Err(SplitError::Invalid(format!(
-                    "{:?} and {:?} are both version {version}",
-                    same.target, v.target
-                )));
+            // Two targets on one version (a promotion moved an alias onto the candidate) are one variant with
+            // both shares, under the first target's name.
+            match variants.iter_mut().find(|w| w.version == version) {
+                Some(same) => same.weight_bp += weight_bp,
+                None => variants.push(Variant { target: v.target.clone(), version, weight_bp }),
             }
-            variants.push(Variant { target: v.target.clone(), version, weight_bp });
         }
         // Header names are case-insensitive (and gRPC metadata keys lower case).
         let sticky_header = spec.sticky_header.as_ref().map(|h| h.to_ascii_lowercase());
@@ -226,38 +225,39 @@ impl Split {
             )?;
             return Ok(Choice { index, version: self.variants[index].version, reason: "override" });
         }
-        let (u, reason) = match sticky_key {
-            Some(key) => (bucket(&self.seed, key), "sticky"),
-            None => (random().clamp(0.0, 1.0), "random"),
+        let (at, reason) = match sticky_key {
+            Some(key) => (bucket_bp(&self.seed, key), "sticky"),
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+            None => (((random().clamp(0.0, 1.0) * f64::from(TOTAL_BP)) as u32).min(TOTAL_BP - 1), "random"),
         };
-        let index = self.index_at(u);
+        let index = self.index_at(at);
         Ok(Choice { index, version: self.variants[index].version, reason })
     }
 
-    /// The variant whose range holds `u`: candidates' ranges first, in order, then the primary's.
-    fn index_at(&self, u: f64) -> usize {
-        let mut end = 0.0;
+    /// The variant whose range holds basis point `at` (0 to 9,999): candidates' ranges first, in order, then the
+    /// primary's. Whole basis points, so no boundary depends on rounding.
+    fn index_at(&self, at: u32) -> usize {
+        let mut end = 0;
         for (i, v) in self.variants.iter().enumerate().skip(1) {
-            end += f64::from(v.weight_bp) / f64::from(TOTAL_BP);
-            if u < end {
+            end += v.weight_bp;
+            if at < end {
                 return i;
             }
         }
-        // The primary's range; with a zero-weight primary, rounding at the end of the candidates' ranges lands on
-        // the last candidate with weight instead.
-        if self.variants[0].weight_bp > 0 {
-            0
-        } else {
-            self.variants.iter().rposition(|v| v.weight_bp > 0).unwrap_or(0)
-        }
+        0
     }
 }
 
 /// GrowthBook's v2 hash of `seed + key` into [0, 1) in steps of 1/10,000.
 #[must_use]
 pub fn bucket(seed: &str, key: &str) -> f64 {
+    f64::from(bucket_bp(seed, key)) / 10_000.0
+}
+
+/// [`bucket`] in basis points (0 to 9,999).
+fn bucket_bp(seed: &str, key: &str) -> u32 {
     let inner = fnv1a32(seed.bytes().chain(key.bytes()));
-    f64::from(fnv1a32(inner.to_string().bytes()) % 10_000) / 10_000.0
+    fnv1a32(inner.to_string().bytes()) % TOTAL_BP
 }
 
 /// 32-bit FNV-1a.
@@ -369,13 +369,19 @@ mod tests {
     }
 
     #[test]
-    fn two_targets_of_one_version_are_refused() {
+    fn two_targets_of_one_version_are_one_variant_and_unknown_targets_are_refused() {
         let spec = DeploymentSpec {
-            variants: DeploymentSpec::parse_split("production=50,3=50").expect("parses"),
+            variants: DeploymentSpec::parse_split("production=60,staging=30,3=10").expect("parses"),
             sticky_header: None,
         };
-        let err = Split::resolve("iris", &spec, |_| Ok(3)).expect_err("same version").to_string();
-        assert!(err.contains("both version 3"), "{err}");
+        let merged = Split::resolve("iris", &spec, |t| Ok(if t == "production" { 1 } else { 3 })).expect("merges");
+        assert_eq!(
+            merged.variants,
+            vec![
+                Variant { target: "production".into(), version: 1, weight_bp: 6_000 },
+                Variant { target: "staging".into(), version: 3, weight_bp: 4_000 },
+            ]
+        );
         let err = Split::resolve("iris", &spec, |t| if t == "3" { Err("no such version".into()) } else { Ok(1) })
             .expect_err("unknown")
             .to_string();

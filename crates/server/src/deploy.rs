@@ -51,7 +51,14 @@ pub struct RegistryContext {
     locks: parking_lot::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// The version of each model the watchers watch (its primary).
     watched: parking_lot::Mutex<HashMap<String, u64>>,
+    /// Models unloaded by hand (repository API): reconciling leaves them unloaded until they are loaded again.
+    held: parking_lot::Mutex<std::collections::HashSet<String>>,
+    /// When reconciling a model last failed, so that a broken version is not fetched and loaded every few seconds.
+    failed: parking_lot::Mutex<HashMap<String, std::time::Instant>>,
 }
+
+/// How long reconciling leaves a model alone after it failed to follow the registry.
+const RETRY_FAILED_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// An alias move, as the management API asks for it.
 #[derive(Debug, Clone, Copy)]
@@ -100,7 +107,14 @@ impl RegistryContext {
             alerting: None,
             locks: parking_lot::Mutex::default(),
             watched: parking_lot::Mutex::default(),
+            held: parking_lot::Mutex::default(),
+            failed: parking_lot::Mutex::default(),
         }
+    }
+
+    /// Holds `name`'s changes (alias moves, deployments) off while the caller checks and changes something.
+    pub(crate) async fn lock_model(&self, name: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        self.lock_for(name).lock_owned().await
     }
 
     fn lock_for(&self, name: &str) -> Arc<tokio::sync::Mutex<()>> {
@@ -126,7 +140,20 @@ impl RegistryContext {
         }
         let aliases = self.registry.aliases_of(name).await?;
         let split = match self.registry.deployment(name).await? {
-            Some(d) => Some(self.split_of(name, &d.spec, &aliases).await?),
+            Some(d) => match self.split_of(name, &d.spec, &aliases).await {
+                Ok(split) => Some(split),
+                // Checked when it was set; something changed under it since (for example a replica of another
+                // release). Serving the serving alias beats serving nothing.
+                Err(e) => {
+                    tracing::error!(
+                        model = name,
+                        error = e.message(),
+                        "the deployment no longer resolves; serving \
+                        the serving alias instead: fix or delete the deployment"
+                    );
+                    None
+                }
+            },
             None => None,
         };
         let target = match &split {
@@ -134,13 +161,7 @@ impl RegistryContext {
             None => aliases.get(&self.serve_alias).copied(),
         };
         let Some(version) = target else {
-            if let Some(watch) = &self.drift_watch {
-                watch.unregister(name);
-            }
-            if let Some(quality) = &self.quality_watch {
-                quality.unregister(name);
-            }
-            self.watched.lock().remove(name);
+            self.unwatch(name);
             state.metrics().performance.retain(name, None);
             if let Ok(removed) = state.repository().unload(name) {
                 tracing::info!(model = name, alias = %self.serve_alias, "no serving alias any more; unloaded");
@@ -151,43 +172,66 @@ impl RegistryContext {
         let repository = state.repository();
         let mut wanted = split.as_ref().map_or_else(|| vec![version], ferry_rollout::Split::versions);
         wanted.sort_unstable();
-        if repository.versions_of(name) == wanted && repository.split(name).as_deref() == split.as_ref() {
+        let watched = self.drift_watch.is_none() && self.quality_watch.is_none()
+            || self.watched.lock().get(name) == Some(&version);
+        if watched && repository.versions_of(name) == wanted && repository.split(name).as_deref() == split.as_ref() {
             return Ok(Synced::Serving(version));
         }
         // Versions already serving keep running; the others are loaded and warmed up before anything changes.
         let mut models = Vec::with_capacity(wanted.len());
         let mut primary = None;
         for &v in &wanted {
-            match repository.loaded(name, v) {
-                Some(model) => models.push(model),
-                None => {
-                    let (model, record, profile) = self.load_version(state, name, v).await?;
+            if let Some(model) = repository.loaded(name, v) {
+                models.push(model);
+                continue;
+            }
+            match self.load_version(state, name, v).await {
+                Ok((model, record, profile)) => {
                     models.push(Arc::new(model));
                     if v == version {
                         primary = Some((record, profile));
                     }
                 }
+                Err(e) => {
+                    // Their instance threads are joined off the async threads.
+                    tokio::task::spawn_blocking(move || drop(models));
+                    return Err(e);
+                }
             }
         }
+        // Drift and live quality watch the primary: what they need is read before anything changes, and a failure
+        // to read it only leaves the primary unwatched.
+        let watch_inputs = if self.watched.lock().get(name) == Some(&version) {
+            None
+        } else if let Some(p) = primary {
+            Some(Some(p))
+        } else {
+            match self.registry.resolve(name, &Selector::Version(version)).await {
+                Ok(record) => match self.materialize(&record).await {
+                    Ok((_, profile)) => Some(Some((record, profile))),
+                    Err(e) => {
+                        tracing::warn!(model = name, version, error = e.message(), "not watched: package unreadable");
+                        Some(None)
+                    }
+                },
+                Err(e) => {
+                    tracing::warn!(model = name, version, error = %e, "not watched: version unreadable");
+                    Some(None)
+                }
+            }
+        };
         let described = split.as_ref().map(|s| {
             s.variants.iter().map(|v| format!("{}=v{}:{}bp", v.target, v.version, v.weight_bp)).collect::<Vec<_>>()
         });
         let old = repository.deploy(name, models, split);
         let previous: Vec<u64> = old.iter().map(|m| m.version()).collect();
         tokio::task::spawn_blocking(move || drop(old));
-        // Drift and live quality watch the primary.
-        if self.watched.lock().get(name) != Some(&version) {
-            let (record, profile) = match primary {
-                Some(p) => p,
-                None => {
-                    let record = self.registry.resolve(name, &Selector::Version(version)).await?;
-                    let (_, profile) = self.materialize(&record).await?;
-                    (record, profile)
-                }
-            };
-            self.watch(name, version, &record, profile);
+        match watch_inputs {
+            Some(Some((record, profile))) => self.watch(name, version, &record, profile),
+            Some(None) => self.unwatch(name),
+            None => {}
         }
-        state.metrics().performance.retain(name, Some(version));
+        state.metrics().performance.retain_versions(name, &wanted);
         tracing::info!(model = name, version, ?previous, split = ?described, alias = %self.serve_alias, "now serving");
         Ok(Synced::Serving(version))
     }
@@ -229,6 +273,17 @@ impl RegistryContext {
             .await
             .map_err(|e| ApiError::new(ErrorKind::Internal, format!("model loading panicked: {e}")))??;
         Ok((loaded, record, profile))
+    }
+
+    /// Stops the drift and quality watchers of `name`.
+    fn unwatch(&self, name: &str) {
+        if let Some(watch) = &self.drift_watch {
+            watch.unregister(name);
+        }
+        if let Some(quality) = &self.quality_watch {
+            quality.unregister(name);
+        }
+        self.watched.lock().remove(name);
     }
 
     /// Points the drift and quality watchers at `version` of `name`.
@@ -292,6 +347,7 @@ impl RegistryContext {
         let lock = self.lock_for(name);
         let _guard = lock.lock().await;
         self.registry.get_model(name).await?;
+        self.hold(name, false);
         let aliases = self.registry.aliases_of(name).await?;
         let split = self.split_of(name, &text, &aliases).await?;
         let detail = split
@@ -332,9 +388,41 @@ impl RegistryContext {
     pub async fn delete_deployment(&self, state: &AppState, name: &str, actor: &str) -> Result<(), ApiError> {
         let lock = self.lock_for(name);
         let _guard = lock.lock().await;
+        let before = self.registry.deployment(name).await?;
         self.registry.delete_deployment(name, actor).await?;
-        self.sync_locked(state, name).await?;
+        if let Err(e) = self.sync_locked(state, name).await {
+            if let Some(b) = before
+                && let Err(u) = self
+                    .registry
+                    .set_deployment(
+                        name,
+                        &b.spec,
+                        "restored: the serving alias could not \
+                    serve",
+                        "ferry",
+                    )
+                    .await
+            {
+                tracing::error!(model = name, error = %u, "could not restore the deployment");
+            }
+            if let Err(again) = self.sync_locked(state, name).await {
+                tracing::error!(model = name, error = again.message(), "re-sync after a deployment undo failed");
+            }
+            return Err(ApiError::new(
+                e.kind(),
+                format!("the deployment of {name:?} stays: its serving alias cannot serve: {}", e.message()),
+            ));
+        }
         Ok(())
+    }
+
+    /// Keeps `name` unloaded (or lets it be served again) whatever the registry says, until the next explicit load.
+    pub fn hold(&self, name: &str, held: bool) {
+        if held {
+            self.held.lock().insert(name.to_owned());
+        } else {
+            self.held.lock().remove(name);
+        }
     }
 
     /// Whether `name`'s deployment routes traffic through `alias`.
@@ -346,6 +434,20 @@ impl RegistryContext {
         let spec: ferry_rollout::DeploymentSpec = serde_json::from_str(&record.spec)
             .map_err(|e| ApiError::new(ErrorKind::Internal, format!("stored deployment of {name:?}: {e}")))?;
         Ok(spec.variants.iter().any(|v| v.target == alias))
+    }
+
+    /// Whether `name`'s deployment names version `version` by number.
+    ///
+    /// # Errors
+    /// Registry errors.
+    pub async fn deployment_names_version(&self, name: &str, version: u64) -> Result<bool, ApiError> {
+        let Some(record) = self.registry.deployment(name).await? else { return Ok(false) };
+        let spec: ferry_rollout::DeploymentSpec = serde_json::from_str(&record.spec)
+            .map_err(|e| ApiError::new(ErrorKind::Internal, format!("stored deployment of {name:?}: {e}")))?;
+        Ok(spec.variants.iter().any(|v| {
+            let t = v.target.trim();
+            t.strip_prefix('v').unwrap_or(t).parse::<u64>() == Ok(version)
+        }))
     }
 
     /// Loads every model that has a serving alias (at start-up).
@@ -373,6 +475,44 @@ impl RegistryContext {
         Ok(served.len())
     }
 
+    /// Brings what this replica serves in line with the registry: aliases and deployments that another replica
+    /// sharing the registry changed, models it deleted. Failures are logged; what serves keeps serving.
+    pub async fn reconcile(&self, state: &AppState) {
+        let listed = async {
+            let mut names: Vec<String> =
+                self.registry.models_with_alias(&self.serve_alias).await?.into_iter().map(|(name, _)| name).collect();
+            names.extend(self.registry.deployments().await?.into_iter().map(|d| d.model));
+            Ok::<_, ferry_registry::RegistryError>(names)
+        };
+        let mut names = match listed.await {
+            Ok(names) => names,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read the registry to reconcile; serving what serves");
+                return;
+            }
+        };
+        let repository = state.repository();
+        names.extend(repository.summaries().into_iter().map(|s| s.name).filter(|n| !repository.in_catalog(n)));
+        names.sort();
+        names.dedup();
+        let now = std::time::Instant::now();
+        for name in names.iter().filter(|n| !repository.in_catalog(n)) {
+            if self.held.lock().contains(name)
+                || self.failed.lock().get(name).is_some_and(|at| now.duration_since(*at) < RETRY_FAILED_AFTER)
+            {
+                continue;
+            }
+            match self.sync_model(state, name).await {
+                Ok(_) => drop(self.failed.lock().remove(name)),
+                Err(e) => {
+                    tracing::warn!(model = %name, error = e.message(), "could not follow the registry's change; \
+                        retrying in a minute");
+                    self.failed.lock().insert(name.clone(), now);
+                }
+            }
+        }
+    }
+
     /// Moves an alias; when it is the serving alias, the version it now points at is loaded and swapped in. If that
     /// version cannot be served, the alias is moved back (or removed, if it is new) and the load error returned.
     ///
@@ -392,12 +532,14 @@ impl RegistryContext {
                 format!("model {name:?} is served from a file or model repository, not from the registry"),
             ));
         }
+        // Moves of one model's serving alias, their loads and their undos happen one at a time, in order; the
+        // model's deployment cannot change between the check below and the move.
+        let guard = self.lock_for(name).lock_owned().await;
         if alias != self.serve_alias && !self.deployment_uses(name, alias).await? {
             return Ok(self.registry.set_alias(name, alias, version, update, actor).await?);
         }
-        // Moves of one model's serving alias, their loads and their undos happen one at a time, in order.
-        let guard = self.lock_for(name).lock_owned().await;
         let record = self.registry.set_alias(name, alias, version, update, actor).await?;
+        self.hold(name, false);
         let (ctx, state2, record2) = (self.clone(), state.clone(), record.clone());
         let apply = async move {
             let _guard = guard;

@@ -220,6 +220,11 @@ impl Performance {
         self.recorders.write().retain(|(m, v), _| m != model || Some(*v) == keep);
     }
 
+    /// Forgets the recorders of `model`'s versions other than `keep` (the versions a deployment serves).
+    pub fn retain_versions(&self, model: &str, keep: &[u64]) {
+        self.recorders.write().retain(|(m, v), _| m != model || keep.contains(v));
+    }
+
     /// Takes a snapshot of every recorder, trims what is older than the window, and sets baselines whose warm-up is
     /// over. Called at every evaluation.
     pub fn tick(&self) {

@@ -107,6 +107,7 @@ impl AppState {
         {
             // 404 for a model the registry does not have either, rather than a silent no-op.
             ctx.registry.get_model(name).await?;
+            ctx.hold(name, false);
             return ctx.sync_model(self, name).await.map(drop);
         }
         let repository = self.inner.repository.clone();
@@ -125,6 +126,12 @@ impl AppState {
     /// 404 when `name` is not loaded.
     pub async fn unload_model(&self, name: &str) -> Result<(), crate::ApiError> {
         let removed = self.inner.repository.unload(name)?;
+        if !self.inner.repository.in_catalog(name)
+            && let Some(ctx) = self.registry_context()
+        {
+            // A registry model stays unloaded until it is loaded again, whatever reconciling would do.
+            ctx.hold(name, true);
+        }
         tokio::task::spawn_blocking(move || drop(removed));
         Ok(())
     }

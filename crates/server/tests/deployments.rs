@@ -38,10 +38,10 @@ async fn env() -> Env {
     Env { state, dir, key }
 }
 
-/// Pushes `versions` versions of the tiny add-one model as `tiny`.
-async fn push(env: &Env, versions: u64) {
+/// Pushes versions `versions` of the tiny add-one model as `tiny` (each package distinct by its description).
+async fn push(env: &Env, versions: std::ops::RangeInclusive<u64>) {
     let spec = |name: &str| TensorSpec { name: name.into(), datatype: DataType::Fp32, shape: vec![-1, 4] };
-    for v in 1..=versions {
+    for v in versions {
         let manifest = Manifest {
             format_version: FORMAT_VERSION,
             name: ModelName::new("tiny").expect("name"),
@@ -125,10 +125,12 @@ fn split(parts: &[(&str, f64)]) -> Value {
 #[tokio::test]
 async fn a_weighted_split_serves_every_variant_in_its_share_and_says_which() {
     let env = env().await;
-    push(&env, 3).await;
-    let (status, _) = json_call(&env, Method::PUT, "/api/v1/models/tiny/aliases/production", json!({"version": 1}).to_string()).await;
+    push(&env, 1..=3).await;
+    let (status, _) =
+        json_call(&env, Method::PUT, "/api/v1/models/tiny/aliases/production", json!({"version": 1}).to_string()).await;
     assert_eq!(status, StatusCode::OK);
-    let (status, _) = json_call(&env, Method::PUT, "/api/v1/models/tiny/aliases/staging", json!({"version": 2}).to_string()).await;
+    let (status, _) =
+        json_call(&env, Method::PUT, "/api/v1/models/tiny/aliases/staging", json!({"version": 2}).to_string()).await;
     assert_eq!(status, StatusCode::OK);
 
     let (status, d) = deploy(&env, split(&[("production", 60.0), ("staging", 30.0), ("3", 10.0)])).await;
@@ -146,7 +148,8 @@ async fn a_weighted_split_serves_every_variant_in_its_share_and_says_which() {
     for _ in 0..n {
         *counts.entry(infer(&env, &[]).await).or_default() += 1;
     }
-    let share = |v: u64, target: &str| f64::from(counts.get(&(v, target.to_owned())).copied().unwrap_or(0)) / f64::from(n);
+    let share =
+        |v: u64, target: &str| f64::from(counts.get(&(v, target.to_owned())).copied().unwrap_or(0)) / f64::from(n);
     assert_eq!(counts.len(), 3, "every answer names its version and variant: {counts:?}");
     for (v, target, weight) in [(1, "production", 0.6), (2, "staging", 0.3), (3, "3", 0.1)] {
         assert!((share(v, target) - weight).abs() <= 0.03, "{target}: {} vs {weight} ({counts:?})", share(v, target));
@@ -168,20 +171,25 @@ async fn a_weighted_split_serves_every_variant_in_its_share_and_says_which() {
     let message = String::from_utf8_lossy(&bytes);
     assert!(message.contains("production (v1), staging (v2), 3 (v3)"), "{message}");
 
-    // Moving an alias the deployment uses moves its share; a move that would make the deployment name one version
-    // twice is undone, and the alias stays.
+    // Moving an alias the deployment uses moves its share; two targets on one version (a promotion) are one
+    // variant with both shares.
     let (status, e) =
         json_call(&env, Method::PUT, "/api/v1/models/tiny/aliases/staging", json!({"version": 3}).to_string()).await;
-    assert_eq!(status, StatusCode::BAD_REQUEST, "{e}");
-    assert!(e["error"].as_str().is_some_and(|m| m.contains("both version 3")), "{e}");
-    let (_, staging) = json_call(&env, Method::GET, "/api/v1/models/tiny/aliases/staging", Body::empty()).await;
-    assert_eq!(staging["version"], 2);
-    push(&env, 1).await;
+    assert_eq!(status, StatusCode::OK, "{e}");
+    let (_, d) = json_call(&env, Method::GET, "/api/v1/models/tiny/deployment", Body::empty()).await;
+    assert_eq!(
+        d["serving"],
+        json!([{"target": "production", "version": 1, "weight_bp": 6000},
+            {"target": "staging", "version": 3, "weight_bp": 4000}]),
+        "{d}"
+    );
+    assert_eq!(env.state.repository().versions_of("tiny"), vec![1, 3]);
+    push(&env, 4..=4).await;
     let (status, e) =
         json_call(&env, Method::PUT, "/api/v1/models/tiny/aliases/staging", json!({"version": 4}).to_string()).await;
     assert_eq!(status, StatusCode::OK, "{e}");
     let (_, d) = json_call(&env, Method::GET, "/api/v1/models/tiny/deployment", Body::empty()).await;
-    assert_eq!(d["serving"][1]["version"], 4, "{d}");
+    assert_eq!(d["serving"][1], json!({"target": "staging", "version": 4, "weight_bp": 3000}), "{d}");
     assert_eq!(env.state.repository().versions_of("tiny"), vec![1, 3, 4]);
     assert_eq!(infer(&env, &[("x-ferry-variant", "staging")]).await, (4, "staging".into()));
 
@@ -211,7 +219,7 @@ async fn a_weighted_split_serves_every_variant_in_its_share_and_says_which() {
 #[tokio::test]
 async fn a_sticky_key_keeps_its_variant_and_a_growing_candidate_keeps_its_clients() {
     let env = env().await;
-    push(&env, 2).await;
+    push(&env, 1..=2).await;
     let steps = [5.0, 25.0, 50.0];
     let mut on_candidate: HashMap<String, bool> = HashMap::new();
     for candidate in steps {
@@ -240,19 +248,25 @@ async fn a_sticky_key_keeps_its_variant_and_a_growing_candidate_keeps_its_client
 #[tokio::test]
 async fn malformed_deployments_are_refused_precisely_and_change_nothing() {
     let env = env().await;
-    push(&env, 2).await;
+    push(&env, 1..=2).await;
     let (status, _) = deploy(&env, split(&[("1", 50.0), ("2", 50.0)])).await;
     assert_eq!(status, StatusCode::OK);
     for (body, status, needle) in [
         (split(&[("1", 90.0), ("2", 20.0)]).to_string(), StatusCode::BAD_REQUEST, "add up to 110%"),
-        (split(&[("1", 50.0), ("staging", 50.0)]).to_string(), StatusCode::BAD_REQUEST, "\"staging\": no such alias"),
+        (split(&[("1", 50.0), ("staging", 50.0)]).to_string(), StatusCode::BAD_REQUEST, "no such alias"),
         (split(&[("1", 50.0), ("7", 50.0)]).to_string(), StatusCode::BAD_REQUEST, "no version 7"),
         (split(&[("1", 50.0), ("1", 50.0)]).to_string(), StatusCode::BAD_REQUEST, "named twice"),
         (split(&[]).to_string(), StatusCode::BAD_REQUEST, "at least one variant"),
-        (json!({"variants": [{"target": "1", "weight": 100}], "sticky_header": "bad header"}).to_string(),
-            StatusCode::BAD_REQUEST, "not a header name"),
-        (json!({"variants": [{"target": "1", "weight": 100}], "color": "red"}).to_string(), StatusCode::BAD_REQUEST,
-            "unknown field"),
+        (
+            json!({"variants": [{"target": "1", "weight": 100}], "sticky_header": "bad header"}).to_string(),
+            StatusCode::BAD_REQUEST,
+            "not a header name",
+        ),
+        (
+            json!({"variants": [{"target": "1", "weight": 100}], "color": "red"}).to_string(),
+            StatusCode::BAD_REQUEST,
+            "unknown field",
+        ),
         ("{not json".into(), StatusCode::BAD_REQUEST, "deployment body"),
     ] {
         let (got, bytes) = call(&env, Method::PUT, "/api/v1/models/tiny/deployment", &[], body.clone()).await;
@@ -260,7 +274,8 @@ async fn malformed_deployments_are_refused_precisely_and_change_nothing() {
         assert_eq!(got, status, "{body}: {message}");
         assert!(message.contains(needle), "{body}: {message}");
     }
-    let (status, e) = json_call(&env, Method::PUT, "/api/v1/models/nope/deployment", split(&[("1", 100.0)]).to_string()).await;
+    let (status, e) =
+        json_call(&env, Method::PUT, "/api/v1/models/nope/deployment", split(&[("1", 100.0)]).to_string()).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{e}");
     // Nothing changed: still the first deployment, both versions served.
     let (_, d) = json_call(&env, Method::GET, "/api/v1/models/tiny/deployment", Body::empty()).await;
@@ -271,7 +286,7 @@ async fn malformed_deployments_are_refused_precisely_and_change_nothing() {
 #[tokio::test]
 async fn no_request_fails_while_the_split_changes_under_load() {
     let env = Arc::new(env().await);
-    push(&env, 3).await;
+    push(&env, 1..=3).await;
     let (status, _) = deploy(&env, split(&[("1", 100.0)])).await;
     assert_eq!(status, StatusCode::OK);
     let stop = Arc::new(AtomicBool::new(false));

@@ -315,9 +315,9 @@ async fn delete_version(
     let (name, version) = (model_name(&name)?, version_number(&version)?);
     auth.on(name.as_str()).await?;
     let ctx = registry(&state)?;
-    if ctx.deployment_uses(name.as_str(), &version.to_string()).await?
-        || ctx.deployment_uses(name.as_str(), &format!("v{version}")).await?
-    {
+    // No deployment may start naming it between the check and the delete.
+    let _changes = ctx.lock_model(name.as_str()).await;
+    if ctx.deployment_names_version(name.as_str(), version).await? {
         return Err(ApiError::new(
             ErrorKind::Conflict,
             format!("the deployment of {name:?} routes traffic to version {version}; change or delete it first"),
@@ -440,6 +440,7 @@ async fn delete_alias(
     let name = model_name(&name)?;
     auth.on(name.as_str()).await?;
     let ctx = registry(&state)?;
+    let changes = ctx.lock_model(name.as_str()).await;
     if ctx.deployment_uses(name.as_str(), &alias).await? {
         return Err(ApiError::new(
             ErrorKind::Conflict,
@@ -448,6 +449,8 @@ async fn delete_alias(
     }
     let result = ctx.registry.delete_alias(name.as_str(), &alias, &auth.access.actor).await.map_err(ApiError::from);
     state.audit(&auth.access, "delete_alias", &format!("model/{name}/alias/{alias}"), &result).await;
+    // Syncing takes the model's lock itself.
+    drop(changes);
     result?;
     if alias == ctx.serve_alias {
         ctx.sync_model(&state, name.as_str()).await?;

@@ -48,7 +48,8 @@ pub(crate) async fn model_monitoring(
         Some(q) if q.wants_model(name.as_str()) => Some(q.evaluate(name.as_str()).await?),
         _ => None,
     };
-    let serving = state.repository().versions_of(name.as_str()).last().copied();
+    // The primary, when a deployment serves several versions.
+    let serving = state.repository().get(name.as_str(), None).ok().map(|m| m.version());
     let performance = serving.and_then(|v| state.metrics().performance.status(name.as_str(), v));
     if drift.is_none() && quality.is_none() && performance.is_none() {
         return Err(ApiError::new(
