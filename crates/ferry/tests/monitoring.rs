@@ -378,16 +378,26 @@ threshold = -0.1
     assert_eq!(history[0]["from"], "inactive", "{history}");
     assert_eq!(history[0]["to"], "firing", "{history}");
 
-    let (_, metrics) = http_request_as(&server.addr, Some(TEST_ADMIN_KEY), "GET", "/metrics", None).expect("metrics");
-    for line in [
+    let expected = [
         r#"ferry_model_metric{model="iris",version="1",metric="accuracy"} 0.7"#,
         r#"ferry_alerts_firing{rule="iris-drift"} 1"#,
         r#"ferry_alerts_firing{rule="iris-accuracy"} 1"#,
         r#"ferry_feedback_total{model="iris",result="unmatched"} 1"#,
         r#"ferry_model_baseline{model="iris",version="1",metric="accuracy"}"#,
+        // Learned once the 1 s warm-up after the first request is over: waited for below.
         r#"ferry_model_baseline{model="iris",version="1",metric="throughput"}"#,
         r#"ferry_model_metric{model="iris",version="1",metric="latency_p99_seconds"}"#,
-    ] {
+    ];
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let metrics = loop {
+        let (_, metrics) =
+            http_request_as(&server.addr, Some(TEST_ADMIN_KEY), "GET", "/metrics", None).expect("metrics");
+        if expected.iter().all(|line| metrics.contains(line)) || std::time::Instant::now() > deadline {
+            break metrics;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    for line in expected {
         assert!(metrics.contains(line), "{line} missing from\n{metrics}");
     }
 

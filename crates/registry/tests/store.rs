@@ -215,6 +215,22 @@ async fn feedback_joins_kept_predictions_and_expires_them(env: Env) {
 
     assert_eq!(r.expire_outcomes(2_000).await.expect("expire"), 2, "both rows of request a");
     assert!(r.join_truth("m", &[truth("a", 0, 1.0)]).await.expect("join")[0].is_none(), "expired");
+
+    // Regression predictions come back bit for bit through the batch's JSON (the shortest round-trip decimal).
+    let tricky = [0.1 + 0.2, 1e-300, f64::MAX, -1.234_567_890_123_456_7e-7, 2.0_f64.sqrt() * 1e15, 0.3];
+    let rows: Vec<Outcome> = tricky
+        .iter()
+        .enumerate()
+        .map(|(i, &p)| Outcome { proba: None, ..outcome("exact", i as u64, 1_000, p) })
+        .collect();
+    r.insert_outcomes(&rows).await.expect("insert");
+    let items: Vec<Truth> = (0..tricky.len() as u64).map(|i| truth("exact", i, 0.0)).collect();
+    let back: Vec<f64> =
+        r.join_truth("m", &items).await.expect("join").into_iter().map(|l| l.expect("kept").predicted).collect();
+    assert_eq!(
+        back.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+        tricky.iter().map(|x| x.to_bits()).collect::<Vec<_>>()
+    );
 }
 
 async fn deployments_are_revised_recorded_and_removed_with_their_model(env: Env) {

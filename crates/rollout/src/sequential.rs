@@ -113,9 +113,10 @@ mod tests {
     #[test]
     fn growthbook_sequential_test_is_reproduced() {
         // gbstats 0.8.0 SequentialTwoSidedTTest, absolute difference, 5,000 units per arm, means 10.0 and 10.2,
-        // variance 4 each, N* = 5,000 (../shared/ROLLOUTS.md §5.5).
-        let a = Arm { n: 5_000.0, mean: 10.0, variance: 4.0 };
-        let b = Arm { n: 5_000.0, mean: 10.2, variance: 4.0 };
+        // N* = 5,000 (../shared/ROLLOUTS.md §5.5); the sums of squares are those of a population variance of 4,
+        // which gbstats (as `Arm::from_sums`) turns into a sample variance with n − 1.
+        let arm = |mean: f64| Arm::from_sums(5_000.0, 5_000.0 * mean, 5_000.0 * (4.0 + mean * mean));
+        let (a, b) = (arm(10.0), arm(10.2));
         let c = sequential_difference(a, b, 0.05, 5_000.0).expect("defined");
         assert!(close(c.lower, 0.077_528_663_499_234_64, 1e-9), "{c:?}");
         assert!(close(c.upper, 0.322_471_336_500_763_9, 1e-9), "{c:?}");
