@@ -19,8 +19,11 @@ pub struct DeployArgs {
     /// Keep each client on one variant by this request header's value (for example x-user-id).
     #[arg(long, value_name = "HEADER", requires = "split")]
     pub sticky_header: Option<String>,
+    /// Copy a share of the requests to this version, off the request path: `staging=20` (20%).
+    #[arg(long, value_name = "TARGET=PERCENT", requires = "split")]
+    pub shadow: Option<String>,
     /// Remove the deployment: the serving alias takes all traffic again.
-    #[arg(long, conflicts_with_all = ["split", "sticky_header"])]
+    #[arg(long, conflicts_with_all = ["split", "sticky_header", "shadow"])]
     pub delete: bool,
     /// Print the answer as JSON.
     #[arg(long)]
@@ -45,6 +48,12 @@ pub fn run(args: DeployArgs) -> anyhow::Result<()> {
                 let mut body = json!({ "variants": variants });
                 if let Some(h) = &args.sticky_header {
                     body["sticky_header"] = json!(h);
+                }
+                if let Some(shadow) = &args.shadow {
+                    match ferry_rollout::DeploymentSpec::parse_split(shadow)?.as_slice() {
+                        [s] => body["shadow"] = json!({"target": s.target, "percent": s.weight}),
+                        _ => anyhow::bail!("--shadow takes one TARGET=PERCENT, got {shadow:?}"),
+                    }
                 }
                 client.send(client.http.put(url).json(&body)).await?.json().await.context("reading the answer")?
             }
@@ -81,6 +90,14 @@ fn describe(d: &Value) -> String {
     }
     out.push_str(&table.to_string());
     out.push('\n');
+    if let Some(s) = d["shadow"].as_object() {
+        out.push_str(&format!(
+            "shadow: {} (v{}) gets a copy of {}% of requests\n",
+            s.get("target").and_then(Value::as_str).unwrap_or("?"),
+            s.get("version").map_or_else(String::new, ToString::to_string),
+            s.get("share_bp").and_then(Value::as_u64).map_or(0.0, |bp| bp as f64 / 100.0)
+        ));
+    }
     if let Some(h) = d["sticky_header"].as_str() {
         out.push_str("sticky by header ");
         out.push_str(h);

@@ -28,6 +28,20 @@ pub struct DeploymentSpec {
     /// without that header, each request draws at random.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sticky_header: Option<String>,
+    /// A version that gets a copy of a share of the requests, off the request path; callers only ever see the
+    /// variants' answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<ShadowSpec>,
+}
+
+/// The shadow: a version by alias or number, and the percent of requests copied to it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ShadowSpec {
+    /// An alias or a version number.
+    pub target: String,
+    /// Percent of requests copied, 0 to 100, at most two decimals.
+    pub percent: f64,
 }
 
 /// One variant: a version by alias (`production`) or number (`3`), and its share in percent.
@@ -109,6 +123,17 @@ impl DeploymentSpec {
             #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
             weights.push(bp.round() as u32);
         }
+        if let Some(shadow) = &self.shadow {
+            if shadow.target.is_empty() || shadow.target.len() > 128 {
+                return invalid("the shadow has an empty or overlong target".into());
+            }
+            basis_points(shadow.percent).ok_or_else(|| {
+                SplitError::Invalid(format!(
+                    "the shadow's percent is {}; it must be 0 to 100 with at most two decimals",
+                    shadow.percent
+                ))
+            })?;
+        }
         let total: u32 = weights.iter().sum();
         if total != TOTAL_BP {
             return invalid(format!("the weights add up to {}%, not 100%", f64::from(total) / 100.0));
@@ -129,6 +154,8 @@ pub struct Split {
     pub variants: Vec<Variant>,
     /// See [`DeploymentSpec::sticky_header`].
     pub sticky_header: Option<String>,
+    /// The shadow, resolved.
+    pub shadow: Option<Shadow>,
     /// Seed of the sticky hash (the model's name: the same key stays on its variant across weight changes).
     #[serde(skip)]
     pub seed: String,
@@ -143,6 +170,17 @@ pub struct Variant {
     pub version: u64,
     /// Share in basis points (of 10,000).
     pub weight_bp: u32,
+}
+
+/// A resolved shadow.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct Shadow {
+    /// The alias or number it was named by.
+    pub target: String,
+    /// The version it resolved to.
+    pub version: u64,
+    /// Share of requests copied, in basis points.
+    pub share_bp: u32,
 }
 
 /// Which variant answers a request, and why.
@@ -182,13 +220,35 @@ impl Split {
         }
         // Header names are case-insensitive (and gRPC metadata keys lower case).
         let sticky_header = spec.sticky_header.as_ref().map(|h| h.to_ascii_lowercase());
-        Ok(Self { variants, sticky_header, seed: seed.to_owned() })
+        let shadow = match &spec.shadow {
+            Some(s) => Some(Shadow {
+                target: s.target.clone(),
+                version: resolve(&s.target).map_err(|e| SplitError::Invalid(format!("shadow {:?}: {e}", s.target)))?,
+                share_bp: basis_points(s.percent).unwrap_or(0),
+            }),
+            None => None,
+        };
+        Ok(Self { variants, sticky_header, shadow, seed: seed.to_owned() })
     }
 
     /// The versions to keep loaded (every variant, weight 0 included: an override may still reach it).
     #[must_use]
     pub fn versions(&self) -> Vec<u64> {
-        self.variants.iter().map(|v| v.version).collect()
+        let mut versions: Vec<u64> = self.variants.iter().map(|v| v.version).collect();
+        if let Some(s) = &self.shadow
+            && !versions.contains(&s.version)
+        {
+            versions.push(s.version);
+        }
+        versions
+    }
+
+    /// The shadow version a request answered by `answering` is copied to, if it is drawn (`random` uniform in
+    /// [0, 1)); never the version that answers it.
+    #[must_use]
+    pub fn mirror(&self, answering: u64, random: impl FnOnce() -> f64) -> Option<u64> {
+        let shadow = self.shadow.as_ref().filter(|s| s.version != answering && s.share_bp > 0)?;
+        (random() * f64::from(TOTAL_BP) < f64::from(shadow.share_bp)).then_some(shadow.version)
     }
 
     /// The primary's version.
@@ -260,6 +320,14 @@ fn bucket_bp(seed: &str, key: &str) -> u32 {
     fnv1a32(inner.to_string().bytes()) % TOTAL_BP
 }
 
+/// A percentage with at most two decimals as basis points.
+fn basis_points(percent: f64) -> Option<u32> {
+    let bp = percent * 100.0;
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    (percent.is_finite() && (0.0..=100.0).contains(&percent) && (bp - bp.round()).abs() <= 1e-6)
+        .then(|| bp.round() as u32)
+}
+
 /// 32-bit FNV-1a.
 fn fnv1a32(bytes: impl Iterator<Item = u8>) -> u32 {
     bytes.fold(0x811c_9dc5_u32, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193))
@@ -270,8 +338,11 @@ mod tests {
     use super::*;
 
     fn split(parts: &str) -> Split {
-        let spec =
-            DeploymentSpec { variants: DeploymentSpec::parse_split(parts).expect("parses"), sticky_header: None };
+        let spec = DeploymentSpec {
+            variants: DeploymentSpec::parse_split(parts).expect("parses"),
+            sticky_header: None,
+            shadow: None,
+        };
         let mut next = 0;
         Split::resolve("iris", &spec, |t| {
             next += 1;
@@ -293,8 +364,11 @@ mod tests {
     #[test]
     fn weights_are_checked_precisely() {
         let bad = |s: &str| {
-            let spec =
-                DeploymentSpec { variants: DeploymentSpec::parse_split(s).expect("parses"), sticky_header: None };
+            let spec = DeploymentSpec {
+                variants: DeploymentSpec::parse_split(s).expect("parses"),
+                sticky_header: None,
+                shadow: None,
+            };
             spec.weights_bp().expect_err(s).to_string()
         };
         assert!(bad("production=90,staging=20").contains("add up to 110%"));
@@ -306,6 +380,7 @@ mod tests {
         let ok = DeploymentSpec {
             variants: DeploymentSpec::parse_split("production=99.5,staging=0.5").expect("parses"),
             sticky_header: None,
+            shadow: None,
         };
         assert_eq!(ok.weights_bp().expect("valid"), vec![9_950, 50]);
     }
@@ -356,6 +431,7 @@ mod tests {
         let spec = DeploymentSpec {
             variants: DeploymentSpec::parse_split("production=90,staging=10").expect("parses"),
             sticky_header: None,
+            shadow: None,
         };
         let s = Split::resolve("iris", &spec, |t| Ok(if t == "production" { 3 } else { 4 })).expect("valid");
         assert_eq!(
@@ -373,6 +449,7 @@ mod tests {
         let spec = DeploymentSpec {
             variants: DeploymentSpec::parse_split("production=60,staging=30,3=10").expect("parses"),
             sticky_header: None,
+            shadow: None,
         };
         let merged = Split::resolve("iris", &spec, |t| Ok(if t == "production" { 1 } else { 3 })).expect("merges");
         assert_eq!(
@@ -386,5 +463,24 @@ mod tests {
             .expect_err("unknown")
             .to_string();
         assert!(err.contains("\"3\": no such version"), "{err}");
+    }
+
+    #[test]
+    fn a_shadow_is_loaded_drawn_at_its_share_and_never_mirrors_the_version_that_answered() {
+        let spec = DeploymentSpec {
+            variants: DeploymentSpec::parse_split("1=90,2=10").expect("parses"),
+            sticky_header: None,
+            shadow: Some(ShadowSpec { target: "3".into(), percent: 25.0 }),
+        };
+        let s = Split::resolve("iris", &spec, |t| t.parse().map_err(|_| "no".to_owned())).expect("valid");
+        assert_eq!(s.versions(), vec![1, 2, 3]);
+        assert_eq!(s.mirror(1, || 0.2), Some(3));
+        assert_eq!(s.mirror(1, || 0.25), None);
+        let onto_itself =
+            DeploymentSpec { shadow: Some(ShadowSpec { target: "2".into(), percent: 100.0 }), ..spec.clone() };
+        let s = Split::resolve("iris", &onto_itself, |t| t.parse().map_err(|_| "no".to_owned())).expect("valid");
+        assert_eq!((s.mirror(2, || 0.0), s.mirror(1, || 0.999)), (None, Some(2)));
+        let bad = DeploymentSpec { shadow: Some(ShadowSpec { target: "3".into(), percent: 100.5 }), ..spec };
+        assert!(bad.weights_bp().expect_err("over 100").to_string().contains("shadow's percent"));
     }
 }

@@ -163,6 +163,7 @@ impl RegistryContext {
         let Some(version) = target else {
             self.unwatch(name);
             state.metrics().performance.retain(name, None);
+            state.metrics().shadows.forget(name);
             if let Ok(removed) = state.repository().unload(name) {
                 tracing::info!(model = name, alias = %self.serve_alias, "no serving alias any more; unloaded");
                 tokio::task::spawn_blocking(move || drop(removed));

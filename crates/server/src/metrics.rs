@@ -62,6 +62,8 @@ pub struct Metrics {
     fast: parking_lot::RwLock<std::collections::HashMap<String, Vec<std::sync::Arc<Handles>>>>,
     /// Live latency and throughput per model version, and their baselines.
     pub performance: crate::performance::Performance,
+    /// Shadow copies and how the shadows agree with what callers got.
+    pub shadows: std::sync::Arc<crate::shadow::Shadows>,
 }
 
 impl Default for Metrics {
@@ -85,6 +87,7 @@ impl Default for Metrics {
             durations,
             fast: parking_lot::RwLock::default(),
             performance: crate::performance::Performance::default(),
+            shadows: std::sync::Arc::default(),
         }
     }
 }
@@ -263,6 +266,7 @@ fn scrape_time(out: &mut String, state: &AppState) {
         drift_families(out, watch);
     }
     model_metric_families(out, state);
+    shadow_families(out, &state.metrics().shadows.all());
     if let Some(alerting) = state.registry_context().and_then(|c| c.alerting.as_ref()) {
         let _ = writeln!(out, "# HELP ferry_alerts_firing Alerts of the rule firing now (one per model).");
         let _ = writeln!(out, "# TYPE ferry_alerts_firing gauge");
@@ -281,6 +285,56 @@ fn scrape_time(out: &mut String, state: &AppState) {
         let _ = writeln!(out, "# HELP process_resident_memory_bytes Resident memory.");
         let _ = writeln!(out, "# TYPE process_resident_memory_bytes gauge");
         let _ = writeln!(out, "process_resident_memory_bytes {rss}");
+    }
+}
+
+/// Shadow copies by result, their latency, and their agreement with the answers callers got.
+fn shadow_families(out: &mut String, all: &[(String, crate::ShadowStats)]) {
+    let _ = writeln!(out, "# HELP ferry_shadow_requests Copies of requests sent to a shadow version, by result.");
+    let _ = writeln!(out, "# TYPE ferry_shadow_requests counter");
+    for (model, s) in all {
+        let m = escape_label(model);
+        for (result, n) in [("ok", s.requests), ("error", s.errors), ("shed", s.shed)] {
+            let _ = writeln!(
+                out,
+                "ferry_shadow_requests_total{{model=\"{m}\",version=\"{}\",result=\"{result}\"}} {n}",
+                s.version
+            );
+        }
+    }
+    let _ = writeln!(out, "# HELP ferry_shadow_latency_seconds Total shadow latency of answered copies.");
+    let _ = writeln!(out, "# TYPE ferry_shadow_latency_seconds summary");
+    for (model, s) in all {
+        let labels = format!("model=\"{}\",version=\"{}\"", escape_label(model), s.version);
+        let _ = writeln!(out, "ferry_shadow_latency_seconds_sum{{{labels}}} {}", s.latency_seconds_sum);
+        let _ = writeln!(out, "ferry_shadow_latency_seconds_count{{{labels}}} {}", s.requests);
+    }
+    let _ = writeln!(out, "# HELP ferry_shadow_agreement Share of label outputs equal to the answer callers got.");
+    let _ = writeln!(out, "# TYPE ferry_shadow_agreement gauge");
+    for (model, s) in all {
+        if let Some(a) = s.label_agreement {
+            let _ = writeln!(
+                out,
+                "ferry_shadow_agreement{{model=\"{}\",version=\"{}\"}} {a}",
+                escape_label(model),
+                s.version
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP ferry_shadow_mean_abs_diff Mean absolute difference of number outputs from the answer callers got."
+    );
+    let _ = writeln!(out, "# TYPE ferry_shadow_mean_abs_diff gauge");
+    for (model, s) in all {
+        if let Some(d) = s.mean_abs_diff {
+            let _ = writeln!(
+                out,
+                "ferry_shadow_mean_abs_diff{{model=\"{}\",version=\"{}\"}} {d}",
+                escape_label(model),
+                s.version
+            );
+        }
     }
 }
 

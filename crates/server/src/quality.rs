@@ -636,7 +636,7 @@ pub(crate) fn relative_change(live: &BTreeMap<String, f64>, baseline: &BTreeMap<
 }
 
 /// A tensor's values as numbers (none for strings).
-fn numbers(data: &TensorData) -> Option<Vec<f64>> {
+pub(crate) fn numbers(data: &TensorData) -> Option<Vec<f64>> {
     #[allow(clippy::cast_precision_loss)]
     Some(match data {
         TensorData::Bool(v) => v.iter().map(|&b| f64::from(u8::from(b))).collect(),

@@ -40,31 +40,36 @@ async fn env() -> Env {
 
 /// Pushes versions `versions` of the tiny add-one model as `tiny` (each package distinct by its description).
 async fn push(env: &Env, versions: std::ops::RangeInclusive<u64>) {
-    let spec = |name: &str| TensorSpec { name: name.into(), datatype: DataType::Fp32, shape: vec![-1, 4] };
     for v in versions {
-        let manifest = Manifest {
-            format_version: FORMAT_VERSION,
-            name: ModelName::new("tiny").expect("name"),
-            description: format!("version {v}"),
-            owner: String::new(),
-            tags: vec![],
-            metadata: Default::default(),
-            framework: Framework::default(),
-            signature: ModelSignature { inputs: vec![spec("x")], outputs: vec![spec("y")] },
-            created_at: "2026-01-01T00:00:00Z".into(),
-            files: vec![],
-            lineage: Lineage::default(),
-            features: vec![],
-            validation: None,
-        };
-        let out = env.dir.path().join(format!("tiny-{v}.ferry"));
-        let model = fixtures_dir().join("models/tiny_add.onnx");
-        write_package(PackageInput { manifest, model: &model, profile: None, validation: None }, &out, &|_| {})
-            .expect("pack");
-        let (status, body) =
-            call(env, Method::POST, "/api/v1/models/tiny/versions", &[], std::fs::read(out).expect("read")).await;
-        assert_eq!(status, StatusCode::CREATED, "{body:?}");
+        push_model(env, "tiny_add", -1, &format!("version {v}")).await;
     }
+}
+
+/// Pushes fixture `model` (an add-one model of input `x` and output `y`, `[batch, 4]`) as a version of `tiny`.
+async fn push_model(env: &Env, model: &str, batch: i64, description: &str) {
+    let spec = |name: &str| TensorSpec { name: name.into(), datatype: DataType::Fp32, shape: vec![batch, 4] };
+    let manifest = Manifest {
+        format_version: FORMAT_VERSION,
+        name: ModelName::new("tiny").expect("name"),
+        description: description.into(),
+        owner: String::new(),
+        tags: vec![],
+        metadata: Default::default(),
+        framework: Framework::default(),
+        signature: ModelSignature { inputs: vec![spec("x")], outputs: vec![spec("y")] },
+        created_at: "2026-01-01T00:00:00Z".into(),
+        files: vec![],
+        lineage: Lineage::default(),
+        features: vec![],
+        validation: None,
+    };
+    let out = env.dir.path().join(format!("{model}-{}.ferry", description.replace(' ', "-")));
+    let model = fixtures_dir().join(format!("models/{model}.onnx"));
+    write_package(PackageInput { manifest, model: &model, profile: None, validation: None }, &out, &|_| {})
+        .expect("pack");
+    let (status, body) =
+        call(env, Method::POST, "/api/v1/models/tiny/versions", &[], std::fs::read(out).expect("read")).await;
+    assert_eq!(status, StatusCode::CREATED, "{body:?}");
 }
 
 async fn call(
@@ -337,4 +342,81 @@ async fn no_request_fails_while_the_split_changes_under_load() {
     assert_eq!(failed.load(Ordering::Relaxed), 0);
     assert!(ok.load(Ordering::Relaxed) > 1_000, "{} requests", ok.load(Ordering::Relaxed));
     assert_eq!(env.state.repository().versions_of("tiny"), vec![1]);
+}
+
+#[tokio::test]
+async fn a_shadow_gets_copies_off_the_request_path_and_its_agreement_and_errors_are_recorded() {
+    let env = env().await;
+    push(&env, 1..=2).await;
+    // Version 3 takes exactly two rows: every one-row copy it gets fails.
+    push_model(&env, "static_shape", 2, "two rows only").await;
+    let mut spec = split(&[("1", 100.0)]);
+    spec["shadow"] = json!({"target": "2", "percent": 100});
+    let (status, d) = deploy(&env, spec).await;
+    assert_eq!(status, StatusCode::OK, "{d}");
+    assert_eq!(d["shadow"], json!({"target": "2", "version": 2, "share_bp": 10000}));
+    assert_eq!(env.state.repository().versions_of("tiny"), vec![1, 2]);
+    for _ in 0..200 {
+        // The caller only ever sees the primary.
+        assert_eq!(infer(&env, &[]).await, (1, "1".into()));
+    }
+    let shadow = wait_for_shadow(&env, 2, 200).await;
+    let answered = shadow["requests"].as_u64().unwrap_or(0);
+    // Copies find room unless 32 are already running: nearly all of them here.
+    assert!(answered >= 150, "{shadow}");
+    assert_eq!(
+        (shadow["errors"].as_u64(), shadow["values_compared"].as_u64()),
+        (Some(0), Some(answered * 4)),
+        "{shadow}"
+    );
+    assert_eq!(shadow["mean_abs_diff"], 0.0, "{shadow}");
+    assert!(shadow["mean_latency_seconds"].as_f64().is_some_and(|s| s > 0.0), "{shadow}");
+
+    // A failing shadow changes no answer; its failures are counted.
+    let mut spec = split(&[("1", 100.0)]);
+    spec["shadow"] = json!({"target": "3", "percent": 50});
+    let (status, d) = deploy(&env, spec).await;
+    assert_eq!(status, StatusCode::OK, "{d}");
+    for _ in 0..400 {
+        assert_eq!(infer(&env, &[]).await, (1, "1".into()));
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let failed = loop {
+        let (_, m) = json_call(&env, Method::GET, "/api/v1/models/tiny/monitoring", Body::empty()).await;
+        let s = m["shadow"].as_array().and_then(|a| a.iter().find(|s| s["version"] == 3).cloned()).unwrap_or_default();
+        let done = s["errors"].as_u64().unwrap_or(0) + s["shed"].as_u64().unwrap_or(0);
+        if done >= 120 || std::time::Instant::now() > deadline {
+            break s;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    let errors = failed["errors"].as_u64().unwrap_or(0);
+    // About half of 400 requests are copied (and a copy finding no room is shed, not sent).
+    assert!((120..=280).contains(&(errors + failed["shed"].as_u64().unwrap_or(0))), "{failed}");
+    assert!(errors > 0 && failed["requests"] == 0, "{failed}");
+
+    let (_, metrics) = call(&env, Method::GET, "/metrics", &[], Body::empty()).await;
+    let metrics = String::from_utf8_lossy(&metrics);
+    for line in [
+        format!(r#"ferry_shadow_requests_total{{model="tiny",version="2",result="ok"}} {answered}"#),
+        r#"ferry_shadow_mean_abs_diff{model="tiny",version="2"} 0"#.to_owned(),
+        format!(r#"ferry_shadow_requests_total{{model="tiny",version="3",result="error"}} {errors}"#),
+    ] {
+        assert!(metrics.contains(&line), "{line} missing from\n{metrics}");
+    }
+}
+
+/// The monitoring API's record of shadow `version`, once it has answered `requests` copies (at most 20 s).
+async fn wait_for_shadow(env: &Env, version: u64, requests: u64) -> Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let (_, m) = json_call(env, Method::GET, "/api/v1/models/tiny/monitoring", Body::empty()).await;
+        let s = m["shadow"].as_array().and_then(|a| a.iter().find(|s| s["version"] == version).cloned());
+        if let Some(s) = s.filter(|s| s["requests"].as_u64().unwrap_or(0) + s["shed"].as_u64().unwrap_or(0) >= requests)
+        {
+            return s;
+        }
+        assert!(std::time::Instant::now() < deadline, "shadow {version} never answered {requests} copies: {m}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }

@@ -58,6 +58,8 @@ pub struct Routed {
     pub model: Arc<LoadedModel>,
     /// With a deployment: the variant's target and why it was chosen (`override`, `sticky`, `random`).
     pub variant: Option<(String, &'static str)>,
+    /// With a shadow drawn for this request: the version that gets a copy.
+    pub shadow: Option<Arc<LoadedModel>>,
 }
 
 impl ModelRepository {
@@ -114,7 +116,7 @@ impl ModelRepository {
                 .next_back()
                 .cloned()
                 .ok_or_else(|| ServingError::ModelNotFound { name: name.to_owned() })?;
-            return Ok(Routed { model, variant: None });
+            return Ok(Routed { model, variant: None, shadow: None });
         };
         let key = split.sticky_header.as_deref().and_then(sticky_key);
         let choice = split
@@ -125,7 +127,8 @@ impl ModelRepository {
             name: name.to_owned(),
             version: choice.version.to_string(),
         })?;
-        Ok(Routed { model, variant: Some((split.variants[choice.index].target.clone(), choice.reason)) })
+        let shadow = split.mirror(choice.version, fastrand::f64).and_then(|v| versions.get(&v).cloned());
+        Ok(Routed { model, variant: Some((split.variants[choice.index].target.clone(), choice.reason)), shadow })
     }
 
     /// Makes `models` (all of one name) the served versions of `name`, routed by `split` (or, without one, the

@@ -41,6 +41,9 @@ pub(crate) struct DeploymentView {
     /// Header keeping a client on one variant, lower case.
     #[serde(skip_serializing_if = "Option::is_none")]
     sticky_header: Option<String>,
+    /// The shadow as this server copies to it (target resolved, share in basis points).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    shadow: Option<ferry_rollout::split::Shadow>,
 }
 
 fn view(state: &AppState, record: ferry_registry::DeploymentRecord) -> Result<DeploymentView, ApiError> {
@@ -49,6 +52,7 @@ fn view(state: &AppState, record: ferry_registry::DeploymentRecord) -> Result<De
     let split = state.repository().split(&record.model);
     Ok(DeploymentView {
         sticky_header: split.as_ref().and_then(|s| s.sticky_header.clone()),
+        shadow: split.as_ref().and_then(|s| s.shadow.clone()),
         serving: split.map(|s| s.variants.clone()),
         model: record.model,
         spec,

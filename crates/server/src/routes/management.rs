@@ -66,7 +66,7 @@ use crate::{ApiError, AppState};
         ferry_auth::KeyInfo, ferry_auth::Role, ferry_auth::Scope, ferry_auth::AuditRecord,
         crate::routes::keys::Erased, ferry_registry::PredictionRecord,
         crate::routes::deployments::DeploymentView, ferry_rollout::DeploymentSpec, ferry_rollout::VariantSpec,
-        ferry_rollout::split::Variant)),
+        ferry_rollout::split::Variant, ferry_rollout::split::ShadowSpec, ferry_rollout::split::Shadow)),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
     tags((name = "models"), (name = "versions"), (name = "aliases"), (name = "deployments"), (name = "keys"), (name = "audit"), (name = "subjects"))

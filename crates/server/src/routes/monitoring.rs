@@ -51,7 +51,8 @@ pub(crate) async fn model_monitoring(
     // The primary, when a deployment serves several versions.
     let serving = state.repository().get(name.as_str(), None).ok().map(|m| m.version());
     let performance = serving.and_then(|v| state.metrics().performance.status(name.as_str(), v));
-    if drift.is_none() && quality.is_none() && performance.is_none() {
+    let shadow = state.metrics().shadows.of(name.as_str());
+    if drift.is_none() && quality.is_none() && performance.is_none() && shadow.is_empty() {
         return Err(ApiError::new(
             ErrorKind::NotFound,
             format!(
@@ -67,6 +68,7 @@ pub(crate) async fn model_monitoring(
     if let Some(obj) = body.as_object_mut() {
         obj.insert("quality".into(), serde_json::to_value(quality).unwrap_or_default());
         obj.insert("performance".into(), serde_json::to_value(performance).unwrap_or_default());
+        obj.insert("shadow".into(), serde_json::to_value(shadow).unwrap_or_default());
     }
     Ok(Json(body))
 }

@@ -125,7 +125,7 @@ async fn infer(
     let text = |key: &str| headers.get(key).and_then(|v| v.to_str().ok()).map(str::to_owned);
     let override_to = text(ferry_rollout::split::OVERRIDE_HEADER);
     let routed = state.repository().route(&name, override_to.as_deref(), |header| text(header))?;
-    let mut response = observed(&state, routed.model, &headers, body).await?;
+    let mut response = observed(&state, routed.model, routed.shadow, &headers, body).await?;
     if let Some((target, _)) = routed.variant
         && let Ok(value) = HeaderValue::from_str(&target)
     {
@@ -143,7 +143,7 @@ async fn infer_version(
 ) -> Result<Response, ApiError> {
     auth.on(&name).await?;
     let model = lookup(&state, &name, Some(&version))?;
-    observed(&state, model, &headers, body).await
+    observed(&state, model, None, &headers, body).await
 }
 
 fn lookup(state: &AppState, name: &str, version: Option<&str>) -> Result<Arc<LoadedModel>, ApiError> {
@@ -157,11 +157,12 @@ fn lookup(state: &AppState, name: &str, version: Option<&str>) -> Result<Arc<Loa
 async fn observed(
     state: &AppState,
     model: Arc<LoadedModel>,
+    shadow: Option<Arc<LoadedModel>>,
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
     let started = std::time::Instant::now();
-    let result = run_infer(state, model.clone(), headers, body).await;
+    let result = run_infer(state, model.clone(), shadow, headers, body).await;
     let (metrics, elapsed) = (state.metrics(), started.elapsed());
     match &result {
         Ok((_, timing)) => metrics.observe(model.name(), model.version(), "http", "200", Some(*timing), elapsed),
@@ -176,6 +177,7 @@ async fn observed(
 async fn run_infer(
     state: &AppState,
     model: Arc<LoadedModel>,
+    shadow: Option<Arc<LoadedModel>>,
     headers: &HeaderMap,
     body: Body,
 ) -> Result<(Response, (std::time::Duration, std::time::Duration)), ApiError> {
@@ -204,6 +206,8 @@ async fn run_infer(
         .and_then(|c| c.drift_watch.clone())
         .and_then(|w| w.watching(model.name(), model.version()).map(|r| (w, r)));
     let watched_inputs = watch.as_ref().map(|_| request.inputs.clone());
+    // A request drawn for the deployment's shadow keeps a copy of its inputs, when there is room for the copy.
+    let shadow = shadow.and_then(|m| state.metrics().shadows.admit(m)).map(|a| (a, request.inputs.clone()));
     let response = model
         .infer(InferRequest {
             inputs: request.inputs,
@@ -214,6 +218,9 @@ async fn run_infer(
     if let (Some(log), Some(inputs)) = (&log, &logged_inputs) {
         let subject = headers.get(log.subject_header.as_str()).and_then(|v| v.to_str().ok()).map(str::to_owned);
         log.record(model.name(), model.version(), subject, inputs, &response.outputs);
+    }
+    if let Some((admitted, inputs)) = shadow {
+        state.metrics().shadows.run(admitted, inputs, response.outputs.clone());
     }
     if let (Some((watch, reference)), Some(inputs)) = (&watch, &watched_inputs) {
         watch.observe(model.name(), reference, inputs, &response.outputs);
