@@ -2,9 +2,11 @@
 //!
 //! - [`split`]: deployments — which versions of a model answer, with which weights — and the routing of one request
 //!   (override, sticky key, weighted random);
+//! - [`canary`]: the canary's state machine and its two-layer judge (Flagger's guards, always-valid comparisons);
 //! - [`sequential`]: always-valid comparisons of two arms (GrowthBook's sequential test, mSPRT) and the
 //!   sample-ratio-mismatch check, for A/B results and canary analysis.
 
+pub mod canary;
 pub mod sequential;
 pub mod split;
 

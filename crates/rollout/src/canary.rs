@@ -1,0 +1,480 @@
+//! Canary analysis: a candidate version takes a growing share of traffic in steps (for example 5, 25, 50, 100%) and
+//! is judged at the end of every interval in two layers:
+//!
+//! 1. **Guards**, with Flagger's rules: the candidate's error rate and p99 latency over the last interval must stay
+//!    within their limits, and an interval without candidate requests fails too (no data is not good news). After
+//!    `threshold` failed checks over the whole rollout it is rolled back.
+//! 2. **A comparison with the primary that stays valid however often it is looked at**: per metric (error rate,
+//!    mean log-latency) an always-valid confidence interval of candidate − primary over the step so far
+//!    ([`crate::sequential::sequential_difference`], α split over the metrics). The candidate is rolled back as soon
+//!    as a lower bound shows harm beyond the metric's tolerance, and advances when every upper bound shows it within
+//!    tolerance and the step has lasted an interval. Kayenta's per-interval Mann–Whitney judge tests afresh at every
+//!    look, so looking every interval multiplies its false alarms; a confidence sequence holds its level over all
+//!    looks at once (tested below against a per-look z-test on the same A/A streams).
+//!
+//! The interval restarts at each step (the traffic shares change, so the comparison starts afresh): a product of
+//! valid tests per segment stays valid. A step that stays inconclusive for `max_step_intervals` pauses the rollout
+//! for a person to decide.
+
+use serde::{Deserialize, Serialize};
+
+use crate::sequential::{Arm, Comparison, sequential_difference};
+use crate::split::TOTAL_BP;
+
+/// How a canary is run and judged.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct CanaryConfig {
+    /// The candidate's share at each step, in basis points, ascending; the last is 10,000 (promotion).
+    pub steps_bp: Vec<u32>,
+    /// Failed guard checks, over the whole rollout, that roll it back (Flagger's `threshold`, default 5).
+    pub threshold: u32,
+    /// Guard: highest error share of the candidate over an interval (for example 0.01), if any.
+    pub max_error_rate: Option<f64>,
+    /// Guard: highest p99 latency of the candidate over an interval, in seconds, if any.
+    pub max_latency_p99: Option<f64>,
+    /// Harm allowed in error share, candidate − primary (for example 0.005: half a percentage point).
+    pub error_tolerance: f64,
+    /// Harm allowed in latency, as a ratio of the primary's (0.1: 10% slower).
+    pub latency_tolerance: f64,
+    /// Level of the comparison, split evenly over its metrics.
+    pub alpha: f64,
+    /// Requests (both arms) at which the intervals are tightest (GrowthBook's N*).
+    pub n_star: f64,
+    /// Requests each arm needs in a step before the comparison counts.
+    pub min_requests: u64,
+    /// Intervals a step may stay inconclusive before the rollout pauses.
+    pub max_step_intervals: u32,
+}
+
+impl Default for CanaryConfig {
+    fn default() -> Self {
+        Self {
+            steps_bp: vec![500, 2_500, 5_000, 10_000],
+            threshold: 5,
+            max_error_rate: None,
+            max_latency_p99: None,
+            error_tolerance: 0.005,
+            latency_tolerance: 0.1,
+            alpha: 0.05,
+            n_star: 5_000.0,
+            min_requests: 100,
+            max_step_intervals: 10,
+        }
+    }
+}
+
+impl CanaryConfig {
+    /// Checks the steps and limits.
+    ///
+    /// # Errors
+    /// A message naming what is wrong.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.steps_bp.len() < 2 || self.steps_bp.last() != Some(&TOTAL_BP) {
+            return Err("the steps must end at 100%, after at least one step below it".into());
+        }
+        if self.steps_bp.windows(2).any(|w| w[0] >= w[1]) || self.steps_bp[0] == 0 {
+            return Err("the steps must rise, from above 0% to 100%".into());
+        }
+        if self.threshold == 0 || self.max_step_intervals == 0 {
+            return Err("threshold and max_step_intervals must be at least 1".into());
+        }
+        let positive = |x: f64| x.is_finite() && x >= 0.0;
+        if !positive(self.error_tolerance) || !positive(self.latency_tolerance) {
+            return Err("tolerances must be finite and not negative".into());
+        }
+        let in_range = self.alpha > 0.0 && self.alpha < 1.0 && self.n_star >= 1.0;
+        if !in_range {
+            return Err("alpha must be in (0, 1) and n_star at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+/// Where a rollout is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// Taking traffic in steps and being judged.
+    Progressing,
+    /// Held by a person or by an inconclusive step; nothing moves until resumed.
+    Paused,
+    /// The candidate took all traffic.
+    Promoted,
+    /// The primary took all traffic back.
+    RolledBack,
+}
+
+/// One arm's requests over a span: counts and log-latency sums (for means and variances), and its p99.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct ArmStats {
+    /// Requests answered or failed.
+    pub requests: u64,
+    /// Failed by the server (5xx, not the client's mistakes).
+    pub errors: u64,
+    /// Sum of ln(latency in seconds) over answered requests.
+    pub log_latency_sum: f64,
+    /// Sum of its squares.
+    pub log_latency_sq_sum: f64,
+    /// Answered requests (the latency sums' count).
+    pub answered: u64,
+    /// The 99th percentile latency in seconds, when known.
+    pub latency_p99: Option<f64>,
+}
+
+/// What the judge sees at the end of an interval.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Observation {
+    /// The primary since the step began.
+    pub primary: ArmStats,
+    /// The candidate since the step began.
+    pub candidate: ArmStats,
+    /// The candidate over the last interval (for the guards).
+    pub candidate_interval: ArmStats,
+}
+
+/// One metric's comparison.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct MetricCheck {
+    /// `error_rate` or `log_latency`.
+    pub metric: String,
+    /// Candidate − primary, with its always-valid interval, when both arms have enough requests.
+    pub comparison: Option<Comparison>,
+    /// Harm allowed.
+    pub tolerance: f64,
+    /// `pass` (within tolerance), `fail` (harm beyond it) or `inconclusive`.
+    pub verdict: String,
+}
+
+/// What the judge decided.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct Judgement {
+    /// `wait`, `advance`, `promote`, `rollback` or `pause`.
+    pub action: String,
+    /// Why, in words.
+    pub reason: String,
+    /// The candidate's share after the decision, in basis points.
+    pub weight_bp: u32,
+    /// Guard checks failed so far.
+    pub failed_checks: u32,
+    /// The comparisons.
+    pub metrics: Vec<MetricCheck>,
+}
+
+/// A canary's state: what it was configured with, where it is, and what it has counted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Canary {
+    /// Its configuration.
+    pub config: CanaryConfig,
+    /// Where it is.
+    pub phase: Phase,
+    /// Index of the current step.
+    pub step: usize,
+    /// Guard checks failed so far.
+    pub failed_checks: u32,
+    /// Intervals judged in the current step.
+    pub intervals_in_step: u32,
+}
+
+impl Canary {
+    /// A rollout at its first step.
+    ///
+    /// # Errors
+    /// The configuration's error.
+    pub fn start(config: CanaryConfig) -> Result<Self, String> {
+        config.validate()?;
+        Ok(Self { config, phase: Phase::Progressing, step: 0, failed_checks: 0, intervals_in_step: 0 })
+    }
+
+    /// The candidate's share now, in basis points.
+    #[must_use]
+    pub fn weight_bp(&self) -> u32 {
+        match self.phase {
+            Phase::RolledBack => 0,
+            Phase::Promoted => TOTAL_BP,
+            Phase::Progressing | Phase::Paused => self.config.steps_bp[self.step],
+        }
+    }
+
+    /// Judges the interval that just ended (only while progressing; a paused or finished rollout only waits).
+    pub fn judge(&mut self, o: &Observation) -> Judgement {
+        if self.phase != Phase::Progressing {
+            return self.decided("wait", format!("the rollout is {:?}", self.phase).to_lowercase(), Vec::new());
+        }
+        let c = &self.config;
+        // Layer 1: guards on the last interval (no data fails, as in Flagger).
+        let interval = &o.candidate_interval;
+        let mut failed = Vec::new();
+        if interval.requests == 0 {
+            failed.push("no candidate requests in the interval".to_owned());
+        }
+        #[allow(clippy::cast_precision_loss)]
+        let error_rate = if interval.requests > 0 { interval.errors as f64 / interval.requests as f64 } else { 0.0 };
+        if let Some(max) = c.max_error_rate
+            && interval.requests > 0
+            && error_rate > max
+        {
+            failed.push(format!("error rate {error_rate:.4} above {max}"));
+        }
+        if let (Some(max), Some(p99)) = (c.max_latency_p99, interval.latency_p99)
+            && p99 > max
+        {
+            failed.push(format!("p99 latency {p99:.6} s above {max} s"));
+        }
+        // Layer 2: always-valid comparisons over the step.
+        let alpha = c.alpha / 2.0;
+        let metrics =
+            vec![error_check(&o.primary, &o.candidate, c, alpha), latency_check(&o.primary, &o.candidate, c, alpha)];
+        if let Some(harm) = metrics.iter().find(|m| m.verdict == "fail") {
+            let reason = format!("{} worse than the primary beyond its tolerance of {}", harm.metric, harm.tolerance);
+            self.phase = Phase::RolledBack;
+            return self.decided("rollback", reason, metrics);
+        }
+        if !failed.is_empty() {
+            self.failed_checks += 1;
+            if self.failed_checks >= c.threshold {
+                self.phase = Phase::RolledBack;
+                let reason =
+                    format!("{} failed checks (threshold {}): {}", self.failed_checks, c.threshold, failed.join("; "));
+                return self.decided("rollback", reason, metrics);
+            }
+        }
+        self.intervals_in_step += 1;
+        if failed.is_empty() && metrics.iter().all(|m| m.verdict == "pass") {
+            self.intervals_in_step = 0;
+            // The last step is 100%: with no primary traffic left to compare with, reaching it is the promotion.
+            if self.step + 2 >= c.steps_bp.len() {
+                self.phase = Phase::Promoted;
+                self.step = c.steps_bp.len() - 1;
+                let reason =
+                    format!("within tolerance at {}%; promoted", f64::from(c.steps_bp[c.steps_bp.len() - 2]) / 100.0);
+                return self.decided("promote", reason, metrics);
+            }
+            self.step += 1;
+            let reason = format!("within tolerance; {}% next", f64::from(self.config.steps_bp[self.step]) / 100.0);
+            return self.decided("advance", reason, metrics);
+        }
+        if self.intervals_in_step >= c.max_step_intervals {
+            self.phase = Phase::Paused;
+            let reason = format!("inconclusive after {} intervals at this step", self.intervals_in_step);
+            return self.decided("pause", reason, metrics);
+        }
+        let reason = if failed.is_empty() { "not yet conclusive".to_owned() } else { failed.join("; ") };
+        self.decided("wait", reason, metrics)
+    }
+
+    fn decided(&self, action: &str, reason: String, metrics: Vec<MetricCheck>) -> Judgement {
+        Judgement {
+            action: action.to_owned(),
+            reason,
+            weight_bp: self.weight_bp(),
+            failed_checks: self.failed_checks,
+            metrics,
+        }
+    }
+}
+
+fn verdict(comparison: Option<&Comparison>, tolerance: f64) -> &'static str {
+    match comparison {
+        Some(c) if c.lower > tolerance => "fail",
+        Some(c) if c.upper < tolerance => "pass",
+        _ => "inconclusive",
+    }
+}
+
+/// Error share, candidate − primary; with no error in either arm the plug-in variance is 0 and the interval is
+/// undefined, so it passes only when even three errors (the rule of three's 95% bound) would stay within tolerance.
+#[allow(clippy::cast_precision_loss)]
+fn error_check(p: &ArmStats, c: &ArmStats, config: &CanaryConfig, alpha: f64) -> MetricCheck {
+    let tolerance = config.error_tolerance;
+    let arm = |a: &ArmStats| {
+        let rate = a.errors as f64 / a.requests.max(1) as f64;
+        Arm { n: a.requests as f64, mean: rate, variance: rate * (1.0 - rate) }
+    };
+    let enough = p.requests >= config.min_requests && c.requests >= config.min_requests;
+    let comparison = if enough { sequential_difference(arm(p), arm(c), alpha, config.n_star) } else { None };
+    let v = match &comparison {
+        None if enough && p.errors == 0 && c.errors == 0 && 3.0 / c.requests as f64 <= tolerance => "pass",
+        other => verdict(other.as_ref(), tolerance),
+    };
+    MetricCheck { metric: "error_rate".into(), comparison, tolerance, verdict: v.into() }
+}
+
+/// Mean log-latency, candidate − primary (a ratio of latencies, so the tolerance is ln(1 + latency_tolerance)).
+#[allow(clippy::cast_precision_loss)]
+fn latency_check(p: &ArmStats, c: &ArmStats, config: &CanaryConfig, alpha: f64) -> MetricCheck {
+    let tolerance = config.latency_tolerance.ln_1p();
+    let arm = |a: &ArmStats| Arm::from_sums(a.answered as f64, a.log_latency_sum, a.log_latency_sq_sum);
+    let enough = p.answered >= config.min_requests && c.answered >= config.min_requests;
+    let comparison = if enough { sequential_difference(arm(p), arm(c), alpha, config.n_star) } else { None };
+    let v = verdict(comparison.as_ref(), tolerance);
+    MetricCheck { metric: "log_latency".into(), comparison, tolerance, verdict: v.into() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An arm of `n` requests, `errors` of them failed, latencies drawn around `latency` seconds.
+    fn arm(rng: &mut fastrand::Rng, n: u64, error_rate: f64, latency: f64) -> ArmStats {
+        let mut s = ArmStats::default();
+        let mut lat = Vec::new();
+        for _ in 0..n {
+            s.requests += 1;
+            if rng.f64() < error_rate {
+                s.errors += 1;
+                continue;
+            }
+            // Log-normal-ish: latency × exp(N(0, 0.3²)) by Box–Muller.
+            let z = (-2.0 * rng.f64().max(1e-300).ln()).sqrt() * (std::f64::consts::TAU * rng.f64()).cos();
+            let l = latency * (0.3 * z).exp();
+            s.answered += 1;
+            s.log_latency_sum += l.ln();
+            s.log_latency_sq_sum += l.ln() * l.ln();
+            lat.push(l);
+        }
+        lat.sort_by(f64::total_cmp);
+        s.latency_p99 = lat.get(lat.len().saturating_sub(1) * 99 / 100).copied();
+        s
+    }
+
+    fn add(a: &ArmStats, b: &ArmStats) -> ArmStats {
+        ArmStats {
+            requests: a.requests + b.requests,
+            errors: a.errors + b.errors,
+            log_latency_sum: a.log_latency_sum + b.log_latency_sum,
+            log_latency_sq_sum: a.log_latency_sq_sum + b.log_latency_sq_sum,
+            answered: a.answered + b.answered,
+            latency_p99: b.latency_p99,
+        }
+    }
+
+    /// Runs a canary on simulated traffic (`per_interval` requests in all) until it ends or `max_intervals` pass.
+    fn run(
+        config: CanaryConfig,
+        candidate_errors: f64,
+        candidate_latency: f64,
+        seed: u64,
+        max_intervals: u32,
+    ) -> (Canary, Vec<Judgement>) {
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let mut canary = Canary::start(config).expect("valid");
+        let (mut p_step, mut c_step) = (ArmStats::default(), ArmStats::default());
+        let mut judgements = Vec::new();
+        for _ in 0..max_intervals {
+            let per_interval = 4_000u64;
+            let to_candidate = per_interval * u64::from(canary.weight_bp()) / u64::from(TOTAL_BP);
+            let p = arm(&mut rng, per_interval - to_candidate, 0.01, 0.010);
+            let c = arm(&mut rng, to_candidate, candidate_errors, candidate_latency);
+            p_step = add(&p_step, &p);
+            c_step = add(&c_step, &c);
+            let step_before = canary.step;
+            let j = canary.judge(&Observation { primary: p_step, candidate: c_step, candidate_interval: c });
+            let done = matches!(canary.phase, Phase::Promoted | Phase::RolledBack | Phase::Paused);
+            judgements.push(j);
+            if canary.step != step_before {
+                (p_step, c_step) = (ArmStats::default(), ArmStats::default());
+            }
+            if done {
+                break;
+            }
+        }
+        (canary, judgements)
+    }
+
+    #[test]
+    fn a_healthy_candidate_is_promoted_step_by_step() {
+        let (canary, judgements) = run(CanaryConfig::default(), 0.01, 0.010, 1, 60);
+        assert_eq!(canary.phase, Phase::Promoted, "{judgements:#?}");
+        let weights: Vec<u32> = judgements.iter().filter(|j| j.action != "wait").map(|j| j.weight_bp).collect();
+        assert_eq!(weights, vec![2_500, 5_000, 10_000]);
+        assert_eq!(judgements.last().map(|j| j.action.as_str()), Some("promote"));
+    }
+
+    #[test]
+    fn a_candidate_that_fails_requests_is_rolled_back_at_the_first_judgement() {
+        let (canary, judgements) = run(CanaryConfig::default(), 0.5, 0.010, 2, 60);
+        assert_eq!((canary.phase, judgements.len()), (Phase::RolledBack, 1), "{judgements:#?}");
+        assert!(judgements[0].reason.contains("error_rate"), "{}", judgements[0].reason);
+        assert_eq!(judgements[0].weight_bp, 0);
+    }
+
+    #[test]
+    fn a_slower_candidate_is_rolled_back_by_the_latency_comparison() {
+        let (canary, judgements) = run(CanaryConfig::default(), 0.01, 0.020, 3, 60);
+        assert_eq!(canary.phase, Phase::RolledBack, "{judgements:#?}");
+        assert!(judgements.len() <= 2, "{judgements:#?}");
+        assert!(judgements.last().is_some_and(|j| j.reason.contains("log_latency")));
+    }
+
+    #[test]
+    fn guards_count_failed_checks_and_no_data_fails() {
+        let config = CanaryConfig { threshold: 2, max_error_rate: Some(0.02), ..CanaryConfig::default() };
+        let mut canary = Canary::start(config).expect("valid");
+        let quiet = Observation::default();
+        assert_eq!(canary.judge(&quiet).action, "wait");
+        assert_eq!(canary.failed_checks, 1);
+        let j = canary.judge(&quiet);
+        assert_eq!((j.action.as_str(), canary.phase), ("rollback", Phase::RolledBack), "{j:?}");
+        assert!(j.reason.contains("no candidate requests"), "{}", j.reason);
+        assert_eq!(canary.judge(&quiet).action, "wait", "a finished rollout only waits");
+    }
+
+    #[test]
+    fn steps_must_rise_to_one_hundred_percent() {
+        let bad = |steps: Vec<u32>| Canary::start(CanaryConfig { steps_bp: steps, ..CanaryConfig::default() }).is_err();
+        assert!(bad(vec![500, 2_500]) && bad(vec![2_500, 500, 10_000]) && bad(vec![0, 10_000]) && bad(vec![]));
+        assert!(bad(vec![10_000]) && !bad(vec![5_000, 10_000]));
+    }
+
+    /// A/A: the candidate equals the primary. Judged every interval for 30 intervals, the confidence sequence rolls
+    /// back (at tolerance 0) at most about α of the time; a fixed-horizon one-sided z-test repeated at every look
+    /// (what a per-interval judge does) does far more often.
+    #[test]
+    fn looking_every_interval_does_not_raise_false_rollbacks() {
+        let config = CanaryConfig {
+            steps_bp: vec![5_000, 10_000],
+            error_tolerance: 0.0,
+            latency_tolerance: 0.0,
+            max_step_intervals: 30,
+            threshold: u32::MAX,
+            ..CanaryConfig::default()
+        };
+        let runs = 200;
+        let (mut sequential, mut naive) = (0, 0);
+        for seed in 0..runs {
+            let mut rng = fastrand::Rng::with_seed(1_000 + seed);
+            let mut canary = Canary::start(config.clone()).expect("valid");
+            let (mut p, mut c) = (ArmStats::default(), ArmStats::default());
+            let mut naive_fired = false;
+            for _ in 0..30 {
+                p = add(&p, &arm(&mut rng, 500, 0.01, 0.010));
+                c = add(&c, &arm(&mut rng, 500, 0.01, 0.010));
+                let j = canary.judge(&Observation { primary: p, candidate: c, candidate_interval: c });
+                // Never advance in this test: keep judging the same growing segment.
+                canary.step = 0;
+                canary.phase = if j.action == "rollback" { Phase::RolledBack } else { Phase::Progressing };
+                let lat = j.metrics.iter().find(|m| m.metric == "log_latency").and_then(|m| m.comparison);
+                if let Some(cmp) = lat {
+                    // The same estimate with its fixed-horizon standard error, one-sided at 2.5%.
+                    let se = (p_var(&p) / p.answered as f64 + p_var(&c) / c.answered as f64).sqrt();
+                    naive_fired |= cmp.estimate / se > 1.96;
+                }
+                if canary.phase == Phase::RolledBack {
+                    break;
+                }
+            }
+            sequential += u32::from(canary.phase == Phase::RolledBack);
+            naive += u32::from(naive_fired);
+        }
+        assert!(
+            f64::from(sequential) / f64::from(runs as u32) <= 0.05,
+            "{sequential} of {runs} A/A rollouts rolled back"
+        );
+        assert!(naive > 2 * sequential.max(5), "per-look testing fired {naive} times, the sequence {sequential}");
+    }
+
+    #[allow(clippy::cast_precision_loss)]
+    fn p_var(a: &ArmStats) -> f64 {
+        Arm::from_sums(a.answered as f64, a.log_latency_sum, a.log_latency_sq_sum).variance
+    }
+}
