@@ -533,6 +533,39 @@ fn a_deployment_made_through_one_replica_splits_traffic_on_both() {
     ok(d, &["deploy", "iris", "--delete"], Some(&a));
     until_serving(&a, &["1"]);
     until_serving(&b, &["1"]);
+
+    // Over gRPC (tritonclient): the override header routes (an unknown variant is refused), a version pins, and a
+    // shadow gets a copy of every unversioned request (never of one it answers itself).
+    let shown = ok(d, &["deploy", "iris", "--split", "production=100", "--shadow", "2=100"], Some(&a));
+    assert!(shown.contains("shadow: 2 (v2) gets a copy of 100% of requests"), "{shown}");
+    let script = r#"
+import sys, numpy as np, tritonclient.grpc as g
+c = g.InferenceServerClient(sys.argv[1])
+x = g.InferInput("input", [1, 4], "FP32"); x.set_data_from_numpy(np.array([[5.1, 3.5, 1.4, 0.2]], dtype=np.float32))
+from tritonclient.utils import InferenceServerException
+answered = sorted({c.infer("iris", [x]).get_response().model_version for _ in range(20)})
+chosen = c.infer("iris", [x], headers={"x-ferry-variant": "production"}).get_response().model_version
+pinned = c.infer("iris", [x], model_version="2").get_response().model_version
+try:
+    c.infer("iris", [x], headers={"x-ferry-variant": "canary"}); refused = "accepted"
+except InferenceServerException as e:
+    refused = e.status()
+print(",".join(answered), chosen, pinned, refused)
+"#;
+    let out = Command::new("python3").args(["-c", script, &a.grpc_addr]).output().expect("python3");
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(printed.trim(), "1 1 2 StatusCode.INVALID_ARGUMENT", "{}", String::from_utf8_lossy(&out.stderr));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    // The 20 unversioned requests and the one routed to production by the override; not the pinned one.
+    let copied = r#"ferry_shadow_requests_total{model="iris",version="2",result="ok"} 21"#;
+    loop {
+        let (_, metrics) = http_request_as(&a.addr, Some(TEST_ADMIN_KEY), "GET", "/metrics", None).expect("metrics");
+        if metrics.contains(copied) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{copied} never appeared:\n{metrics}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
     drop((a, b));
     drop(pg);
 }

@@ -179,8 +179,8 @@ impl GrpcInferenceService for GrpcService {
             .map(str::to_owned);
         let metadata = request.metadata().clone();
         let r = request.into_inner();
-        let model = match version_arg(&r.model_version) {
-            Some(v) => self.state.repository().get(&r.model_name, Some(v)).map_err(status)?,
+        let (model, shadow, variant) = match version_arg(&r.model_version) {
+            Some(v) => (self.state.repository().get(&r.model_name, Some(v)).map_err(status)?, None, None),
             // Without a version, the model's deployment picks one (as over HTTP, from the same headers).
             None => {
                 let text = |key: &str| metadata.get(key).and_then(|v| v.to_str().ok()).map(str::to_owned);
@@ -190,7 +190,7 @@ impl GrpcInferenceService for GrpcService {
                     .repository()
                     .route(&r.model_name, override_to.as_deref(), |header| text(&header.to_ascii_lowercase()))
                     .map_err(status)?;
-                routed.model
+                (routed.model, routed.shadow, routed.variant.map(|(target, _)| target))
             }
         };
         let decoded = decode_model_infer(r).map_err(status)?;
@@ -209,6 +209,8 @@ impl GrpcInferenceService for GrpcService {
             .and_then(|c| c.drift_watch.clone())
             .and_then(|w| w.watching(model.name(), model.version()).map(|r| (w, r)));
         let watched_inputs = watch.as_ref().map(|_| decoded.inputs.clone());
+        // As over HTTP: a request drawn for the deployment's shadow keeps a copy of its inputs, when there is room.
+        let shadow = shadow.and_then(|m| self.state.metrics().shadows.admit(m)).map(|a| (a, decoded.inputs.clone()));
         let result = model.infer(InferRequest { inputs: decoded.inputs, outputs, timeout }).await;
         let (metrics, elapsed) = (self.state.metrics(), started.elapsed());
         match &result {
@@ -221,6 +223,9 @@ impl GrpcInferenceService for GrpcService {
         let response = result.map_err(status)?;
         if let (Some(log), Some(inputs)) = (&log, &logged_inputs) {
             log.record(model.name(), model.version(), subject, inputs, &response.outputs);
+        }
+        if let Some((admitted, inputs)) = shadow {
+            self.state.metrics().shadows.run(admitted, inputs, response.outputs.clone());
         }
         if let (Some((watch, reference)), Some(inputs)) = (&watch, &watched_inputs) {
             watch.observe(model.name(), reference, inputs, &response.outputs);
@@ -241,7 +246,13 @@ impl GrpcInferenceService for GrpcService {
                 &response.outputs,
             );
         }
-        Ok(Response::new(encode_model_infer(model.name(), &model.version().to_string(), request_id, response.outputs)))
+        let mut answer =
+            Response::new(encode_model_infer(model.name(), &model.version().to_string(), request_id, response.outputs));
+        // The variant that answered, as the HTTP response header says it.
+        if let Some(value) = variant.and_then(|v| tonic::metadata::MetadataValue::try_from(v.as_str()).ok()) {
+            answer.metadata_mut().insert(ferry_rollout::split::OVERRIDE_HEADER, value);
+        }
+        Ok(answer)
     }
 
     async fn model_statistics(
