@@ -139,7 +139,9 @@ impl RegistryContext {
             return Ok(Synced::NotServed);
         }
         let aliases = self.registry.aliases_of(name).await?;
-        let split = match self.registry.deployment(name).await? {
+        let deployment = self.registry.deployment(name).await?;
+        let revision = deployment.as_ref().map(|d| d.revision);
+        let split = match deployment {
             Some(d) => match self.split_of(name, &d.spec, &aliases).await {
                 Ok(split) => Some(split),
                 // Checked when it was set; something changed under it since (for example a replica of another
@@ -163,6 +165,7 @@ impl RegistryContext {
         let Some(version) = target else {
             self.unwatch(name);
             state.metrics().performance.retain(name, None);
+            state.metrics().performance.experiment_starts(name, None, &[]);
             state.metrics().shadows.forget(name);
             if let Ok(removed) = state.repository().unload(name) {
                 tracing::info!(model = name, alias = %self.serve_alias, "no serving alias any more; unloaded");
@@ -175,7 +178,9 @@ impl RegistryContext {
         wanted.sort_unstable();
         let watched = self.drift_watch.is_none() && self.quality_watch.is_none()
             || self.watched.lock().get(name) == Some(&version);
+        let experiment = split.as_ref().map(|_| revision).unwrap_or_default();
         if watched && repository.versions_of(name) == wanted && repository.split(name).as_deref() == split.as_ref() {
+            state.metrics().performance.experiment_starts(name, experiment, &wanted);
             return Ok(Synced::Serving(version));
         }
         // Versions already serving keep running; the others are loaded and warmed up before anything changes.
@@ -233,6 +238,7 @@ impl RegistryContext {
             None => {}
         }
         state.metrics().performance.retain_versions(name, &wanted);
+        state.metrics().performance.experiment_starts(name, experiment, &wanted);
         tracing::info!(model = name, version, ?previous, split = ?described, alias = %self.serve_alias, "now serving");
         Ok(Synced::Serving(version))
     }

@@ -49,6 +49,11 @@ pub struct Recorder {
     buckets: [AtomicU64; BUCKETS],
     requests: AtomicU64,
     errors: AtomicU64,
+    /// Answered requests' Σ ln(latency) and Σ ln(latency)², in millionths (an atomic add, not a float CAS loop):
+    /// the log-latency mean and variance that A/B comparisons need.
+    log_sum_micro: std::sync::atomic::AtomicI64,
+    log_sq_sum_micro: std::sync::atomic::AtomicI64,
+    answered: AtomicU64,
     first: std::sync::OnceLock<Instant>,
     history: Mutex<VecDeque<(Instant, Snapshot)>>,
     baseline: Mutex<Option<Figures>>,
@@ -153,8 +158,30 @@ impl Recorder {
         let i = bounds.iter().position(|&b| seconds <= b).unwrap_or(BUCKETS - 1);
         self.buckets[i].fetch_add(1, Ordering::Relaxed);
         self.requests.fetch_add(1, Ordering::Relaxed);
-        if !ok {
+        if ok {
+            // A latency under a nanosecond is a clock artefact: counted as one.
+            let ln = seconds.max(1e-9).ln();
+            #[allow(clippy::cast_possible_truncation)]
+            let (sum, sq) = ((ln * 1e6).round() as i64, (ln * ln * 1e6).round() as i64);
+            self.log_sum_micro.fetch_add(sum, Ordering::Relaxed);
+            self.log_sq_sum_micro.fetch_add(sq, Ordering::Relaxed);
+            self.answered.fetch_add(1, Ordering::Relaxed);
+        } else {
             self.errors.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Everything counted so far, for an experiment's arm.
+    #[must_use]
+    pub fn totals(&self) -> ArmTotals {
+        let s = self.snapshot();
+        ArmTotals {
+            buckets: s.buckets,
+            requests: s.requests,
+            errors: s.errors,
+            answered: self.answered.load(Ordering::Relaxed),
+            log_sum_micro: self.log_sum_micro.load(Ordering::Relaxed),
+            log_sq_sum_micro: self.log_sq_sum_micro.load(Ordering::Relaxed),
         }
     }
 
@@ -168,6 +195,53 @@ impl Recorder {
             requests: self.requests.load(Ordering::Relaxed),
             errors: self.errors.load(Ordering::Relaxed),
         }
+    }
+}
+
+/// A version's cumulative counts: taken when an experiment starts and again when it is read, the difference is the
+/// experiment's arm.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ArmTotals {
+    buckets: [u64; BUCKETS],
+    /// Requests.
+    pub requests: u64,
+    /// Failed by the server.
+    pub errors: u64,
+    /// Answered.
+    pub answered: u64,
+    log_sum_micro: i64,
+    log_sq_sum_micro: i64,
+}
+
+impl ArmTotals {
+    /// What was counted after `earlier`.
+    #[must_use]
+    pub fn since(&self, earlier: &Self) -> Self {
+        let mut buckets = [0; BUCKETS];
+        for (i, b) in buckets.iter_mut().enumerate() {
+            *b = self.buckets[i].saturating_sub(earlier.buckets[i]);
+        }
+        Self {
+            buckets,
+            requests: self.requests.saturating_sub(earlier.requests),
+            errors: self.errors.saturating_sub(earlier.errors),
+            answered: self.answered.saturating_sub(earlier.answered),
+            log_sum_micro: self.log_sum_micro - earlier.log_sum_micro,
+            log_sq_sum_micro: self.log_sq_sum_micro - earlier.log_sq_sum_micro,
+        }
+    }
+
+    /// Σ ln(latency) and Σ ln(latency)² of the answered requests.
+    #[must_use]
+    #[allow(clippy::cast_precision_loss)]
+    pub fn log_latency_sums(&self) -> (f64, f64) {
+        (self.log_sum_micro as f64 / 1e6, self.log_sq_sum_micro as f64 / 1e6)
+    }
+
+    /// A latency quantile (seconds), interpolated in its bucket as PromQL does.
+    #[must_use]
+    pub fn quantile(&self, q: f64) -> Option<f64> {
+        quantile(q, &self.buckets)
     }
 }
 
@@ -191,9 +265,44 @@ pub struct VersionPerformance {
 pub struct Performance {
     config: RwLock<PerformanceConfig>,
     recorders: RwLock<HashMap<(String, u64), Arc<Recorder>>>,
+    experiments: RwLock<HashMap<String, Experiment>>,
+}
+
+/// Where a model's current experiment (its deployment revision) started on this replica: each arm's totals then.
+#[derive(Debug, Clone)]
+pub struct Experiment {
+    /// The deployment revision.
+    pub revision: u64,
+    /// When this replica started serving it (Unix milliseconds).
+    pub since_ms: i64,
+    /// Each version's totals at that moment.
+    pub base: HashMap<u64, ArmTotals>,
 }
 
 impl Performance {
+    /// Starts counting `model`'s experiment `revision` over `versions`, unless it is already being counted; `None`
+    /// ends it.
+    pub fn experiment_starts(&self, model: &str, revision: Option<u64>, versions: &[u64]) {
+        let Some(revision) = revision else {
+            self.experiments.write().remove(model);
+            return;
+        };
+        if self.experiments.read().get(model).is_some_and(|e| e.revision == revision) {
+            return;
+        }
+        let base = versions.iter().map(|&v| (v, self.recorder(model, v).totals())).collect();
+        let since_ms = crate::quality::now_ms();
+        self.experiments.write().insert(model.to_owned(), Experiment { revision, since_ms, base });
+    }
+
+    /// `model`'s experiment: where it started, and each version's counts since.
+    #[must_use]
+    pub fn experiment(&self, model: &str) -> Option<(Experiment, HashMap<u64, ArmTotals>)> {
+        let e = self.experiments.read().get(model).cloned()?;
+        let now = e.base.iter().map(|(&v, base)| (v, self.recorder(model, v).totals().since(base))).collect();
+        Some((e, now))
+    }
+
     /// Sets the window and warm-up.
     pub fn configure(&self, config: PerformanceConfig) {
         *self.config.write() = config;

@@ -420,3 +420,47 @@ async fn wait_for_shadow(env: &Env, version: u64, requests: u64) -> Value {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
+
+#[tokio::test]
+async fn an_experiment_reports_its_arms_comparisons_and_a_sample_ratio_mismatch() {
+    let env = env().await;
+    push(&env, 1..=2).await;
+    let (status, d) = deploy(&env, split(&[("1", 50.0), ("2", 50.0)])).await;
+    assert_eq!(status, StatusCode::OK, "{d}");
+    for _ in 0..1_000 {
+        infer(&env, &[]).await;
+    }
+    let (status, e) = json_call(&env, Method::GET, "/api/v1/models/tiny/experiments/current", Body::empty()).await;
+    assert_eq!(status, StatusCode::OK, "{e}");
+    assert_eq!(e["id"], 1);
+    let arms = e["arms"].as_array().expect("arms");
+    let requests: Vec<u64> = arms.iter().map(|a| a["requests"].as_u64().unwrap_or(0)).collect();
+    assert_eq!(requests.iter().sum::<u64>(), 1_000, "{e}");
+    assert!(arms.iter().all(|a| a["errors"] == 0 && a["latency_p99"].as_f64().is_some_and(|s| s > 0.0)), "{e}");
+    let metrics: Vec<&str> =
+        e["comparisons"].as_array().expect("comparisons").iter().filter_map(|c| c["metric"].as_str()).collect();
+    // No error on either side: the error-rate interval is undefined and left out; latency is compared.
+    assert_eq!(metrics, ["latency_ratio"], "{e}");
+    assert!(e["comparisons"][0]["lower"].as_f64() < e["comparisons"][0]["upper"].as_f64(), "{e}");
+    assert_eq!(
+        (e["sample_ratio_mismatch"].as_bool(), e["too_few_requests"].as_bool()),
+        (Some(false), Some(false)),
+        "{e}"
+    );
+
+    // Traffic forced onto one arm no longer splits as the weights say: flagged.
+    for _ in 0..1_000 {
+        infer(&env, &[("x-ferry-variant", "2")]).await;
+    }
+    let (_, e) = json_call(&env, Method::GET, "/api/v1/models/tiny/experiments/1", Body::empty()).await;
+    assert_eq!(e["sample_ratio_mismatch"], true, "{e}");
+    assert!(e["sample_ratio_p_value"].as_f64().is_some_and(|p| p < 1e-6), "{e}");
+
+    // Another revision starts another experiment; an old id is gone.
+    let (status, _) = deploy(&env, split(&[("1", 90.0), ("2", 10.0)])).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, e) = json_call(&env, Method::GET, "/api/v1/models/tiny/experiments/1", Body::empty()).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{e}");
+    let (_, e) = json_call(&env, Method::GET, "/api/v1/models/tiny/experiments/2", Body::empty()).await;
+    assert_eq!(e["arms"][0]["requests"], 0, "counting restarts with the revision: {e}");
+}

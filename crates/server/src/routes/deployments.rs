@@ -19,6 +19,189 @@ use crate::{ApiError, AppState};
 pub(crate) fn routes() -> Router<AppState> {
     Router::new()
         .route("/api/v1/models/{name}/deployment", get(get_deployment).put(put_deployment).delete(delete_deployment))
+        .route("/api/v1/models/{name}/experiments/{id}", get(get_experiment))
+}
+
+/// One arm of an experiment, on this replica since the deployment revision took effect.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct ExperimentArm {
+    /// The variant's target.
+    target: String,
+    /// Its version.
+    version: u64,
+    /// Its share, in basis points.
+    weight_bp: u32,
+    /// Requests it answered or failed.
+    requests: u64,
+    /// Failed by the server.
+    errors: u64,
+    /// `errors / requests`.
+    error_rate: Option<f64>,
+    /// Latency quantiles of its requests, seconds (interpolated in ferry's latency buckets).
+    latency_p50: Option<f64>,
+    /// See `latency_p50`.
+    latency_p90: Option<f64>,
+    /// See `latency_p50`.
+    latency_p99: Option<f64>,
+}
+
+/// A candidate compared with the primary on one metric.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct ArmComparison {
+    /// The candidate's target.
+    target: String,
+    /// `error_rate` (difference of shares) or `latency_ratio` (ratio of geometric means).
+    metric: &'static str,
+    /// Candidate against primary: a difference for error rates, a ratio for latency.
+    estimate: f64,
+    /// Always-valid confidence interval (95% over all the comparisons together).
+    lower: f64,
+    /// See `lower`.
+    upper: f64,
+    /// Always-valid p-value of "no difference".
+    p_value: f64,
+    /// `primary better`, `candidate better` or `not yet known` (lower is better for both metrics).
+    verdict: &'static str,
+}
+
+/// An A/B experiment: a deployment revision with its arms, their comparisons and a sample-ratio check.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct ExperimentView {
+    /// Model name.
+    model: String,
+    /// The experiment: the deployment revision.
+    id: u64,
+    /// When this replica started counting it (Unix milliseconds); the counts are this replica's.
+    since_ms: i64,
+    /// Primary first.
+    arms: Vec<ExperimentArm>,
+    /// Each candidate against the primary, per metric (GrowthBook's sequential test, valid at every look).
+    comparisons: Vec<ArmComparison>,
+    /// Always-valid p-value that the requests split as the weights say (Dirichlet-multinomial Bayes factor,
+    /// k = 100); under 0.001 the comparison cannot be trusted.
+    sample_ratio_p_value: Option<f64>,
+    /// Whether `sample_ratio_p_value` is under 0.001.
+    sample_ratio_mismatch: bool,
+    /// Fewer than 100 requests in some arm: figures are shown, verdicts are not yet worth much.
+    too_few_requests: bool,
+}
+
+#[utoipa::path(get, path = "/api/v1/models/{name}/experiments/{id}", tag = "deployments",
+    params(("name" = String, Path, description = "Model name"),
+        ("id" = String, Path, description = "The experiment: the deployment's revision, or `current`")),
+    responses((status = 200, body = ExperimentView),
+        (status = 404, description = "Unknown model, no deployment, or not the revision this server serves",
+            body = crate::routes::management::ErrorResponse)))]
+pub(crate) async fn get_experiment(
+    auth: Authorized<ToRead>,
+    State(state): State<AppState>,
+    Path((name, id)): Path<(String, String)>,
+) -> Result<Json<ExperimentView>, ApiError> {
+    use ferry_rollout::sequential::{Arm, sample_ratio_mismatch, sequential_difference};
+    let name = model_name(&name)?;
+    auth.on(name.as_str()).await?;
+    let not_found = |why: String| ApiError::new(ErrorKind::NotFound, why);
+    let split = state
+        .repository()
+        .split(name.as_str())
+        .ok_or_else(|| not_found(format!("model {name:?} has no deployment served here")))?;
+    let (experiment, counts) = state
+        .metrics()
+        .performance
+        .experiment(name.as_str())
+        .ok_or_else(|| not_found(format!("model {name:?} has no experiment counted here yet")))?;
+    if id != "current" && id.parse::<u64>().ok() != Some(experiment.revision) {
+        return Err(not_found(format!(
+            "experiment {id:?} of {name:?} is not the one served here (deployment revision {})",
+            experiment.revision
+        )));
+    }
+    let totals = |v: u64| counts.get(&v).copied().unwrap_or_default();
+    #[allow(clippy::cast_precision_loss)]
+    let arms: Vec<ExperimentArm> = split
+        .variants
+        .iter()
+        .map(|v| {
+            let t = totals(v.version);
+            ExperimentArm {
+                target: v.target.clone(),
+                version: v.version,
+                weight_bp: v.weight_bp,
+                requests: t.requests,
+                errors: t.errors,
+                error_rate: (t.requests > 0).then(|| t.errors as f64 / t.requests as f64),
+                latency_p50: t.quantile(0.5),
+                latency_p90: t.quantile(0.9),
+                latency_p99: t.quantile(0.99),
+            }
+        })
+        .collect();
+    // α split over every comparison (Bonferroni), each valid at every look.
+    let tests = 2 * split.variants.len().saturating_sub(1);
+    #[allow(clippy::cast_precision_loss)]
+    let alpha = 0.05 / tests.max(1) as f64;
+    let verdict = |lower: f64, upper: f64| {
+        if upper < 0.0 {
+            "candidate better"
+        } else if lower > 0.0 {
+            "primary better"
+        } else {
+            "not yet known"
+        }
+    };
+    #[allow(clippy::cast_precision_loss)]
+    let bernoulli = |t: &crate::performance::ArmTotals| {
+        let p = t.errors as f64 / t.requests.max(1) as f64;
+        Arm { n: t.requests as f64, mean: p, variance: p * (1.0 - p) }
+    };
+    #[allow(clippy::cast_precision_loss)]
+    let log_latency = |t: &crate::performance::ArmTotals| {
+        let (sum, sq) = t.log_latency_sums();
+        Arm::from_sums(t.answered as f64, sum, sq)
+    };
+    let primary = totals(split.variants[0].version);
+    let mut comparisons = Vec::new();
+    for v in split.variants.iter().skip(1) {
+        let candidate = totals(v.version);
+        if let Some(c) = sequential_difference(bernoulli(&primary), bernoulli(&candidate), alpha, 5_000.0) {
+            comparisons.push(ArmComparison {
+                target: v.target.clone(),
+                metric: "error_rate",
+                estimate: c.estimate,
+                lower: c.lower,
+                upper: c.upper,
+                p_value: c.p_value,
+                verdict: verdict(c.lower, c.upper),
+            });
+        }
+        if let Some(c) = sequential_difference(log_latency(&primary), log_latency(&candidate), alpha, 5_000.0) {
+            // A difference of mean log-latencies is the log of a ratio of geometric means.
+            comparisons.push(ArmComparison {
+                target: v.target.clone(),
+                metric: "latency_ratio",
+                estimate: c.estimate.exp(),
+                lower: c.lower.exp(),
+                upper: c.upper.exp(),
+                p_value: c.p_value,
+                verdict: verdict(c.lower, c.upper),
+            });
+        }
+    }
+    let weighted: Vec<&ferry_rollout::split::Variant> = split.variants.iter().filter(|v| v.weight_bp > 0).collect();
+    let observed: Vec<u64> = weighted.iter().map(|v| totals(v.version).requests).collect();
+    let shares: Vec<f64> = weighted.iter().map(|v| f64::from(v.weight_bp) / 10_000.0).collect();
+    let sample_ratio_p_value = (weighted.len() > 1 && observed.iter().sum::<u64>() > 0)
+        .then(|| sample_ratio_mismatch(&observed, &shares, 100.0).1);
+    Ok(Json(ExperimentView {
+        model: name.as_str().to_owned(),
+        id: experiment.revision,
+        since_ms: experiment.since_ms,
+        too_few_requests: arms.iter().any(|a| a.requests < 100),
+        arms,
+        comparisons,
+        sample_ratio_mismatch: sample_ratio_p_value.is_some_and(|p| p < 0.001),
+        sample_ratio_p_value,
+    }))
 }
 
 /// A deployment as stored, and as this server routes it now.
