@@ -11,6 +11,7 @@ mod logging;
 mod monitor_cmd;
 mod pack;
 mod progress;
+mod rollout_cmd;
 mod serve;
 mod settings;
 mod table;
@@ -58,6 +59,8 @@ enum Command {
     Pull(client::PullArgs),
     /// Show or set how a model's traffic is split between versions (weights, sticky header).
     Deploy(deploy_cmd::DeployArgs),
+    /// Roll a version out as a canary that judges itself, or show or act on the running rollout.
+    Rollout(rollout_cmd::RolloutArgs),
     /// Create, list and revoke API keys.
     #[command(subcommand)]
     Keys(keys_cmd::KeysCommand),
@@ -94,6 +97,7 @@ fn main() -> ExitCode {
         Command::Alias(args) => client::run_alias(args),
         Command::Pull(args) => client::run_pull(args),
         Command::Deploy(args) => deploy_cmd::run(args),
+        Command::Rollout(args) => rollout_cmd::run(args),
         Command::Keys(cmd) => keys_cmd::run_keys(cmd),
         Command::Audit(cmd) => keys_cmd::run_audit(cmd),
         Command::Subjects(cmd) => keys_cmd::run_subjects(cmd),

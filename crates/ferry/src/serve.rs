@@ -229,6 +229,18 @@ async fn serve(files: Vec<PathBuf>, settings: Settings) -> anyhow::Result<()> {
             }
         });
     }
+    // Canary rollouts are judged at the end of each of their intervals.
+    if let Some(ctx) = state.registry_context().cloned() {
+        let state = state.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(ferry_server::rollouts::TICK);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                ctx.rollouts.tick(&state).await;
+            }
+        });
+    }
 
     http_server.await.context("the HTTP server panicked")?.context("the HTTP server failed")?;
     grpc_server.await.context("the gRPC server panicked")?.context("the gRPC server failed")?;

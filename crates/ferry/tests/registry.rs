@@ -569,3 +569,61 @@ print(",".join(answered), chosen, pinned, refused)
     drop((a, b));
     drop(pg);
 }
+
+#[test]
+fn a_canary_from_the_cli_survives_a_restart_and_promotes_itself() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    pack_two_versions(d);
+    let server = FerryProcess::start_in(ferry(), d, &["--allow-anonymous-inference"], &[]).expect("serve");
+    ok(d, &["push", "v1.ferry", "--alias", "production"], Some(&server));
+    ok(d, &["push", "v2.ferry"], Some(&server));
+
+    // A rollout with a long interval outlives a restart: the split and the state come back from the registry.
+    let shown = ok(d, &["rollout", "iris", "--candidate", "2", "--steps", "50,100", "--interval", "1h"], Some(&server));
+    assert!(shown.contains("version 2 over version 1, progressing (candidate at 50%)"), "{shown}");
+    drop(server);
+    let server = FerryProcess::start_in(ferry(), d, &["--allow-anonymous-inference"], &[]).expect("restart");
+    until_serving(&server, &["1", "2"]);
+    let shown = ok(d, &["rollout", "iris"], Some(&server));
+    assert!(shown.contains("progressing") && shown.contains("start"), "{shown}");
+    let refused = fails(d, &["rollout", "iris", "--candidate", "2"], Some(&server));
+    assert!(refused.contains("HTTP 409"), "{refused}");
+    ok(d, &["rollout", "iris", "--action", "abort"], Some(&server));
+    until_serving(&server, &["1"]);
+
+    // With traffic and short intervals, a healthy candidate promotes itself.
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = {
+        let (stop, addr) = (stop.clone(), server.addr.clone());
+        std::thread::spawn(move || {
+            let body = br#"{"inputs":[{"name":"input","shape":[1,4],"datatype":"FP32","data":[5.1,3.5,1.4,0.2]}]}"#;
+            let mut failed = 0;
+            for _ in 0..100_000 {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let (status, _) = http_request(&addr, "POST", "/v2/models/iris/infer", Some(body)).expect("infer");
+                failed += usize::from(status != 200);
+            }
+            failed
+        })
+    };
+    let args = ["rollout", "iris", "--candidate", "2", "--steps", "25,50,100", "--interval", "400ms"];
+    let tuning = ["--min-requests", "20", "--error-tolerance", "0.02", "--latency-tolerance", "0.5"];
+    ok(d, &[&args[..], &tuning[..]].concat(), Some(&server));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let shown = loop {
+        let shown = ok(d, &["rollout", "iris"], Some(&server));
+        if shown.contains("promoted") || Instant::now() > deadline {
+            break shown;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    stop.store(true, Ordering::Relaxed);
+    assert_eq!(load.join().expect("traffic"), 0, "no request failed during the rollout");
+    assert!(shown.contains("promoted") && shown.contains("advance") && shown.contains("ferry"), "{shown}");
+    assert_eq!(served_version(&server), "2");
+    let models = ok(d, &["models"], Some(&server));
+    assert!(models.contains("production=2"), "{models}");
+}

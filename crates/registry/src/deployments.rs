@@ -108,4 +108,49 @@ impl Registry {
         tx.commit().await?;
         Ok(())
     }
+
+    /// `name`'s rollout state (JSON), if it has one.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn rollout(&self, name: &str) -> Result<Option<String>, RegistryError> {
+        Ok(sqlx::query_scalar("SELECT state FROM rollouts WHERE model = $1")
+            .bind(name)
+            .fetch_optional(&self.db)
+            .await?)
+    }
+
+    /// Every rollout's model and state.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn rollouts(&self) -> Result<Vec<(String, String)>, RegistryError> {
+        let rows = sqlx::query("SELECT model, state FROM rollouts ORDER BY model").fetch_all(&self.db).await?;
+        rows.iter().map(|r| Ok((r.try_get("model")?, r.try_get("state")?))).collect()
+    }
+
+    /// Stores `name`'s rollout state, with `detail` in the model's events when it is not empty.
+    ///
+    /// # Errors
+    /// [`RegistryError::NotFound`] for an unknown model; database errors.
+    pub async fn set_rollout(&self, name: &str, state: &str, detail: &str, actor: &str) -> Result<(), RegistryError> {
+        self.get_model(name).await?;
+        let at = crate::store::now_ms();
+        let _writer = self.sqlite_writer().await;
+        let mut tx = self.db.begin().await?;
+        sqlx::query(
+            "INSERT INTO rollouts (model, state, updated_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (model) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at",
+        )
+        .bind(name)
+        .bind(state)
+        .bind(at)
+        .execute(&mut *tx)
+        .await?;
+        if !detail.is_empty() {
+            crate::store::event(&mut tx, name, None, "rollout", detail, actor, at).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
 }

@@ -133,7 +133,7 @@ pub struct Observation {
 }
 
 /// One metric's comparison.
-#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MetricCheck {
     /// `error_rate` or `log_latency`.
     pub metric: String,
@@ -146,7 +146,7 @@ pub struct MetricCheck {
 }
 
 /// What the judge decided.
-#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Judgement {
     /// `wait`, `advance`, `promote`, `rollback` or `pause`.
     pub action: String,
@@ -281,8 +281,9 @@ fn verdict(comparison: Option<&Comparison>, tolerance: f64) -> &'static str {
     }
 }
 
-/// Error share, candidate − primary; with no error in either arm the plug-in variance is 0 and the interval is
-/// undefined, so it passes only when even three errors (the rule of three's 95% bound) would stay within tolerance.
+/// Error share, candidate − primary. With no error in either arm the plug-in variance is 0 and the interval is
+/// undefined: it passes only when even three errors (the rule of three's 95% bound) would stay within tolerance;
+/// a candidate failing everything the primary answers fails outright.
 #[allow(clippy::cast_precision_loss)]
 fn error_check(p: &ArmStats, c: &ArmStats, config: &CanaryConfig, alpha: f64) -> MetricCheck {
     let tolerance = config.error_tolerance;
@@ -293,7 +294,17 @@ fn error_check(p: &ArmStats, c: &ArmStats, config: &CanaryConfig, alpha: f64) ->
     let enough = p.requests >= config.min_requests && c.requests >= config.min_requests;
     let comparison = if enough { sequential_difference(arm(p), arm(c), alpha, config.n_star) } else { None };
     let v = match &comparison {
-        None if enough && p.errors == 0 && c.errors == 0 && 3.0 / c.requests as f64 <= tolerance => "pass",
+        // Each arm all failing or all succeeding: the plug-in variance is 0, and the difference is what was seen.
+        None if enough => {
+            let rate = |a: &ArmStats| a.errors as f64 / a.requests as f64;
+            if rate(c) - rate(p) > tolerance {
+                "fail"
+            } else if c.errors == 0 && 3.0 / c.requests as f64 <= tolerance {
+                "pass"
+            } else {
+                "inconclusive"
+            }
+        }
         other => verdict(other.as_ref(), tolerance),
     };
     MetricCheck { metric: "error_rate".into(), comparison, tolerance, verdict: v.into() }

@@ -34,7 +34,7 @@ impl Arm {
 }
 
 /// An always-valid comparison of B against A.
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct Comparison {
     /// mean(B) − mean(A).
     pub estimate: f64,

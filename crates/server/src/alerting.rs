@@ -270,6 +270,23 @@ impl Alerting {
         }
     }
 
+    /// Sends a one-off event (an automatic rollback) to the log and every webhook, signed and retried as alerts are:
+    /// `{"status": "firing", "rule": event, "model", "version", "severity", "summary", "at_ms", "sequence"}`.
+    pub fn announce(self: &Arc<Self>, event: &str, model: &str, version: Option<u64>, severity: &str, summary: &str) {
+        tracing::warn!(event, model, severity, "alert firing: {summary}");
+        let now = now_ms();
+        let body = serde_json::json!({
+            "status": "firing", "rule": event, "model": model, "version": version, "severity": severity,
+            "summary": summary, "at_ms": now, "sequence": self.sequence.fetch_add(1, Ordering::Relaxed),
+        });
+        let Ok(body) = serde_json::to_vec(&body) else { return };
+        let delivery = crate::quality::fresh_request_id();
+        for hook in &self.config.webhooks {
+            let (this, hook, body, delivery) = (self.clone(), hook.clone(), body.clone(), delivery.clone());
+            tokio::spawn(async move { this.deliver(&hook, body, &delivery).await });
+        }
+    }
+
     /// POSTs one notice to one webhook, retrying with backoff.
     async fn deliver(&self, hook: &Webhook, body: Vec<u8>, delivery: &str) {
         let mut backoff = hook.initial_backoff;

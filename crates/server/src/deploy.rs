@@ -51,6 +51,8 @@ pub struct RegistryContext {
     locks: parking_lot::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// The version of each model the watchers watch (its primary).
     watched: parking_lot::Mutex<HashMap<String, u64>>,
+    /// Canary rollouts' judge (call its `tick` periodically).
+    pub rollouts: crate::rollouts::Controller,
     /// Models unloaded by hand (repository API): reconciling leaves them unloaded until they are loaded again.
     held: parking_lot::Mutex<std::collections::HashSet<String>>,
     /// When reconciling a model last failed, so that a broken version is not fetched and loaded every few seconds.
@@ -107,6 +109,7 @@ impl RegistryContext {
             alerting: None,
             locks: parking_lot::Mutex::default(),
             watched: parking_lot::Mutex::default(),
+            rollouts: crate::rollouts::Controller::default(),
             held: parking_lot::Mutex::default(),
             failed: parking_lot::Mutex::default(),
         }

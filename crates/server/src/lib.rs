@@ -15,6 +15,7 @@ pub mod metrics;
 mod performance;
 mod predlog;
 mod quality;
+pub mod rollouts;
 pub(crate) mod routes;
 mod shadow;
 mod state;

@@ -50,6 +50,9 @@ struct Handles {
     compute: Histogram,
     /// Live latency and throughput, and their baseline.
     perf: std::sync::Arc<crate::performance::Recorder>,
+    /// The performance generation `perf` was taken in: a recorder forgotten since (its version unloaded) must not
+    /// keep receiving what a fresh one should count.
+    generation: u64,
 }
 
 /// The request metrics and their registry.
@@ -102,11 +105,10 @@ impl Metrics {
         timing: (Duration, Duration),
         total: Duration,
     ) {
-        let found = self
-            .fast
-            .read()
-            .get(model)
-            .and_then(|all| all.iter().find(|h| h.protocol == protocol && h.version == version).cloned());
+        let generation = self.performance.generation();
+        let found = self.fast.read().get(model).and_then(|all| {
+            all.iter().find(|h| h.protocol == protocol && h.version == version && h.generation == generation).cloned()
+        });
         let handles = found.unwrap_or_else(|| {
             let ok_code = if protocol == "grpc" { "OK" } else { "200" };
             let phase = |phase: &str| {
@@ -132,8 +134,12 @@ impl Metrics {
                 queue: phase("queue"),
                 compute: phase("compute"),
                 perf: self.performance.recorder(model, version),
+                generation,
             });
-            self.fast.write().entry(model.to_owned()).or_default().push(h.clone());
+            let mut fast = self.fast.write();
+            let all = fast.entry(model.to_owned()).or_default();
+            all.retain(|old| !(old.protocol == protocol && old.version == version));
+            all.push(h.clone());
             h
         });
         handles.ok.inc();
@@ -163,7 +169,12 @@ impl Metrics {
                 code,
                 "Internal" | "Unavailable" | "DeadlineExceeded" | "Unknown" | "DataLoss" | "ResourceExhausted"
             );
-        self.performance.recorder(model, version).record(total.as_secs_f64(), !server_error);
+        let recorder = self.performance.recorder(model, version);
+        if server_error {
+            recorder.record(total.as_secs_f64(), false);
+        } else {
+            recorder.record_rejected(total.as_secs_f64());
+        }
         let version = version.to_string();
         self.requests
             .get_or_create(&RequestLabels {

@@ -54,6 +54,9 @@ pub struct Recorder {
     log_sum_micro: std::sync::atomic::AtomicI64,
     log_sq_sum_micro: std::sync::atomic::AtomicI64,
     answered: AtomicU64,
+    /// Requests refused as the client's mistake (4xx): not failures of the server, but a version that refuses what
+    /// another accepts is broken for a canary.
+    rejected: AtomicU64,
     first: std::sync::OnceLock<Instant>,
     history: Mutex<VecDeque<(Instant, Snapshot)>>,
     baseline: Mutex<Option<Figures>>,
@@ -153,11 +156,7 @@ fn quantile(q: f64, counts: &[u64; BUCKETS]) -> Option<f64> {
 impl Recorder {
     /// Counts one finished request.
     pub fn record(&self, seconds: f64, ok: bool) {
-        self.first.get_or_init(Instant::now);
-        let bounds = bounds();
-        let i = bounds.iter().position(|&b| seconds <= b).unwrap_or(BUCKETS - 1);
-        self.buckets[i].fetch_add(1, Ordering::Relaxed);
-        self.requests.fetch_add(1, Ordering::Relaxed);
+        self.count(seconds);
         if ok {
             // A latency under a nanosecond is a clock artefact: counted as one.
             let ln = seconds.max(1e-9).ln();
@@ -171,6 +170,21 @@ impl Recorder {
         }
     }
 
+    /// Records a request refused as the client's mistake: in the latency and request counts, not a failure of the
+    /// server, and not in the answered requests' log-latency.
+    pub fn record_rejected(&self, seconds: f64) {
+        self.count(seconds);
+        self.rejected.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn count(&self, seconds: f64) {
+        self.first.get_or_init(Instant::now);
+        let bounds = bounds();
+        let i = bounds.iter().position(|&b| seconds <= b).unwrap_or(BUCKETS - 1);
+        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        self.requests.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Everything counted so far, for an experiment's arm.
     #[must_use]
     pub fn totals(&self) -> ArmTotals {
@@ -180,6 +194,7 @@ impl Recorder {
             requests: s.requests,
             errors: s.errors,
             answered: self.answered.load(Ordering::Relaxed),
+            rejected: self.rejected.load(Ordering::Relaxed),
             log_sum_micro: self.log_sum_micro.load(Ordering::Relaxed),
             log_sq_sum_micro: self.log_sq_sum_micro.load(Ordering::Relaxed),
         }
@@ -209,6 +224,8 @@ pub struct ArmTotals {
     pub errors: u64,
     /// Answered.
     pub answered: u64,
+    /// Refused as the client's mistake.
+    pub rejected: u64,
     log_sum_micro: i64,
     log_sq_sum_micro: i64,
 }
@@ -226,6 +243,7 @@ impl ArmTotals {
             requests: self.requests.saturating_sub(earlier.requests),
             errors: self.errors.saturating_sub(earlier.errors),
             answered: self.answered.saturating_sub(earlier.answered),
+            rejected: self.rejected.saturating_sub(earlier.rejected),
             log_sum_micro: self.log_sum_micro - earlier.log_sum_micro,
             log_sq_sum_micro: self.log_sq_sum_micro - earlier.log_sq_sum_micro,
         }
@@ -266,6 +284,8 @@ pub struct Performance {
     config: RwLock<PerformanceConfig>,
     recorders: RwLock<HashMap<(String, u64), Arc<Recorder>>>,
     experiments: RwLock<HashMap<String, Experiment>>,
+    /// Grows whenever recorders are forgotten, so that cached handles to them are taken afresh.
+    generation: std::sync::atomic::AtomicU64,
 }
 
 /// Where a model's current experiment (its deployment revision) started on this replica: each arm's totals then.
@@ -326,12 +346,28 @@ impl Performance {
     /// Forgets every version of `model` but `keep` (an unloaded version's figures and baseline are stale, and a
     /// model recreated under the same name starts again at version 1).
     pub fn retain(&self, model: &str, keep: Option<u64>) {
-        self.recorders.write().retain(|(m, v), _| m != model || Some(*v) == keep);
+        let mut recorders = self.recorders.write();
+        let before = recorders.len();
+        recorders.retain(|(m, v), _| m != model || Some(*v) == keep);
+        if recorders.len() != before {
+            self.generation.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Grows whenever a recorder is forgotten: handles cached before must be taken afresh.
+    #[must_use]
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Relaxed)
     }
 
     /// Forgets the recorders of `model`'s versions other than `keep` (the versions a deployment serves).
     pub fn retain_versions(&self, model: &str, keep: &[u64]) {
-        self.recorders.write().retain(|(m, v), _| m != model || keep.contains(v));
+        let mut recorders = self.recorders.write();
+        let before = recorders.len();
+        recorders.retain(|(m, v), _| m != model || keep.contains(v));
+        if recorders.len() != before {
+            self.generation.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// Takes a snapshot of every recorder, trims what is older than the window, and sets baselines whose warm-up is

@@ -464,3 +464,104 @@ async fn an_experiment_reports_its_arms_comparisons_and_a_sample_ratio_mismatch(
     let (_, e) = json_call(&env, Method::GET, "/api/v1/models/tiny/experiments/2", Body::empty()).await;
     assert_eq!(e["arms"][0]["requests"], 0, "counting restarts with the revision: {e}");
 }
+
+/// Sends unversioned requests until stopped (at most 200,000), counting answers by status.
+fn traffic(env: &Arc<Env>, stop: &Arc<AtomicBool>) -> tokio::task::JoinHandle<HashMap<u16, u64>> {
+    let (env, stop) = (env.clone(), stop.clone());
+    tokio::spawn(async move {
+        let mut seen: HashMap<u16, u64> = HashMap::new();
+        for _ in 0..200_000 {
+            if stop.load(Ordering::Relaxed) {
+                break;
+            }
+            let (status, _) = call(&env, Method::POST, "/v2/models/tiny/infer", &[], infer_body()).await;
+            *seen.entry(status.as_u16()).or_default() += 1;
+        }
+        seen
+    })
+}
+
+/// Waits (at most 60 s, judging every 50 ms as the server's loop does) until the rollout reaches `phase`.
+async fn rollout_until(env: &Arc<Env>, phase: &str) -> Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let ctx = env.state.registry_context().expect("registry").clone();
+    loop {
+        ctx.rollouts.tick(&env.state).await;
+        let (_, r) = json_call(env, Method::GET, "/api/v1/models/tiny/rollout", Body::empty()).await;
+        if r["canary"]["phase"] == phase {
+            return r;
+        }
+        assert!(std::time::Instant::now() < deadline, "the rollout never got {phase}: {r}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_healthy_canary_promotes_itself_and_a_broken_one_rolls_itself_back() {
+    let env = Arc::new(env().await);
+    push(&env, 1..=2).await;
+    // Version 3 refuses the one-row requests versions 1 and 2 answer.
+    push_model(&env, "static_shape", 2, "two rows only").await;
+    let (status, _) =
+        json_call(&env, Method::PUT, "/api/v1/models/tiny/aliases/production", json!({"version": 1}).to_string()).await;
+    assert_eq!(status, StatusCode::OK);
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = traffic(&env, &stop);
+    let start = |candidate: &str| {
+        json!({"candidate": candidate, "steps": [25, 50, 100], "interval": "300ms", "min_requests": 30,
+            "error_tolerance": 0.02, "latency_tolerance": 0.5})
+        .to_string()
+    };
+
+    let (status, r) = json_call(&env, Method::POST, "/api/v1/models/tiny/rollout", start("2")).await;
+    assert_eq!(status, StatusCode::OK, "{r}");
+    assert_eq!((r["primary"].as_u64(), r["candidate"].as_u64()), (Some(1), Some(2)));
+    let (_, d) = json_call(&env, Method::GET, "/api/v1/models/tiny/deployment", Body::empty()).await;
+    assert_eq!(d["serving"][1]["weight_bp"], 2_500, "{d}");
+    let (status, e) = json_call(&env, Method::POST, "/api/v1/models/tiny/rollout", start("2")).await;
+    assert_eq!(status, StatusCode::CONFLICT, "one rollout at a time: {e}");
+    let r = rollout_until(&env, "promoted").await;
+    let actions: Vec<&str> =
+        r["history"].as_array().expect("history").iter().filter_map(|s| s["judgement"]["action"].as_str()).collect();
+    assert!(actions.starts_with(&["start"]) && actions.contains(&"advance") && actions.ends_with(&["promote"]), "{r}");
+    let (_, alias) = json_call(&env, Method::GET, "/api/v1/models/tiny/aliases/production", Body::empty()).await;
+    assert_eq!(alias["version"], 2, "promotion moves the serving alias");
+    let (status, _) = json_call(&env, Method::GET, "/api/v1/models/tiny/deployment", Body::empty()).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "and removes the rollout's deployment");
+    assert_eq!(env.state.repository().versions_of("tiny"), vec![2]);
+
+    let (status, r) = json_call(&env, Method::POST, "/api/v1/models/tiny/rollout", start("3")).await;
+    assert_eq!(status, StatusCode::OK, "{r}");
+    let r = rollout_until(&env, "rolled_back").await;
+    let last = &r["history"].as_array().expect("history").last().cloned().unwrap_or_default()["judgement"];
+    assert_eq!(last["action"], "rollback", "{r}");
+    assert!(last["reason"].as_str().is_some_and(|m| m.contains("error_rate")), "{last}");
+    // Judged at the end of its first interval, not later.
+    let judged = r["history"].as_array().map_or(0, |h| h.iter().filter(|s| s["actor"] == "ferry").count());
+    assert_eq!(judged, 1, "{r}");
+    let (_, alias) = json_call(&env, Method::GET, "/api/v1/models/tiny/aliases/production", Body::empty()).await;
+    assert_eq!(alias["version"], 2, "a rollback leaves the serving alias");
+    assert_eq!(env.state.repository().versions_of("tiny"), vec![2]);
+    let (status, e) = json_call(&env, Method::POST, "/api/v1/models/tiny/rollout/resume", Body::empty()).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{e}");
+
+    stop.store(true, Ordering::Relaxed);
+    let seen = load.await.expect("traffic");
+    // The primary never failed; the refusals are the broken candidate's, during its single interval.
+    assert_eq!(seen.keys().filter(|s| **s != 200 && **s != 400).count(), 0, "{seen:?}");
+    let (_, events) = json_call(&env, Method::GET, "/api/v1/models/tiny/events", Body::empty()).await;
+    let details: Vec<&str> = events
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter(|e| e["action"] == "rollout")
+        .filter_map(|e| e["detail"].as_str())
+        .collect();
+    assert!(
+        details.iter().any(|d| d.starts_with("promote")) && details.iter().any(|d| d.starts_with("rollback")),
+        "{details:?}"
+    );
+    let (_, audit) = json_call(&env, Method::GET, "/api/v1/audit", Body::empty()).await;
+    let audited: Vec<&str> = audit.as_array().expect("audit").iter().filter_map(|e| e["action"].as_str()).collect();
+    assert!(audited.contains(&"rollout_rollback") && audited.contains(&"start_rollout"), "{audited:?}");
+}

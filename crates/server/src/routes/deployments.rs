@@ -20,6 +20,65 @@ pub(crate) fn routes() -> Router<AppState> {
     Router::new()
         .route("/api/v1/models/{name}/deployment", get(get_deployment).put(put_deployment).delete(delete_deployment))
         .route("/api/v1/models/{name}/experiments/{id}", get(get_experiment))
+        .route("/api/v1/models/{name}/rollout", get(get_rollout).post(start_rollout))
+        .route("/api/v1/models/{name}/rollout/{action}", axum::routing::post(act_on_rollout))
+}
+
+#[utoipa::path(get, path = "/api/v1/models/{name}/rollout", tag = "deployments",
+    params(("name" = String, Path, description = "Model name")),
+    responses((status = 200, description = "The rollout: versions, phase, step, judgements", body = crate::rollouts::Rollout),
+        (status = 404, body = crate::routes::management::ErrorResponse)))]
+pub(crate) async fn get_rollout(
+    auth: Authorized<ToRead>,
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<crate::rollouts::Rollout>, ApiError> {
+    let name = model_name(&name)?;
+    auth.on(name.as_str()).await?;
+    Ok(Json(crate::rollouts::load(registry(&state)?, name.as_str()).await?))
+}
+
+#[utoipa::path(post, path = "/api/v1/models/{name}/rollout", tag = "deployments",
+    params(("name" = String, Path, description = "Model name")),
+    request_body = crate::rollouts::StartRollout,
+    responses((status = 200, description = "Started: the candidate serves its first step's share", body = crate::rollouts::Rollout),
+        (status = 400, description = "Bad steps, interval or limits; a candidate that cannot serve", body = crate::routes::management::ErrorResponse),
+        (status = 404, body = crate::routes::management::ErrorResponse),
+        (status = 409, description = "A rollout is running, or the model has a deployment", body = crate::routes::management::ErrorResponse)))]
+pub(crate) async fn start_rollout(
+    auth: Authorized<ToDeploy>,
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Json<crate::rollouts::Rollout>, ApiError> {
+    let name = model_name(&name)?;
+    auth.on(name.as_str()).await?;
+    let request: crate::rollouts::StartRollout = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::new(ErrorKind::InvalidInput, format!("rollout body: {e}")))?;
+    let result = crate::rollouts::start(&state, name.as_str(), &request, &auth.access.actor).await;
+    state
+        .audit(&auth.access, "start_rollout", &format!("model/{name}/rollout -> {}", request.candidate), &result)
+        .await;
+    Ok(Json(result?))
+}
+
+#[utoipa::path(post, path = "/api/v1/models/{name}/rollout/{action}", tag = "deployments",
+    params(("name" = String, Path, description = "Model name"),
+        ("action" = String, Path, description = "`pause`, `resume`, `promote` or `abort`")),
+    responses((status = 200, body = crate::rollouts::Rollout),
+        (status = 400, description = "Unknown action", body = crate::routes::management::ErrorResponse),
+        (status = 404, body = crate::routes::management::ErrorResponse),
+        (status = 409, description = "The rollout has ended", body = crate::routes::management::ErrorResponse)))]
+pub(crate) async fn act_on_rollout(
+    auth: Authorized<ToDeploy>,
+    State(state): State<AppState>,
+    Path((name, action)): Path<(String, String)>,
+) -> Result<Json<crate::rollouts::Rollout>, ApiError> {
+    let name = model_name(&name)?;
+    auth.on(name.as_str()).await?;
+    let result = crate::rollouts::act(&state, name.as_str(), &action, &auth.access.actor).await;
+    state.audit(&auth.access, &format!("rollout_{action}"), &format!("model/{name}/rollout"), &result).await;
+    Ok(Json(result?))
 }
 
 /// One arm of an experiment, on this replica since the deployment revision took effect.

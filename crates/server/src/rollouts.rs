@@ -1,0 +1,392 @@
+//! Canary rollouts, driven by the server: a candidate takes a growing share of a model's traffic through its
+//! deployment, and at the end of every interval `ferry_rollout::canary` judges it against the primary on what this
+//! replica counted since the step began (the experiment of the deployment's revision). A harmful candidate is
+//! rolled back at once (the deployment is removed, the serving alias's version takes all traffic, an alert fires);
+//! a healthy one advances, and after the last step below 100% it is promoted (the serving alias moves to it).
+//!
+//! The state lives in the registry, so a restart or another replica carries the rollout on; every transition is an
+//! event of the model and is audited.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferry_rollout::canary::{ArmStats, Canary, CanaryConfig, Judgement, Observation, Phase};
+use ferry_rollout::{DeploymentSpec, VariantSpec};
+use ferry_types::ErrorKind;
+use serde::{Deserialize, Serialize};
+
+use crate::deploy::{AliasMove, RegistryContext};
+use crate::performance::ArmTotals;
+use crate::{ApiError, AppState};
+
+/// How often the controller looks for rollouts due a judgement.
+pub const TICK: Duration = Duration::from_millis(200);
+
+/// A rollout as stored.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Rollout {
+    /// Model name.
+    pub model: String,
+    /// The version serving before (the serving alias's).
+    pub primary: u64,
+    /// The version rolled out.
+    pub candidate: u64,
+    /// Length of an interval, milliseconds.
+    pub interval_ms: u64,
+    /// When the next judgement is due (Unix milliseconds).
+    pub next_judgement_ms: i64,
+    /// When it started.
+    pub started_at_ms: i64,
+    /// The state machine.
+    #[schema(value_type = Object)]
+    pub canary: Canary,
+    /// Every judgement and manual action, oldest first (at most the last 200).
+    pub history: Vec<Step>,
+}
+
+/// One entry of a rollout's history.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Step {
+    /// Unix milliseconds.
+    pub at_ms: i64,
+    /// Who: `ferry` for the judge, else the key that acted.
+    pub actor: String,
+    /// The judgement (a manual action's has no metrics).
+    pub judgement: Judgement,
+}
+
+/// What starts a rollout.
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StartRollout {
+    /// The candidate: an alias or a version number.
+    pub candidate: String,
+    /// The candidate's share at each step, in percent, ending at 100 (default 5, 25, 50, 100).
+    #[serde(default)]
+    pub steps: Option<Vec<f64>>,
+    /// Length of an interval (`10m`, `30s`; default 1m, at least 100ms).
+    #[serde(default)]
+    pub interval: Option<String>,
+    /// Failed guard checks that roll back (default 5).
+    #[serde(default)]
+    pub threshold: Option<u32>,
+    /// Guard: highest candidate error share in an interval.
+    #[serde(default)]
+    pub max_error_rate: Option<f64>,
+    /// Guard: highest candidate p99 latency in an interval, milliseconds.
+    #[serde(default)]
+    pub max_latency_p99_ms: Option<f64>,
+    /// Harm allowed in error share (default 0.005).
+    #[serde(default)]
+    pub error_tolerance: Option<f64>,
+    /// Harm allowed in latency, as a ratio (default 0.1).
+    #[serde(default)]
+    pub latency_tolerance: Option<f64>,
+    /// Requests each arm needs in a step before the comparison counts (default 100).
+    #[serde(default)]
+    pub min_requests: Option<u64>,
+    /// Intervals a step may stay inconclusive before pausing (default 10).
+    #[serde(default)]
+    pub max_step_intervals: Option<u32>,
+}
+
+/// Last interval's candidate totals per model (in memory: after a restart the first interval covers the step).
+#[derive(Debug, Default)]
+pub struct Controller {
+    last: parking_lot::Mutex<HashMap<String, ArmTotals>>,
+}
+
+fn bad(message: impl Into<String>) -> ApiError {
+    ApiError::new(ErrorKind::InvalidInput, message)
+}
+
+fn arm(t: &ArmTotals) -> ArmStats {
+    let (sum, sq) = t.log_latency_sums();
+    ArmStats {
+        requests: t.requests,
+        // For a canary a refusal counts: both arms get the same clients, so a version refusing what the other
+        // answers is what differs.
+        errors: t.errors + t.rejected,
+        log_latency_sum: sum,
+        log_latency_sq_sum: sq,
+        answered: t.answered,
+        latency_p99: t.quantile(0.99),
+    }
+}
+
+impl Rollout {
+    fn state_text(&self) -> Result<String, ApiError> {
+        serde_json::to_string(self).map_err(|e| ApiError::new(ErrorKind::Internal, format!("rollout to JSON: {e}")))
+    }
+
+    fn record(&mut self, actor: &str, judgement: Judgement) {
+        self.history.push(Step { at_ms: crate::quality::now_ms(), actor: actor.to_owned(), judgement });
+        if self.history.len() > 200 {
+            self.history.remove(0);
+        }
+    }
+
+    /// The deployment for the candidate's current share.
+    fn deployment(&self) -> DeploymentSpec {
+        let w = f64::from(self.canary.weight_bp()) / 100.0;
+        DeploymentSpec {
+            variants: vec![
+                VariantSpec { target: self.primary.to_string(), weight: 100.0 - w },
+                VariantSpec { target: self.candidate.to_string(), weight: w },
+            ],
+            sticky_header: None,
+            shadow: None,
+        }
+    }
+}
+
+/// Reads `name`'s rollout.
+///
+/// # Errors
+/// 404 when it has none; registry errors.
+pub async fn load(ctx: &RegistryContext, name: &str) -> Result<Rollout, ApiError> {
+    let text = ctx
+        .registry
+        .rollout(name)
+        .await?
+        .ok_or_else(|| ApiError::new(ErrorKind::NotFound, format!("model {name:?} has no rollout")))?;
+    serde_json::from_str(&text)
+        .map_err(|e| ApiError::new(ErrorKind::Internal, format!("stored rollout of {name:?}: {e}")))
+}
+
+/// Starts rolling `request.candidate` out over `name`'s serving version.
+///
+/// # Errors
+/// 400 for a bad request, 404 for an unknown model or candidate, 409 when a rollout is running or a deployment
+/// exists; load errors of the candidate.
+pub async fn start(state: &AppState, name: &str, request: &StartRollout, actor: &str) -> Result<Rollout, ApiError> {
+    let ctx = state.registry_context().ok_or_else(|| bad("rollouts need the registry"))?.clone();
+    if let Ok(r) = load(&ctx, name).await
+        && matches!(r.canary.phase, Phase::Progressing | Phase::Paused)
+    {
+        return Err(ApiError::new(
+            ErrorKind::Conflict,
+            format!("a rollout of {name:?} is {:?}; abort it first", r.canary.phase),
+        ));
+    }
+    if ctx.registry.deployment(name).await?.is_some() {
+        return Err(ApiError::new(
+            ErrorKind::Conflict,
+            format!("model {name:?} has a deployment; a rollout makes its own (delete it first)"),
+        ));
+    }
+    let aliases = ctx.registry.aliases_of(name).await?;
+    let primary = *aliases
+        .get(&ctx.serve_alias)
+        .ok_or_else(|| bad(format!("model {name:?} has no {} alias to roll out from", ctx.serve_alias)))?;
+    let candidate = match aliases.get(&request.candidate) {
+        Some(&v) => v,
+        None => request.candidate.trim_start_matches('v').parse::<u64>().map_err(|_| {
+            bad(format!("candidate {:?} is neither an alias of {name:?} nor a version number", request.candidate))
+        })?,
+    };
+    ctx.registry.resolve(name, &ferry_registry::Selector::Version(candidate)).await?;
+    if candidate == primary {
+        return Err(bad(format!("version {candidate} already serves {name:?}")));
+    }
+    let steps_bp = match &request.steps {
+        None => CanaryConfig::default().steps_bp,
+        Some(steps) => steps
+            .iter()
+            .map(|p| {
+                let bp = p * 100.0;
+                #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+                (p.is_finite() && *p > 0.0 && *p <= 100.0 && (bp - bp.round()).abs() < 1e-6)
+                    .then(|| bp.round() as u32)
+                    .ok_or_else(|| bad(format!("step {p} is not a percentage above 0 with at most two decimals")))
+            })
+            .collect::<Result<_, _>>()?,
+    };
+    let interval = match &request.interval {
+        None => Duration::from_secs(60),
+        Some(text) => humantime::parse_duration(text).map_err(|e| bad(format!("interval {text:?}: {e}")))?,
+    };
+    if interval < Duration::from_millis(100) {
+        return Err(bad("the interval must be at least 100ms"));
+    }
+    let defaults = CanaryConfig::default();
+    let config = CanaryConfig {
+        steps_bp,
+        threshold: request.threshold.unwrap_or(defaults.threshold),
+        max_error_rate: request.max_error_rate,
+        max_latency_p99: request.max_latency_p99_ms.map(|ms| ms / 1000.0),
+        error_tolerance: request.error_tolerance.unwrap_or(defaults.error_tolerance),
+        latency_tolerance: request.latency_tolerance.unwrap_or(defaults.latency_tolerance),
+        min_requests: request.min_requests.unwrap_or(defaults.min_requests),
+        max_step_intervals: request.max_step_intervals.unwrap_or(defaults.max_step_intervals),
+        ..defaults
+    };
+    let canary = Canary::start(config).map_err(bad)?;
+    let now = crate::quality::now_ms();
+    let interval_ms = u64::try_from(interval.as_millis()).unwrap_or(u64::MAX);
+    let mut rollout = Rollout {
+        model: name.to_owned(),
+        primary,
+        candidate,
+        interval_ms,
+        next_judgement_ms: now.saturating_add(i64::try_from(interval_ms).unwrap_or(i64::MAX)),
+        started_at_ms: now,
+        canary,
+        history: Vec::new(),
+    };
+    ctx.set_deployment(state, name, &rollout.deployment(), actor).await?;
+    let w = f64::from(rollout.canary.weight_bp()) / 100.0;
+    let detail = format!("started: version {candidate} at {w}% beside version {primary}");
+    rollout.record(actor, manual("start", &detail, &rollout.canary));
+    ctx.registry.set_rollout(name, &rollout.state_text()?, &detail, actor).await?;
+    Ok(rollout)
+}
+
+fn manual(action: &str, reason: &str, canary: &Canary) -> Judgement {
+    Judgement {
+        action: action.to_owned(),
+        reason: reason.to_owned(),
+        weight_bp: canary.weight_bp(),
+        failed_checks: canary.failed_checks,
+        metrics: Vec::new(),
+    }
+}
+
+/// A person's action on a running rollout: `pause`, `resume`, `promote` or `abort`.
+///
+/// # Errors
+/// 400 for an unknown action, 404 without a rollout, 409 when the rollout has ended.
+pub async fn act(state: &AppState, name: &str, action: &str, actor: &str) -> Result<Rollout, ApiError> {
+    let ctx = state.registry_context().ok_or_else(|| bad("rollouts need the registry"))?.clone();
+    let mut rollout = load(&ctx, name).await?;
+    let phase = rollout.canary.phase;
+    if matches!(phase, Phase::Promoted | Phase::RolledBack) {
+        return Err(ApiError::new(ErrorKind::Conflict, format!("the rollout of {name:?} has ended ({phase:?})")));
+    }
+    match action {
+        "pause" => rollout.canary.phase = Phase::Paused,
+        "resume" => {
+            rollout.canary.phase = Phase::Progressing;
+            rollout.canary.intervals_in_step = 0;
+            rollout.next_judgement_ms =
+                crate::quality::now_ms() + i64::try_from(rollout.interval_ms).unwrap_or(i64::MAX);
+        }
+        "promote" => {
+            rollout.canary.phase = Phase::Promoted;
+            finish(state, &ctx, &rollout, actor).await?;
+        }
+        "abort" => {
+            rollout.canary.phase = Phase::RolledBack;
+            finish(state, &ctx, &rollout, actor).await?;
+        }
+        other => return Err(bad(format!("{other:?} is not a rollout action (pause, resume, promote, abort)"))),
+    }
+    let detail = format!("{action} by hand at {}%", f64::from(rollout.canary.weight_bp()) / 100.0);
+    rollout.record(actor, manual(action, &detail, &rollout.canary));
+    ctx.registry.set_rollout(name, &rollout.state_text()?, &detail, actor).await?;
+    Ok(rollout)
+}
+
+/// Applies an ended rollout: promotion moves the serving alias to the candidate, a rollback leaves it; either way
+/// the rollout's deployment goes.
+async fn finish(state: &AppState, ctx: &Arc<RegistryContext>, rollout: &Rollout, actor: &str) -> Result<(), ApiError> {
+    let name = rollout.model.as_str();
+    if rollout.canary.phase == Phase::Promoted {
+        let alias = ctx.serve_alias.clone();
+        let update = ferry_registry::AliasUpdate::Always;
+        let request = AliasMove { name, alias: &alias, version: rollout.candidate, update, actor, wait: true };
+        ctx.move_alias(state, request).await?;
+    }
+    match ctx.delete_deployment(state, name, actor).await {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+impl Controller {
+    /// Judges every rollout whose interval has ended. Errors are logged; the rollout is judged again next tick.
+    pub async fn tick(&self, state: &AppState) {
+        let Some(ctx) = state.registry_context().cloned() else { return };
+        let all = match ctx.registry.rollouts().await {
+            Ok(all) => all,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read the rollouts");
+                return;
+            }
+        };
+        let now = crate::quality::now_ms();
+        for (name, text) in all {
+            let Ok(rollout) = serde_json::from_str::<Rollout>(&text) else { continue };
+            if rollout.canary.phase != Phase::Progressing || rollout.next_judgement_ms > now {
+                continue;
+            }
+            if let Err(e) = self.judge(state, &ctx, rollout, now).await {
+                tracing::warn!(model = %name, error = e.message(), "rollout judgement failed; retrying");
+            }
+        }
+    }
+
+    async fn judge(
+        &self,
+        state: &AppState,
+        ctx: &Arc<RegistryContext>,
+        mut rollout: Rollout,
+        now: i64,
+    ) -> Result<(), ApiError> {
+        let name = rollout.model.clone();
+        // The counts since this step's deployment revision took effect here.
+        let (primary, candidate) = match state.metrics().performance.experiment(&name) {
+            Some((_, counts)) => (
+                counts.get(&rollout.primary).copied().unwrap_or_default(),
+                counts.get(&rollout.candidate).copied().unwrap_or_default(),
+            ),
+            None => (ArmTotals::default(), ArmTotals::default()),
+        };
+        let last = self.last.lock().get(&name).copied().unwrap_or_default();
+        let interval = candidate.since(&last);
+        let observation =
+            Observation { primary: arm(&primary), candidate: arm(&candidate), candidate_interval: arm(&interval) };
+        let step = rollout.canary.step;
+        let judgement = rollout.canary.judge(&observation);
+        let action = judgement.action.clone();
+        let detail =
+            format!("{}: {} (candidate at {}%)", action, judgement.reason, f64::from(judgement.weight_bp) / 100.0);
+        rollout.record("ferry", judgement);
+        rollout.next_judgement_ms = now + i64::try_from(rollout.interval_ms).unwrap_or(i64::MAX);
+        match action.as_str() {
+            "advance" => {
+                ctx.set_deployment(state, &name, &rollout.deployment(), "ferry (rollout)").await?;
+            }
+            "promote" | "rollback" => finish(state, ctx, &rollout, "ferry (rollout)").await?,
+            _ => {}
+        }
+        if rollout.canary.step == step && action != "advance" {
+            self.last.lock().insert(name.clone(), candidate);
+        } else {
+            self.last.lock().remove(&name);
+        }
+        let noteworthy = action != "wait";
+        ctx.registry.set_rollout(&name, &rollout.state_text()?, if noteworthy { &detail } else { "" }, "ferry").await?;
+        if action == "rollback" {
+            tracing::warn!(model = %name, candidate = rollout.candidate, "rollout {detail}");
+        } else if noteworthy {
+            tracing::info!(model = %name, candidate = rollout.candidate, "rollout {detail}");
+        }
+        if noteworthy {
+            if let Err(e) =
+                ctx.registry.audit("ferry", &format!("rollout_{action}"), &format!("model/{name}"), &detail).await
+            {
+                tracing::error!(error = %e, "could not audit a rollout decision");
+            }
+        }
+        if action == "rollback"
+            && let Some(alerting) = &ctx.alerting
+        {
+            let summary = format!("rollout of version {} of {name} rolled back: {detail}", rollout.candidate);
+            alerting.announce("rollout-rolled-back", &name, Some(rollout.candidate), "critical", &summary);
+        }
+        Ok(())
+    }
+}
