@@ -374,12 +374,11 @@ impl Controller {
         } else if noteworthy {
             tracing::info!(model = %name, candidate = rollout.candidate, "rollout {detail}");
         }
-        if noteworthy {
-            if let Err(e) =
+        if noteworthy
+            && let Err(e) =
                 ctx.registry.audit("ferry", &format!("rollout_{action}"), &format!("model/{name}"), &detail).await
-            {
-                tracing::error!(error = %e, "could not audit a rollout decision");
-            }
+        {
+            tracing::error!(error = %e, "could not audit a rollout decision");
         }
         if action == "rollback"
             && let Some(alerting) = &ctx.alerting
