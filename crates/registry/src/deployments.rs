@@ -120,13 +120,32 @@ impl Registry {
             .await?)
     }
 
-    /// Every rollout's model and state.
+    /// Every rollout's model, state and last update (Unix milliseconds).
     ///
     /// # Errors
     /// Database errors.
-    pub async fn rollouts(&self) -> Result<Vec<(String, String)>, RegistryError> {
-        let rows = sqlx::query("SELECT model, state FROM rollouts ORDER BY model").fetch_all(&self.db).await?;
-        rows.iter().map(|r| Ok((r.try_get("model")?, r.try_get("state")?))).collect()
+    pub async fn rollouts(&self) -> Result<Vec<(String, String, i64)>, RegistryError> {
+        let rows =
+            sqlx::query("SELECT model, state, updated_at FROM rollouts ORDER BY model").fetch_all(&self.db).await?;
+        rows.iter().map(|r| Ok((r.try_get("model")?, r.try_get("state")?, r.try_get("updated_at")?))).collect()
+    }
+
+    /// Claims `name`'s rollout for one judgement: succeeds only if nobody updated it since `seen` (its
+    /// `updated_at` as read), so that of several replicas one judges each interval.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn claim_rollout(&self, name: &str, seen: i64) -> Result<bool, RegistryError> {
+        let now = crate::store::now_ms().max(seen + 1);
+        let _writer = self.sqlite_writer().await;
+        let claimed = sqlx::query("UPDATE rollouts SET updated_at = $1 WHERE model = $2 AND updated_at = $3")
+            .bind(now)
+            .bind(name)
+            .bind(seen)
+            .execute(&self.db)
+            .await?
+            .rows_affected();
+        Ok(claimed == 1)
     }
 
     /// Stores `name`'s rollout state, with `detail` in the model's events when it is not empty.

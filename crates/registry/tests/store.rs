@@ -250,8 +250,17 @@ async fn deployments_are_revised_recorded_and_removed_with_their_model(env: Env)
     r.delete_deployment("m", "carol").await.expect("delete");
     assert!(matches!(r.delete_deployment("m", "carol").await, Err(RegistryError::NotFound(_))));
     r.set_deployment("m", "{}", "again", "alice").await.expect("set again");
+
+    // Rollouts: stored, listed, and claimed by one judge at a time.
+    r.set_rollout("m", r#"{"step":0}"#, "started", "alice").await.expect("rollout");
+    let [(model, state, seen)] = &r.rollouts().await.expect("rollouts")[..] else { panic!("one rollout") };
+    assert_eq!((model.as_str(), state.as_str()), ("m", r#"{"step":0}"#));
+    assert!(r.claim_rollout("m", *seen).await.expect("claim"), "the first claim wins");
+    assert!(!r.claim_rollout("m", *seen).await.expect("claim"), "a second claim of the same interval loses");
+    assert!(matches!(r.set_rollout("nope", "{}", "", "a").await, Err(RegistryError::NotFound(_))));
     r.delete_model("m", "alice").await.expect("delete model");
     assert!(r.deployments().await.expect("all").is_empty());
+    assert!(r.rollouts().await.expect("all").is_empty());
 }
 
 macro_rules! on_both {

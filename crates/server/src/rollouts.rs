@@ -317,10 +317,19 @@ impl Controller {
             }
         };
         let now = crate::quality::now_ms();
-        for (name, text) in all {
+        for (name, text, updated_at) in all {
             let Ok(rollout) = serde_json::from_str::<Rollout>(&text) else { continue };
             if rollout.canary.phase != Phase::Progressing || rollout.next_judgement_ms > now {
                 continue;
+            }
+            // Of several replicas, the one that claims the interval judges it.
+            match ctx.registry.claim_rollout(&name, updated_at).await {
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(e) => {
+                    tracing::warn!(model = %name, error = %e, "could not claim a rollout judgement");
+                    continue;
+                }
             }
             if let Err(e) = self.judge(state, &ctx, rollout, now).await {
                 tracing::warn!(model = %name, error = e.message(), "rollout judgement failed; retrying");
