@@ -23,6 +23,10 @@ struct Env {
 }
 
 async fn env() -> Env {
+    env_with(None).await
+}
+
+async fn env_with(alerting: Option<Arc<ferry_server::Alerting>>) -> Env {
     let dir = tempfile::tempdir().expect("tempdir");
     let artifacts = ArtifactStore::local(&dir.path().join("artifacts"), &dir.path().join("staging")).expect("store");
     let registry = Registry::open(&Registry::sqlite_url(&dir.path().join("r.db")), artifacts).await.expect("open");
@@ -31,7 +35,8 @@ async fn env() -> Env {
         .create_key("test admin", ferry_auth::Role::Admin, &scopes, Default::default(), "test")
         .await
         .expect("key");
-    let ctx = RegistryContext::new(registry, "production".into(), 1 << 30);
+    let mut ctx = RegistryContext::new(registry, "production".into(), 1 << 30);
+    ctx.alerting = alerting;
     ctx.keys.refresh(&ctx.registry).await.expect("keys");
     let state = AppState::with_registry(Arc::new(ModelRepository::new()), ServerLimits::default(), Some(ctx));
     state.set_ready(true);
@@ -496,9 +501,44 @@ async fn rollout_until(env: &Arc<Env>, phase: &str) -> Value {
     }
 }
 
+/// A local webhook receiver: every POSTed body with its signature header.
+async fn receiver() -> (String, Arc<parking_lot::Mutex<Vec<(String, Bytes)>>>) {
+    let got: Arc<parking_lot::Mutex<Vec<(String, Bytes)>>> = Arc::default();
+    let sink = got.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |headers: axum::http::HeaderMap, body: Bytes| {
+            let sink = sink.clone();
+            async move {
+                let signature = headers.get("x-ferry-signature").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+                let stamp = headers.get("x-ferry-timestamp").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+                sink.lock().push((format!("{stamp} {signature}"), body));
+                StatusCode::OK
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, got)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_healthy_canary_promotes_itself_and_a_broken_one_rolls_itself_back() {
-    let env = Arc::new(env().await);
+    let (url, notices) = receiver().await;
+    let webhook = ferry_server::Webhook {
+        url,
+        secret: Some(b"s3cret".to_vec()),
+        max_attempts: 3,
+        initial_backoff: std::time::Duration::from_millis(50),
+        timeout: std::time::Duration::from_secs(5),
+    };
+    let config = ferry_server::AlertingConfig {
+        rules: vec![],
+        webhooks: vec![webhook],
+        evaluation_interval: std::time::Duration::from_secs(60),
+    };
+    let env = Arc::new(env_with(Some(ferry_server::Alerting::new(config).expect("alerting"))).await);
     push(&env, 1..=2).await;
     // Version 3 refuses the one-row requests versions 1 and 2 answer.
     push_model(&env, "static_shape", 2, "two rows only").await;
@@ -544,6 +584,24 @@ async fn a_healthy_canary_promotes_itself_and_a_broken_one_rolls_itself_back() {
     assert_eq!(env.state.repository().versions_of("tiny"), vec![2]);
     let (status, e) = json_call(&env, Method::POST, "/api/v1/models/tiny/rollout/resume", Body::empty()).await;
     assert_eq!(status, StatusCode::CONFLICT, "{e}");
+    // The rollback is an alert at the webhook, signed like every notice.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let (signed, notice) = loop {
+        if let Some(first) = notices.lock().first().cloned() {
+            break first;
+        }
+        assert!(std::time::Instant::now() < deadline, "no rollback notice reached the webhook");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    let n: Value = serde_json::from_slice(&notice).expect("JSON notice");
+    assert_eq!(
+        (n["rule"].as_str(), n["model"].as_str(), n["version"].as_u64()),
+        (Some("rollout-rolled-back"), Some("tiny"), Some(3)),
+        "{n}"
+    );
+    assert_eq!((n["status"].as_str(), n["severity"].as_str()), (Some("firing"), Some("critical")), "{n}");
+    let (stamp, signature) = signed.split_once(' ').expect("timestamp and signature");
+    assert_eq!(signature, ferry_server::webhook_signature(b"s3cret", stamp, &notice));
 
     stop.store(true, Ordering::Relaxed);
     let seen = load.await.expect("traffic");
