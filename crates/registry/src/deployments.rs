@@ -130,21 +130,24 @@ impl Registry {
         rows.iter().map(|r| Ok((r.try_get("model")?, r.try_get("state")?, r.try_get("updated_at")?))).collect()
     }
 
-    /// Claims `name`'s rollout for one judgement: succeeds only if nobody updated it since `seen` (its
-    /// `updated_at` as read), so that of several replicas one judges each interval.
+    /// Claims `name`'s rollout for one judgement by writing `leased` (the state with its next judgement moved on):
+    /// succeeds only if nobody updated it since `seen` (its `updated_at` as read), so that of several replicas one
+    /// judges each interval, and a replica reading after the claim finds it not due.
     ///
     /// # Errors
     /// Database errors.
-    pub async fn claim_rollout(&self, name: &str, seen: i64) -> Result<bool, RegistryError> {
-        let now = crate::store::now_ms().max(seen + 1);
+    pub async fn claim_rollout(&self, name: &str, seen: i64, leased: &str) -> Result<bool, RegistryError> {
+        let now = crate::store::now_ms().max(seen.saturating_add(1));
         let _writer = self.sqlite_writer().await;
-        let claimed = sqlx::query("UPDATE rollouts SET updated_at = $1 WHERE model = $2 AND updated_at = $3")
-            .bind(now)
-            .bind(name)
-            .bind(seen)
-            .execute(&self.db)
-            .await?
-            .rows_affected();
+        let claimed =
+            sqlx::query("UPDATE rollouts SET state = $1, updated_at = $2 WHERE model = $3 AND updated_at = $4")
+                .bind(leased)
+                .bind(now)
+                .bind(name)
+                .bind(seen)
+                .execute(&self.db)
+                .await?
+                .rows_affected();
         Ok(claimed == 1)
     }
 

@@ -255,8 +255,9 @@ async fn deployments_are_revised_recorded_and_removed_with_their_model(env: Env)
     r.set_rollout("m", r#"{"step":0}"#, "started", "alice").await.expect("rollout");
     let [(model, state, seen)] = &r.rollouts().await.expect("rollouts")[..] else { panic!("one rollout") };
     assert_eq!((model.as_str(), state.as_str()), ("m", r#"{"step":0}"#));
-    assert!(r.claim_rollout("m", *seen).await.expect("claim"), "the first claim wins");
-    assert!(!r.claim_rollout("m", *seen).await.expect("claim"), "a second claim of the same interval loses");
+    assert!(r.claim_rollout("m", *seen, r#"{"step":1}"#).await.expect("claim"), "the first claim wins");
+    assert!(!r.claim_rollout("m", *seen, r#"{"step":2}"#).await.expect("claim"), "a second claim loses");
+    assert_eq!(r.rollout("m").await.expect("read").as_deref(), Some(r#"{"step":1}"#), "the winner's state");
     assert!(matches!(r.set_rollout("nope", "{}", "", "a").await, Err(RegistryError::NotFound(_))));
     r.delete_model("m", "alice").await.expect("delete model");
     assert!(r.deployments().await.expect("all").is_empty());

@@ -244,8 +244,9 @@ impl ArmTotals {
             errors: self.errors.saturating_sub(earlier.errors),
             answered: self.answered.saturating_sub(earlier.answered),
             rejected: self.rejected.saturating_sub(earlier.rejected),
-            log_sum_micro: self.log_sum_micro - earlier.log_sum_micro,
-            log_sq_sum_micro: self.log_sq_sum_micro - earlier.log_sq_sum_micro,
+            // The atomic sums wrap (after tens of billions of requests); their difference is still right.
+            log_sum_micro: self.log_sum_micro.wrapping_sub(earlier.log_sum_micro),
+            log_sq_sum_micro: self.log_sq_sum_micro.wrapping_sub(earlier.log_sq_sum_micro),
         }
     }
 
@@ -307,7 +308,12 @@ impl Performance {
             self.experiments.write().remove(model);
             return;
         };
-        if self.experiments.read().get(model).is_some_and(|e| e.revision == revision) {
+        // The same revision over the same versions is the same experiment; an alias the deployment names may move
+        // under one revision, and then the arms are new.
+        let current = |e: &Experiment| {
+            e.revision == revision && e.base.len() == versions.len() && versions.iter().all(|v| e.base.contains_key(v))
+        };
+        if self.experiments.read().get(model).is_some_and(current) {
             return;
         }
         let base = versions.iter().map(|&v| (v, self.recorder(model, v).totals())).collect();

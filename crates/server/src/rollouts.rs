@@ -38,6 +38,9 @@ pub struct Rollout {
     pub next_judgement_ms: i64,
     /// When it started.
     pub started_at_ms: i64,
+    /// The deployment revision of the current step: counts of another revision are not this step's.
+    #[serde(default)]
+    pub revision: u64,
     /// The state machine.
     #[schema(value_type = Object)]
     pub canary: Canary,
@@ -91,10 +94,24 @@ pub struct StartRollout {
     pub max_step_intervals: Option<u32>,
 }
 
-/// Last interval's candidate totals per model (in memory: after a restart the first interval covers the step).
+/// The judge: last interval's candidate totals per model and deployment revision (in memory: after a restart the
+/// first interval covers the step), and one lock per model so that a person's action and a judgement never
+/// interleave on this replica.
 #[derive(Debug, Default)]
 pub struct Controller {
-    last: parking_lot::Mutex<HashMap<String, ArmTotals>>,
+    last: parking_lot::Mutex<HashMap<String, (u64, ArmTotals)>>,
+    locks: parking_lot::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl Controller {
+    fn lock_for(&self, name: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.locks.lock().entry(name.to_owned()).or_default().clone()
+    }
+}
+
+/// `now` plus `ms`, saturating (an interval is at most 30 days, but stored states are not trusted).
+fn after(now: i64, ms: u64) -> i64 {
+    now.saturating_add(i64::try_from(ms).unwrap_or(i64::MAX))
 }
 
 fn bad(message: impl Into<String>) -> ApiError {
@@ -207,8 +224,8 @@ pub async fn start(state: &AppState, name: &str, request: &StartRollout, actor: 
         None => Duration::from_secs(60),
         Some(text) => humantime::parse_duration(text).map_err(|e| bad(format!("interval {text:?}: {e}")))?,
     };
-    if interval < Duration::from_millis(100) {
-        return Err(bad("the interval must be at least 100ms"));
+    if interval < Duration::from_millis(100) || interval > Duration::from_secs(30 * 86_400) {
+        return Err(bad("the interval must be between 100ms and 30 days"));
     }
     let defaults = CanaryConfig::default();
     let config = CanaryConfig {
@@ -230,12 +247,13 @@ pub async fn start(state: &AppState, name: &str, request: &StartRollout, actor: 
         primary,
         candidate,
         interval_ms,
-        next_judgement_ms: now.saturating_add(i64::try_from(interval_ms).unwrap_or(i64::MAX)),
+        next_judgement_ms: after(now, interval_ms),
         started_at_ms: now,
+        revision: 0,
         canary,
         history: Vec::new(),
     };
-    ctx.set_deployment(state, name, &rollout.deployment(), actor).await?;
+    rollout.revision = ctx.set_deployment(state, name, &rollout.deployment(), actor).await?.revision;
     let w = f64::from(rollout.canary.weight_bp()) / 100.0;
     let detail = format!("started: version {candidate} at {w}% beside version {primary}");
     rollout.record(actor, manual("start", &detail, &rollout.canary));
@@ -259,6 +277,8 @@ fn manual(action: &str, reason: &str, canary: &Canary) -> Judgement {
 /// 400 for an unknown action, 404 without a rollout, 409 when the rollout has ended.
 pub async fn act(state: &AppState, name: &str, action: &str, actor: &str) -> Result<Rollout, ApiError> {
     let ctx = state.registry_context().ok_or_else(|| bad("rollouts need the registry"))?.clone();
+    let lock = ctx.rollouts.lock_for(name);
+    let _one_at_a_time = lock.lock().await;
     let mut rollout = load(&ctx, name).await?;
     let phase = rollout.canary.phase;
     if matches!(phase, Phase::Promoted | Phase::RolledBack) {
@@ -269,8 +289,7 @@ pub async fn act(state: &AppState, name: &str, action: &str, actor: &str) -> Res
         "resume" => {
             rollout.canary.phase = Phase::Progressing;
             rollout.canary.intervals_in_step = 0;
-            rollout.next_judgement_ms =
-                crate::quality::now_ms() + i64::try_from(rollout.interval_ms).unwrap_or(i64::MAX);
+            rollout.next_judgement_ms = after(crate::quality::now_ms(), rollout.interval_ms);
         }
         "promote" => {
             rollout.canary.phase = Phase::Promoted;
@@ -281,6 +300,9 @@ pub async fn act(state: &AppState, name: &str, action: &str, actor: &str) -> Res
             finish(state, &ctx, &rollout, actor).await?;
         }
         other => return Err(bad(format!("{other:?} is not a rollout action (pause, resume, promote, abort)"))),
+    }
+    if matches!(rollout.canary.phase, Phase::Promoted | Phase::RolledBack) {
+        ctx.rollouts.last.lock().remove(name);
     }
     let detail = format!("{action} by hand at {}%", f64::from(rollout.canary.weight_bp()) / 100.0);
     rollout.record(actor, manual(action, &detail, &rollout.canary));
@@ -318,12 +340,22 @@ impl Controller {
         };
         let now = crate::quality::now_ms();
         for (name, text, updated_at) in all {
-            let Ok(rollout) = serde_json::from_str::<Rollout>(&text) else { continue };
+            let Ok(mut rollout) = serde_json::from_str::<Rollout>(&text) else { continue };
             if rollout.canary.phase != Phase::Progressing || rollout.next_judgement_ms > now {
                 continue;
             }
-            // Of several replicas, the one that claims the interval judges it.
-            match ctx.registry.claim_rollout(&name, updated_at).await {
+            // This step's counts only: a replica that has not yet followed the step's deployment waits for it.
+            let counted = state.metrics().performance.experiment(&name).map(|(e, _)| e.revision);
+            if rollout.revision != 0 && counted != Some(rollout.revision) {
+                continue;
+            }
+            let lock = self.lock_for(&name);
+            let _one_at_a_time = lock.lock().await;
+            // Of several replicas, the one that claims the interval judges it; the claim moves the next judgement on,
+            // so that a replica reading after it finds the rollout not due.
+            rollout.next_judgement_ms = after(now, rollout.interval_ms);
+            let Ok(leased) = rollout.state_text() else { continue };
+            match ctx.registry.claim_rollout(&name, updated_at, &leased).await {
                 Ok(true) => {}
                 Ok(false) => continue,
                 Err(e) => {
@@ -353,7 +385,11 @@ impl Controller {
             ),
             None => (ArmTotals::default(), ArmTotals::default()),
         };
-        let last = self.last.lock().get(&name).copied().unwrap_or_default();
+        let revision = state.metrics().performance.experiment(&name).map(|(e, _)| e.revision);
+        let last = match self.last.lock().get(&name) {
+            Some((r, totals)) if Some(*r) == revision => *totals,
+            _ => ArmTotals::default(),
+        };
         let interval = candidate.since(&last);
         let observation =
             Observation { primary: arm(&primary), candidate: arm(&candidate), candidate_interval: arm(&interval) };
@@ -363,18 +399,20 @@ impl Controller {
         let detail =
             format!("{}: {} (candidate at {}%)", action, judgement.reason, f64::from(judgement.weight_bp) / 100.0);
         rollout.record("ferry", judgement);
-        rollout.next_judgement_ms = now + i64::try_from(rollout.interval_ms).unwrap_or(i64::MAX);
+        rollout.next_judgement_ms = after(now, rollout.interval_ms);
         match action.as_str() {
             "advance" => {
-                ctx.set_deployment(state, &name, &rollout.deployment(), "ferry (rollout)").await?;
+                rollout.revision =
+                    ctx.set_deployment(state, &name, &rollout.deployment(), "ferry (rollout)").await?.revision;
             }
             "promote" | "rollback" => finish(state, ctx, &rollout, "ferry (rollout)").await?,
             _ => {}
         }
-        if rollout.canary.step == step && action != "advance" {
-            self.last.lock().insert(name.clone(), candidate);
-        } else {
-            self.last.lock().remove(&name);
+        match (rollout.canary.phase, revision) {
+            (Phase::Progressing | Phase::Paused, Some(r)) if rollout.canary.step == step => {
+                self.last.lock().insert(name.clone(), (r, candidate));
+            }
+            _ => drop(self.last.lock().remove(&name)),
         }
         let noteworthy = action != "wait";
         ctx.registry.set_rollout(&name, &rollout.state_text()?, if noteworthy { &detail } else { "" }, "ferry").await?;

@@ -82,7 +82,7 @@ impl Shadows {
     /// Room for a copy to `shadow`, or `None` (counted as shed) when the server or the shadow is busy.
     #[must_use]
     pub fn admit(&self, shadow: Arc<LoadedModel>) -> Option<Admitted> {
-        let busy = shadow.queue_depth() >= shadow.config().max_queue_size.max(1) / 2;
+        let busy = shadow.queue_depth() >= (shadow.config().max_queue_size / 2).max(1);
         match self.room.clone().try_acquire_owned() {
             Ok(room) if !busy => Some(Admitted { model: shadow, _room: room }),
             _ => {

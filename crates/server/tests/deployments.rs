@@ -560,6 +560,8 @@ async fn a_healthy_canary_promotes_itself_and_a_broken_one_rolls_itself_back() {
     assert_eq!(d["serving"][1]["weight_bp"], 2_500, "{d}");
     let (status, e) = json_call(&env, Method::POST, "/api/v1/models/tiny/rollout", start("2")).await;
     assert_eq!(status, StatusCode::CONFLICT, "one rollout at a time: {e}");
+    let (status, e) = deploy(&env, split(&[("1", 50.0), ("2", 50.0)])).await;
+    assert_eq!(status, StatusCode::CONFLICT, "the rollout owns the deployment: {e}");
     let r = rollout_until(&env, "promoted").await;
     let actions: Vec<&str> =
         r["history"].as_array().expect("history").iter().filter_map(|s| s["judgement"]["action"].as_str()).collect();

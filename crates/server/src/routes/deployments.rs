@@ -304,6 +304,19 @@ fn view(state: &AppState, record: ferry_registry::DeploymentRecord) -> Result<De
     })
 }
 
+/// A running rollout owns the model's deployment: a person's change would be replaced at its next step and would
+/// mix someone else's split into its judgement.
+async fn rollout_not_running(ctx: &crate::RegistryContext, name: &str) -> Result<(), ApiError> {
+    use ferry_rollout::canary::Phase;
+    match crate::rollouts::load(ctx, name).await {
+        Ok(r) if matches!(r.canary.phase, Phase::Progressing | Phase::Paused) => Err(ApiError::new(
+            ErrorKind::Conflict,
+            format!("a rollout of {name:?} owns its deployment; promote or abort it (ferry rollout) first"),
+        )),
+        _ => Ok(()),
+    }
+}
+
 #[utoipa::path(get, path = "/api/v1/models/{name}/deployment", tag = "deployments",
     params(("name" = String, Path, description = "Model name")),
     responses((status = 200, body = DeploymentView),
@@ -348,6 +361,7 @@ pub(crate) async fn put_deployment(
     let spec: DeploymentSpec = serde_json::from_slice(&body)
         .map_err(|e| ApiError::new(ErrorKind::InvalidInput, format!("deployment body: {e}")))?;
     let ctx = registry(&state)?;
+    rollout_not_running(ctx, name.as_str()).await?;
     let target = format!(
         "model/{name}/deployment -> {}",
         spec.variants.iter().map(|v| format!("{}={}", v.target, v.weight)).collect::<Vec<_>>().join(",")
@@ -369,6 +383,7 @@ pub(crate) async fn delete_deployment(
     let name = model_name(&name)?;
     auth.on(name.as_str()).await?;
     let ctx = registry(&state)?;
+    rollout_not_running(ctx, name.as_str()).await?;
     let result = ctx.delete_deployment(&state, name.as_str(), &auth.access.actor).await;
     state.audit(&auth.access, "delete_deployment", &format!("model/{name}/deployment"), &result).await;
     result?;
