@@ -25,6 +25,14 @@ use clap::{Parser, Subcommand};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// Returns the calling thread's free mimalloc pages to the system; an instance thread calls it as it ends, so that a
+/// model scaled to zero or unloaded gives its memory back.
+#[expect(unsafe_code, reason = "mi_collect is a C function; the mimalloc crate has no safe binding for it")]
+fn mimalloc_collect() {
+    // SAFETY: `mi_collect` takes no pointer and only touches mimalloc's own heap of this thread.
+    unsafe { libmimalloc_sys::mi_collect(true) }
+}
+
 /// ferry — take a trained ONNX model to production and keep it healthy there.
 #[derive(Debug, Parser)]
 #[command(name = "ferry", version, about, propagate_version = true)]
@@ -83,6 +91,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    ferry_serving::set_allocator_release(mimalloc_collect);
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),

@@ -113,7 +113,7 @@ pub fn run_pack(args: PackArgs) -> anyhow::Result<()> {
     // Read the signing key first, so that a bad key fails before minutes of packing.
     let signing_key = args.sign.as_deref().map(read_secret_key).transpose()?;
     let info = read_onnx_info(&args.model)?;
-    let settings = EngineSettings { onnxruntime_lib: args.onnxruntime_lib.clone() };
+    let settings = EngineSettings { onnxruntime_lib: args.onnxruntime_lib.clone(), ..EngineSettings::default() };
     let (mut engine, kind) = open_engine(&args.model, EngineChoice::from(args.engine), &settings)
         .with_context(|| format!("cannot load {}", args.model.display()))?;
     let signature = engine.signature().clone();
@@ -587,7 +587,7 @@ pub fn run_verify(args: VerifyArgs) -> anyhow::Result<()> {
         (None, true) => "unsigned".to_owned(),
         (None, false) => bail!("{}: not signed, and a trusted signature was required", args.package.display()),
     };
-    let settings = EngineSettings { onnxruntime_lib: args.onnxruntime_lib };
+    let settings = EngineSettings { onnxruntime_lib: args.onnxruntime_lib, ..EngineSettings::default() };
     let (engine, kind) = open_engine(&dir.path().join(MODEL_PATH), EngineChoice::Auto, &settings)
         .context("the package's model does not load")?;
     if let Some(why) = signature_mismatch(&contents.manifest.signature, engine.signature()) {

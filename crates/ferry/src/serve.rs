@@ -7,10 +7,13 @@ use anyhow::{Context, bail};
 use clap::Args;
 use ferry_registry::{ArtifactStore, Registry};
 use ferry_server::{AppState, RegistryContext, ServerLimits};
-use ferry_serving::{EngineSettings, ModelRepository, sources_from_files, sources_from_repository};
+use ferry_serving::{EngineSettings, MemoryBudget, ModelRepository, sources_from_files, sources_from_repository};
 use tokio::net::TcpListener;
 
 use crate::settings::{Settings, SettingsArgs};
+
+/// How often every model's autoscaler looks at its queue.
+const AUTOSCALE_TICK: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// `ferry serve [MODEL.onnx …] [--model-repository DIR]`; with neither, the registry's `production` versions.
 #[derive(Debug, Args)]
@@ -48,7 +51,10 @@ async fn serve(files: Vec<PathBuf>, settings: Settings) -> anyhow::Result<()> {
         names.dedup();
         names
     };
-    let engines = EngineSettings { onnxruntime_lib: settings.onnxruntime_lib.clone() };
+    let engines = EngineSettings {
+        onnxruntime_lib: settings.onnxruntime_lib.clone(),
+        budget: MemoryBudget::new(settings.memory_budget_mb.map(|mb| mb << 20)),
+    };
     repository.set_catalog(sources, settings.models.clone(), engines);
     bootstrap_admin_key(&registry).await?;
     let mut context = RegistryContext::new(registry, settings.serve_alias.clone(), settings.max_package_bytes);
@@ -226,6 +232,22 @@ async fn serve(files: Vec<PathBuf>, settings: Settings) -> anyhow::Result<()> {
             loop {
                 tick.tick().await;
                 ctx.reconcile(&state).await;
+            }
+        });
+    }
+    // Instances follow the load: more under queue pressure, fewer when it falls, none after idling with
+    // `min_instances = 0`.
+    {
+        let repository = repository.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(AUTOSCALE_TICK);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let repository = repository.clone();
+                if tokio::task::spawn_blocking(move || repository.autoscale()).await.is_err() {
+                    tracing::error!("the autoscaler panicked");
+                }
             }
         });
     }

@@ -84,6 +84,10 @@ pub struct Settings {
     pub alerts: Vec<ferry_monitor::alerts::AlertRule>,
     /// Defaults for every model; a model's own `config.toml` overrides them.
     pub models: ModelConfig,
+    /// Memory the instances of every loaded model may hold together, in MiB (none by default). To load another
+    /// instance past it, ferry stops instances of the least recently used idle models down to their
+    /// `min_instances` (models with `min_instances = 0` restart on their next request).
+    pub memory_budget_mb: Option<u64>,
 }
 
 impl Default for Settings {
@@ -113,6 +117,7 @@ impl Default for Settings {
             master_key_file: None,
             previous_master_key_files: Vec::new(),
             models: ModelConfig::default(),
+            memory_budget_mb: None,
             prediction_log: PredictionLogSettings::default(),
             monitoring: MonitoringSettings::default(),
             alerting: AlertingSettings::default(),
@@ -257,6 +262,7 @@ mod duration_text {
 /// Top-level keys that `FERRY_<KEY>` may set; other `FERRY_…` variables belong to the client commands.
 const ENV_KEYS: &[&str] = &[
     "host",
+    "memory_budget_mb",
     "http_port",
     "grpc_port",
     "log_format",
@@ -294,6 +300,9 @@ impl Settings {
     pub fn validate(&self) -> anyhow::Result<()> {
         if self.host.trim().is_empty() {
             bail!("host must not be empty");
+        }
+        if self.memory_budget_mb == Some(0) {
+            bail!("memory_budget_mb must be at least 1 (leave it out for no budget)");
         }
         if self.max_request_bytes < 1024 {
             bail!("max_request_bytes must be at least 1024, got {}", self.max_request_bytes);
@@ -474,6 +483,10 @@ pub struct SettingsArgs {
     #[arg(long, value_name = "BYTES")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_package_bytes: Option<u64>,
+    /// Memory budget for model instances in MiB [env: FERRY_MEMORY_BUDGET_MB] [default: none].
+    #[arg(long, value_name = "MIB")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory_budget_mb: Option<u64>,
     /// Serve inference without an API key; management still needs one [env: FERRY_ALLOW_ANONYMOUS_INFERENCE]
     /// [default: false].
     #[arg(long)]

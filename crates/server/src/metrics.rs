@@ -253,6 +253,7 @@ fn scrape_time(out: &mut String, state: &AppState) {
             m.queue_depth()
         );
     }
+    instance_families(out, &models, state);
     let _ = writeln!(out, "# HELP ferry_batch_size Requests per engine run (dynamic batching).");
     let _ = writeln!(out, "# TYPE ferry_batch_size histogram");
     for m in &models {
@@ -417,6 +418,53 @@ fn escape_label(s: &str) -> String {
 }
 
 /// CPU seconds and resident bytes of this process, from /proc (Linux); `None` elsewhere.
+/// Instances, their memory and how they changed (autoscaling, cold starts, the memory budget).
+fn instance_families(out: &mut String, models: &[std::sync::Arc<ferry_serving::LoadedModel>], state: &AppState) {
+    let labels = |m: &ferry_serving::LoadedModel| format!("model=\"{}\",version=\"{}\"", m.name(), m.version());
+    let _ = writeln!(out, "# HELP ferry_model_instances Instances running or starting.");
+    let _ = writeln!(out, "# TYPE ferry_model_instances gauge");
+    for m in models {
+        let _ = writeln!(out, "ferry_model_instances{{{}}} {}", labels(m), m.instances());
+    }
+    let _ =
+        writeln!(out, "# HELP ferry_model_memory_bytes Memory the running instances hold, as measured at their load.");
+    let _ = writeln!(out, "# TYPE ferry_model_memory_bytes gauge");
+    for m in models {
+        let _ = writeln!(out, "ferry_model_memory_bytes{{{}}} {}", labels(m), m.memory_bytes());
+    }
+    let _ = writeln!(out, "# HELP ferry_model_cold_starts Requests that found no instance running and started one.");
+    let _ = writeln!(out, "# TYPE ferry_model_cold_starts counter");
+    for m in models {
+        let _ = writeln!(out, "ferry_model_cold_starts_total{{{}}} {}", labels(m), m.stats().scaling.cold_starts);
+    }
+    let _ = writeln!(
+        out,
+        "# HELP ferry_model_instance_start_seconds Load and warm-up time of instances started while serving (what a \
+         cold start's first request waits)."
+    );
+    let _ = writeln!(out, "# TYPE ferry_model_instance_start_seconds summary");
+    for m in models {
+        let starts = m.stats().scaling.instance_starts;
+        let _ = writeln!(out, "ferry_model_instance_start_seconds_sum{{{}}} {}", labels(m), starts.ns as f64 / 1e9);
+        let _ = writeln!(out, "ferry_model_instance_start_seconds_count{{{}}} {}", labels(m), starts.count);
+    }
+    let _ = writeln!(out, "# HELP ferry_model_scale_events Instances added or stopped: by the autoscaler, or evicted.");
+    let _ = writeln!(out, "# TYPE ferry_model_scale_events counter");
+    for m in models {
+        let s = m.stats().scaling;
+        for (direction, n) in [("up", s.scale_ups), ("down", s.scale_downs), ("evicted", s.evictions)] {
+            let _ = writeln!(out, "ferry_model_scale_events_total{{{},direction=\"{direction}\"}} {n}", labels(m));
+        }
+    }
+    let (_, engines) = state.repository().load_settings();
+    let _ = writeln!(out, "# HELP ferry_memory_budget_bytes The memory budget for model instances (0: none).");
+    let _ = writeln!(out, "# TYPE ferry_memory_budget_bytes gauge");
+    let _ = writeln!(out, "ferry_memory_budget_bytes {}", engines.budget.limit().unwrap_or(0));
+    let _ = writeln!(out, "# HELP ferry_memory_budget_used_bytes Memory the instances of every model hold.");
+    let _ = writeln!(out, "# TYPE ferry_memory_budget_used_bytes gauge");
+    let _ = writeln!(out, "ferry_memory_budget_used_bytes {}", engines.budget.used());
+}
+
 fn process_usage() -> Option<(f64, u64)> {
     let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
     // Fields after the command name (which may contain spaces, hence the last ')').

@@ -19,16 +19,38 @@ pub enum EngineChoice {
 
 /// Model settings as written in `ferry.toml` (`[models]`, the defaults) or a model's `config.toml`; unset fields
 /// fall back to the layer below.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelConfig {
     /// `auto`, `onnxruntime` or `tract`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub engine: Option<EngineChoice>,
-    /// Model instances, each on its own thread (default 1).
+    /// Model instances at load, each on its own thread (default `min_instances`, at least 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instances: Option<usize>,
-    /// Threads each instance may use inside the engine (default: cores ÷ instances, at least 1).
+    /// Fewest instances the autoscaler keeps (default `instances`); 0 stops every instance after
+    /// `idle_unload_seconds` without requests, and the next request starts one again (a cold start).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_instances: Option<usize>,
+    /// Most instances the autoscaler starts under queue pressure (default: `min_instances`, i.e. no autoscaling).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_instances: Option<usize>,
+    /// Queued requests per instance that make the autoscaler add one (default 8).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale_up_queue_depth: Option<usize>,
+    /// Mean queue wait that makes the autoscaler add an instance, in microseconds (default 5000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale_up_queue_wait_microseconds: Option<u64>,
+    /// Least time between an instance change and the next scale-up, in seconds (default 5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale_up_cooldown_seconds: Option<f64>,
+    /// How long the queue must stay empty before an instance stops, in seconds (default 60).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale_down_cooldown_seconds: Option<f64>,
+    /// With `min_instances = 0`: seconds without requests before the last instance stops (default 300).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_unload_seconds: Option<f64>,
+    /// Threads each instance may use inside the engine (default: cores ÷ `max_instances`, at least 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub intra_op_threads: Option<usize>,
     /// Largest batch (first dimension) one request may carry; 0 means no limit (the default).
@@ -73,6 +95,15 @@ impl ModelConfig {
         Self {
             engine: self.engine.or(defaults.engine),
             instances: self.instances.or(defaults.instances),
+            min_instances: self.min_instances.or(defaults.min_instances),
+            max_instances: self.max_instances.or(defaults.max_instances),
+            scale_up_queue_depth: self.scale_up_queue_depth.or(defaults.scale_up_queue_depth),
+            scale_up_queue_wait_microseconds: self
+                .scale_up_queue_wait_microseconds
+                .or(defaults.scale_up_queue_wait_microseconds),
+            scale_up_cooldown_seconds: self.scale_up_cooldown_seconds.or(defaults.scale_up_cooldown_seconds),
+            scale_down_cooldown_seconds: self.scale_down_cooldown_seconds.or(defaults.scale_down_cooldown_seconds),
+            idle_unload_seconds: self.idle_unload_seconds.or(defaults.idle_unload_seconds),
             intra_op_threads: self.intra_op_threads.or(defaults.intra_op_threads),
             max_batch_size: self.max_batch_size.or(defaults.max_batch_size),
             max_queue_size: self.max_queue_size.or(defaults.max_queue_size),
@@ -94,11 +125,39 @@ impl ModelConfig {
     /// [`ServingError::InvalidConfig`] when a value is out of range, or instances × threads exceed the cores.
     pub fn resolve(&self) -> Result<ResolvedModelConfig, String> {
         let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
-        let instances = self.instances.unwrap_or(1);
-        if instances == 0 || instances > 64 {
-            return Err(format!("instances must be 1 to 64, got {instances}"));
+        if let Some(n) = self.instances
+            && (n == 0 || n > 64)
+        {
+            return Err(format!("instances must be 1 to 64, got {n}"));
         }
-        let intra_op_threads = self.intra_op_threads.unwrap_or((cores / instances).max(1));
+        let min = self.min_instances.unwrap_or_else(|| self.instances.unwrap_or(1));
+        let max = self.max_instances.unwrap_or_else(|| min.max(self.instances.unwrap_or(1)));
+        if max == 0 || max > 64 {
+            return Err(format!("max_instances must be 1 to 64, got {max}"));
+        }
+        if min > max {
+            return Err(format!("min_instances ({min}) is more than max_instances ({max})"));
+        }
+        // At least one instance at load: a model that cannot run fails there, not on its first request.
+        let instances = self.instances.unwrap_or(min).clamp(min.max(1), max);
+        let seconds = |key: &str, value: Option<f64>, default: f64| -> Result<std::time::Duration, String> {
+            let v = value.unwrap_or(default);
+            std::time::Duration::try_from_secs_f64(v)
+                .ok()
+                .filter(|d| *d <= std::time::Duration::from_secs(30 * 86_400))
+                .ok_or_else(|| format!("{key} must be 0 to 2592000 seconds, got {v}"))
+        };
+        let scaling = ferry_rollout::autoscale::ScalePolicy {
+            min,
+            max,
+            queue_depth: self.scale_up_queue_depth.unwrap_or(8).max(1),
+            queue_wait: std::time::Duration::from_micros(self.scale_up_queue_wait_microseconds.unwrap_or(5_000)),
+            up_cooldown: seconds("scale_up_cooldown_seconds", self.scale_up_cooldown_seconds, 5.0)?,
+            down_cooldown: seconds("scale_down_cooldown_seconds", self.scale_down_cooldown_seconds, 60.0)?,
+            idle_timeout: seconds("idle_unload_seconds", self.idle_unload_seconds, 300.0)?,
+        };
+        // Sized for the most instances, so that scaling up never oversubscribes the cores.
+        let intra_op_threads = self.intra_op_threads.unwrap_or((cores / max).max(1));
         if intra_op_threads == 0 || intra_op_threads > 256 {
             return Err(format!("intra_op_threads must be 1 to 256, got {intra_op_threads}"));
         }
@@ -121,10 +180,11 @@ impl ModelConfig {
         Ok(ResolvedModelConfig {
             engine: self.engine.unwrap_or_default(),
             instances,
+            scaling,
             intra_op_threads,
             max_batch_size,
             max_queue_size,
-            oversubscribed: instances * intra_op_threads > cores,
+            oversubscribed: max * intra_op_threads > cores,
             dynamic_batching: self.dynamic_batching.unwrap_or(true),
             max_queue_delay: std::time::Duration::from_micros(delay_us),
             preferred_batch_sizes,
@@ -144,8 +204,10 @@ pub const DEFAULT_DYNAMIC_BATCH_ROWS: usize = 64;
 pub struct ResolvedModelConfig {
     /// The engine choice.
     pub engine: EngineChoice,
-    /// Instances.
+    /// Instances at load.
     pub instances: usize,
+    /// Between how many instances the autoscaler moves, and when.
+    pub scaling: ferry_rollout::autoscale::ScalePolicy,
     /// Threads per instance inside the engine.
     pub intra_op_threads: usize,
     /// Largest batch per request, if limited.
@@ -200,5 +262,25 @@ mod tests {
         assert!(toml::from_str::<ModelConfig>("instance = 2").is_err());
         assert!(toml::from_str::<ModelConfig>("engine = \"gpu\"").is_err());
         assert!(ModelConfig { instances: Some(0), ..ModelConfig::default() }.resolve().is_err());
+        let bad = ModelConfig { min_instances: Some(3), max_instances: Some(2), ..ModelConfig::default() };
+        assert!(bad.resolve().expect_err("min above max").contains("min_instances (3)"));
+        let bad = ModelConfig { idle_unload_seconds: Some(-1.0), ..ModelConfig::default() };
+        assert!(bad.resolve().expect_err("negative").contains("idle_unload_seconds"));
+    }
+
+    #[test]
+    fn instance_bounds_resolve_from_whichever_keys_are_set() {
+        let r = |c: ModelConfig| c.resolve().expect("valid");
+        let fixed = r(ModelConfig { instances: Some(2), ..ModelConfig::default() });
+        assert_eq!((fixed.instances, fixed.scaling.min, fixed.scaling.max), (2, 2, 2));
+        assert!(!fixed.scaling.scales());
+        let up = r(ModelConfig { max_instances: Some(4), ..ModelConfig::default() });
+        assert_eq!((up.instances, up.scaling.min, up.scaling.max), (1, 1, 4));
+        assert_eq!(
+            up.intra_op_threads,
+            (std::thread::available_parallelism().map_or(1, std::num::NonZero::get) / 4).max(1)
+        );
+        let zero = r(ModelConfig { min_instances: Some(0), ..ModelConfig::default() });
+        assert_eq!((zero.instances, zero.scaling.min, zero.scaling.max), (1, 0, 1), "one instance at load");
     }
 }

@@ -50,6 +50,14 @@ pub enum ServingError {
         /// Model name.
         name: String,
     },
+    /// The version has no instance running (it scaled to zero or was evicted) and none could start.
+    #[error("model {name:?} has no instance running and cannot start one: {message}")]
+    NoInstance {
+        /// Model name.
+        name: String,
+        /// Why (the memory budget is taken by busy models, or the instance failed to load).
+        message: String,
+    },
     /// The engine failed.
     #[error("model {name:?}: {source}")]
     Engine {
@@ -86,7 +94,7 @@ impl HasErrorKind for ServingError {
             Self::InvalidInput { .. } => ErrorKind::InvalidInput,
             Self::Overloaded { .. } => ErrorKind::Overloaded,
             Self::Timeout { .. } => ErrorKind::Timeout,
-            Self::Unloading { .. } => ErrorKind::Unavailable,
+            Self::Unloading { .. } | Self::NoInstance { .. } => ErrorKind::Unavailable,
             Self::Engine { source, .. } => source.kind(),
             Self::Config { .. } | Self::Load { .. } => ErrorKind::InvalidInput,
         }

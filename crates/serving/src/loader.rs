@@ -14,6 +14,8 @@ use crate::{EngineChoice, ServingError};
 pub struct EngineSettings {
     /// `libonnxruntime` to load, overriding the search.
     pub onnxruntime_lib: Option<PathBuf>,
+    /// The memory every loaded version's instances share.
+    pub budget: crate::MemoryBudget,
 }
 
 /// The engine that serves a model.

@@ -1,17 +1,17 @@
 //! A loaded model version: its instances on their own threads, the queue in front of them, and request validation.
 
-use std::thread::JoinHandle;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Sender, TrySendError};
 use ferry_engine::{Engine, EngineOptions, error_chain};
 use ferry_types::{ModelSignature, NamedTensor, Tensor};
-use parking_lot::Mutex;
 use tokio::sync::oneshot;
 
-use crate::loader::{EngineKind, EngineSettings, choose_engine, load_instance, signature_mismatch};
-use crate::scheduler::{Batching, Job, run_instance};
-use crate::stats::{ModelStats, StatsSnapshot};
+use crate::loader::{EngineKind, EngineSettings, choose_engine};
+use crate::pool::{Blueprint, Pool};
+use crate::scheduler::{Batching, Job};
+use crate::stats::StatsSnapshot;
 use crate::{ModelConfig, ModelSource, ResolvedModelConfig, ServingError};
 
 /// A request to one model version, already decoded from the wire.
@@ -45,8 +45,7 @@ pub struct LoadedModel {
     config: ResolvedModelConfig,
     load_time: Duration,
     sender: Option<Sender<Job>>,
-    workers: Mutex<Vec<JoinHandle<()>>>,
-    stats: std::sync::Arc<ModelStats>,
+    pool: Arc<Pool>,
     batching: bool,
 }
 
@@ -57,64 +56,87 @@ impl std::fmt::Debug for LoadedModel {
 }
 
 impl LoadedModel {
-    /// Loads every instance of `source`, runs one warm-up inference on each, and starts their threads.
+    /// Loads the version's first instances (`instances`, at least one), runs one warm-up inference on each, and
+    /// starts their threads; the autoscaler adds and stops instances from then on.
     ///
     /// Blocking: call it off the async runtime.
     ///
     /// # Errors
     /// [`ServingError::Config`] for invalid settings, [`ServingError::Load`] when the engine refuses the model or
-    /// the warm-up fails; the message names the model, the engine and the cause (an unsupported operator, say).
+    /// the warm-up fails; the message names the model, the engine and the cause (an unsupported operator, say);
+    /// [`ServingError::NoInstance`] when the memory budget has no room for it.
     pub fn load(source: &ModelSource, defaults: &ModelConfig, settings: &EngineSettings) -> Result<Self, ServingError> {
         let started = Instant::now();
         let name = source.name.to_string();
         let load_err = |message: String| ServingError::Load { name: name.clone(), path: source.path.clone(), message };
         let config = source.config.or(defaults).resolve().map_err(&load_err)?;
         let (engine, why) = choose_engine(config.engine, settings).map_err(|e| load_err(error_chain(&e)))?;
-        let options = EngineOptions { intra_op_threads: config.intra_op_threads };
+        let (sender, pool) = Self::assemble(source, engine, &config, settings);
         let mut instances = Vec::with_capacity(config.instances);
         for _ in 0..config.instances {
-            let mut instance = load_instance(engine, source.model_data(), &options, settings)
-                .map_err(|e| load_err(error_chain(&e)))?;
-            if let Some(why) =
-                source.expected_signature.as_ref().and_then(|d| signature_mismatch(d, instance.signature()))
-            {
-                return Err(load_err(format!("the package's manifest does not match the model: {why}")));
-            }
-            warm_up(instance.as_mut()).map_err(|e| load_err(format!("warm-up inference failed: {e}")))?;
-            instances.push(instance);
+            instances.push(pool.admit_and_load()?);
         }
-        let mut model = Self::start(&name, source.version.get(), engine, config.clone(), instances)
-            .map_err(|e| load_err(format!("cannot start an instance thread: {e}")))?;
+        let mut model = Self::start(&name, source.version.get(), engine, config.clone(), instances, sender, pool)?;
         model.load_time = started.elapsed();
         if config.oversubscribed {
-            tracing::warn!(model = %source.name, instances = config.instances, intra_op_threads = config.intra_op_threads,
-                "instances × intra_op_threads exceed the cores; inference threads will compete");
+            tracing::warn!(model = %source.name, max_instances = config.scaling.max,
+                intra_op_threads = config.intra_op_threads,
+                "max_instances × intra_op_threads exceed the cores; inference threads will compete");
         }
         tracing::info!(model = %source.name, version = source.version.get(), engine = engine.name(), why = %why,
-            instances = config.instances, intra_op_threads = config.intra_op_threads, dynamic_batching = model.batching,
+            instances = config.instances, min_instances = config.scaling.min, max_instances = config.scaling.max,
+            intra_op_threads = config.intra_op_threads, dynamic_batching = model.batching,
             load_ms = model.load_time.as_millis(), "model loaded");
         Ok(model)
     }
 
-    /// Starts one thread per ready engine instance behind one bounded queue.
+    /// The version's queue and its (empty) pool of instances.
+    fn assemble(
+        source: &ModelSource,
+        kind: EngineKind,
+        config: &ResolvedModelConfig,
+        settings: &EngineSettings,
+    ) -> (Sender<Job>, Arc<Pool>) {
+        let (sender, receiver) = crossbeam_channel::bounded(config.max_queue_size);
+        let blueprint = Blueprint {
+            source: source.clone(),
+            kind,
+            options: EngineOptions { intra_op_threads: config.intra_op_threads },
+            settings: settings.clone(),
+            batching: Batching {
+                enabled: config.dynamic_batching,
+                cap: config.batch_rows_cap,
+                delay: config.max_queue_delay,
+                preferred: config.preferred_batch_sizes.clone(),
+            },
+            policy: config.scaling.clone(),
+        };
+        let pool = Pool::new(source.name.as_str(), source.version.get(), blueprint, receiver, Arc::default());
+        (sender, pool)
+    }
+
+    /// Starts one thread per ready engine instance behind the pool's queue.
     fn start(
         name: &str,
         version: u64,
         engine: EngineKind,
         config: ResolvedModelConfig,
         instances: Vec<Box<dyn Engine>>,
-    ) -> std::io::Result<Self> {
-        let signature =
-            instances.first().map(|i| i.signature().clone()).ok_or_else(|| std::io::Error::other("no instances"))?;
-        let (sender, receiver) = crossbeam_channel::bounded(config.max_queue_size);
-        let batching = Batching {
-            enabled: config.dynamic_batching && signature.batchable(),
-            cap: config.batch_rows_cap,
-            delay: config.max_queue_delay,
-            preferred: config.preferred_batch_sizes.clone(),
-        };
-        let stats = std::sync::Arc::new(ModelStats::default());
-        let mut model = Self {
+        sender: Sender<Job>,
+        pool: Arc<Pool>,
+    ) -> Result<Self, ServingError> {
+        let signature = instances
+            .first()
+            .map(|i| i.signature().clone())
+            .ok_or_else(|| ServingError::NoInstance { name: name.to_owned(), message: "no instance loaded".into() })?;
+        let batching = config.dynamic_batching && signature.batchable();
+        // Batching needs a variable first dimension everywhere; the blueprint learns whether the model has one.
+        pool.set_batching(batching);
+        // Each instance was counted in the budget when it loaded.
+        for instance in instances {
+            pool.spawn(Some(instance))?;
+        }
+        Ok(Self {
             name: name.to_owned(),
             version,
             signature,
@@ -122,20 +144,9 @@ impl LoadedModel {
             config,
             load_time: Duration::ZERO,
             sender: Some(sender),
-            workers: Mutex::new(Vec::new()),
-            stats: stats.clone(),
-            batching: batching.enabled,
-        };
-        for (i, instance) in instances.into_iter().enumerate() {
-            let receiver = receiver.clone();
-            let model_name = name.to_owned();
-            let (batching, stats) = (batching.clone(), stats.clone());
-            let worker = std::thread::Builder::new()
-                .name(format!("ferry-{name}-{version}-{i}"))
-                .spawn(move || run_instance(&model_name, instance, &receiver, &batching, &stats))?;
-            model.workers.get_mut().push(worker);
-        }
-        Ok(model)
+            pool,
+            batching,
+        })
     }
 
     /// Model name.
@@ -183,7 +194,25 @@ impl LoadedModel {
     /// Statistics since the model was loaded.
     #[must_use]
     pub fn stats(&self) -> StatsSnapshot {
-        self.stats.snapshot()
+        self.pool.stats.snapshot()
+    }
+
+    /// Instances running or starting now.
+    #[must_use]
+    pub fn instances(&self) -> usize {
+        self.pool.instances()
+    }
+
+    /// Bytes its running instances hold, as measured when each loaded.
+    #[must_use]
+    pub fn memory_bytes(&self) -> u64 {
+        self.pool.memory_bytes()
+    }
+
+    /// One look of the autoscaler: adds or stops an instance when the load asks for it. Blocking only briefly
+    /// (instances load on their own threads).
+    pub fn autoscale(&self) {
+        self.pool.autoscale();
     }
 
     /// How long loading and warm-up took.
@@ -203,12 +232,13 @@ impl LoadedModel {
     pub async fn infer(&self, request: InferRequest) -> Result<InferResponse, ServingError> {
         let arrived = Instant::now();
         let result = self.infer_inner(request).await;
-        self.stats.request_done(result.is_ok(), arrived.elapsed());
+        self.pool.stats.request_done(result.is_ok(), arrived.elapsed());
         result
     }
 
     async fn infer_inner(&self, request: InferRequest) -> Result<InferResponse, ServingError> {
         let (inputs, outputs) = self.validate(request.inputs, request.outputs)?;
+        let _in_flight = self.pool.enter()?;
         let (reply, result) = oneshot::channel();
         let enqueued = Instant::now();
         let job = Job { inputs, outputs, enqueued, deadline: request.timeout.map(|t| enqueued + t), reply };
@@ -219,6 +249,7 @@ impl LoadedModel {
             }
             TrySendError::Disconnected(_) => ServingError::Unloading { name: self.name.clone() },
         })?;
+        self.pool.queued();
         let (outputs, timing) = result.await.map_err(|_| ServingError::Unloading { name: self.name.clone() })??;
         Ok(InferResponse { outputs, queue: timing.queue, compute: timing.compute })
     }
@@ -347,11 +378,7 @@ impl Drop for LoadedModel {
     fn drop(&mut self) {
         // Closing the queue ends every instance thread once it finishes what it holds.
         drop(self.sender.take());
-        for worker in self.workers.get_mut().drain(..) {
-            if worker.join().is_err() {
-                tracing::error!(model = %self.name, "an instance thread panicked");
-            }
-        }
+        self.pool.join_all();
     }
 }
 
@@ -361,7 +388,7 @@ fn names(specs: &[ferry_types::TensorSpec]) -> Vec<&str> {
 
 /// One inference on inputs of zeros (variable dimensions set to 1), so that the first real request does not pay
 /// for lazy initialisation, and a model that cannot run fails at load.
-fn warm_up(engine: &mut dyn Engine) -> Result<(), String> {
+pub(crate) fn warm_up(engine: &mut dyn Engine) -> Result<(), String> {
     let sig = engine.signature().clone();
     let inputs = sig
         .inputs
@@ -380,7 +407,8 @@ mod tests {
     use std::sync::mpsc;
 
     use ferry_engine::EngineError;
-    use ferry_types::{DataType, TensorData, TensorSpec};
+    use ferry_types::{DataType, ModelVersion, TensorData, TensorSpec};
+    use parking_lot::Mutex;
 
     use super::*;
     use crate::EngineChoice;
@@ -392,8 +420,6 @@ mod tests {
         started: mpsc::Sender<()>,
         runs: Arc<Mutex<Vec<usize>>>,
     }
-
-    use std::sync::Arc;
 
     impl Engine for GatedEngine {
         fn signature(&self) -> &ModelSignature {
@@ -429,7 +455,18 @@ mod tests {
             runs: runs.clone(),
         };
         let config = ModelConfig { engine: Some(EngineChoice::Tract), ..config }.resolve().expect("config");
-        let model = LoadedModel::start("gated", 1, EngineKind::Tract, config, vec![Box::new(engine)]).expect("start");
+        let source = ModelSource {
+            name: ferry_types::ModelName::new("gated").expect("name"),
+            version: ModelVersion::new(1).expect("version"),
+            path: "gated.onnx".into(),
+            bytes: None,
+            config: ModelConfig::default(),
+            expected_signature: None,
+        };
+        let (sender, pool) = LoadedModel::assemble(&source, EngineKind::Tract, &config, &EngineSettings::default());
+        pool.count_loaded();
+        let model = LoadedModel::start("gated", 1, EngineKind::Tract, config, vec![Box::new(engine)], sender, pool)
+            .expect("start");
         Gated { model: Arc::new(model), open, started: started_rx, runs }
     }
 

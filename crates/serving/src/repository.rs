@@ -288,6 +288,15 @@ impl ModelRepository {
         entries.into_values().collect()
     }
 
+    /// One look of every loaded version's autoscaler (see [`LoadedModel::autoscale`]). Blocking: call it off the
+    /// async runtime, every few hundred milliseconds.
+    pub fn autoscale(&self) {
+        let models: Vec<Arc<LoadedModel>> = self.models.read().values().flat_map(|v| v.values().cloned()).collect();
+        for model in models {
+            model.autoscale();
+        }
+    }
+
     /// Removes every model, returning them so the caller decides where their threads are joined.
     pub fn take_all(&self) -> Vec<Arc<LoadedModel>> {
         let mut all = self.models.write();

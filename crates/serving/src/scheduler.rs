@@ -8,7 +8,7 @@
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, TryRecvError};
+use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
 use ferry_engine::{Engine, EngineError};
 use ferry_types::{NamedTensor, Tensor};
 use tokio::sync::oneshot;
@@ -68,21 +68,28 @@ pub(crate) struct Batching {
     pub(crate) preferred: Vec<usize>,
 }
 
-/// Serves jobs until the queue closes.
+/// How often an idle instance checks whether it was told to stop.
+const STOP_CHECK: Duration = Duration::from_millis(100);
+
+/// Serves jobs until the queue closes, or until `stop_now` says so between batches (the autoscaler or the memory
+/// budget stopping this instance).
 pub(crate) fn run_instance(
     name: &str,
     mut engine: Box<dyn Engine>,
     jobs: &Receiver<Job>,
     batching: &Batching,
     stats: &ModelStats,
+    stop_now: &dyn Fn() -> bool,
 ) {
     let mut carried: Option<Job> = None;
     loop {
         let first = match carried.take() {
             Some(job) => job,
-            None => match jobs.recv() {
+            None if stop_now() => return,
+            None => match jobs.recv_timeout(STOP_CHECK) {
                 Ok(job) => job,
-                Err(_) => return,
+                Err(RecvTimeoutError::Timeout) => continue,
+                Err(RecvTimeoutError::Disconnected) => return,
             },
         };
         let mut batch = vec![first];

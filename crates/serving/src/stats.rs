@@ -71,6 +71,24 @@ pub struct StatsSnapshot {
     pub compute_output: CountDuration,
     /// Per run size, ascending.
     pub batches: Vec<BatchStats>,
+    /// Instances started and stopped while serving.
+    pub scaling: ScalingStats,
+}
+
+/// How a version's instances changed while it served.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ScalingStats {
+    /// Requests that found no instance running and started one.
+    pub cold_starts: u64,
+    /// Instances loaded while serving (cold starts and scale-ups), and the time each took to load and warm up: what
+    /// the first request of a cold start waits beyond its queue time.
+    pub instance_starts: CountDuration,
+    /// Instances added by the autoscaler.
+    pub scale_ups: u64,
+    /// Instances stopped by the autoscaler (including scaling to zero).
+    pub scale_downs: u64,
+    /// Instances stopped to make room in the memory budget.
+    pub evictions: u64,
 }
 
 /// Live counters, updated by request handlers and instance threads.
@@ -86,9 +104,36 @@ pub(crate) struct ModelStats {
     compute_infer: DurationStat,
     compute_output: DurationStat,
     batches: Mutex<BTreeMap<u64, BatchStats>>,
+    cold_starts: AtomicU64,
+    instance_starts: DurationStat,
+    scale_ups: AtomicU64,
+    scale_downs: AtomicU64,
+    evictions: AtomicU64,
 }
 
 impl ModelStats {
+    pub(crate) fn cold_start(&self) {
+        self.cold_starts.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn instance_started(&self, took: Duration) {
+        self.instance_starts.add(1, took);
+    }
+
+    pub(crate) fn scaled(&self, up: bool) {
+        if up { &self.scale_ups } else { &self.scale_downs }.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn evicted(&self) {
+        self.evictions.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Requests that left the queue and their total wait in nanoseconds.
+    pub(crate) fn queue_totals(&self) -> (u64, u64) {
+        let q = self.queue.snapshot();
+        (q.count, q.ns)
+    }
+
     pub(crate) fn request_done(&self, ok: bool, took: Duration) {
         let now_ms =
             SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(0));
@@ -130,6 +175,13 @@ impl ModelStats {
             compute_infer: self.compute_infer.snapshot(),
             compute_output: self.compute_output.snapshot(),
             batches: self.batches.lock().values().copied().collect(),
+            scaling: ScalingStats {
+                cold_starts: self.cold_starts.load(Ordering::Relaxed),
+                instance_starts: self.instance_starts.snapshot(),
+                scale_ups: self.scale_ups.load(Ordering::Relaxed),
+                scale_downs: self.scale_downs.load(Ordering::Relaxed),
+                evictions: self.evictions.load(Ordering::Relaxed),
+            },
         }
     }
 }

@@ -270,3 +270,94 @@ pub fn dashboard_metric_names() -> std::collections::BTreeSet<String> {
     }
     named
 }
+
+/// An ONNX model `y = x · W` with `x: float[batch, inputs]` and a `W` of `inputs × outputs` pseudo-random floats
+/// (different for each `seed`), so that a test can load models of a known, large size without committing them.
+/// Encoded by hand: the few protobuf fields it needs are not worth a code generator.
+#[must_use]
+pub fn matmul_model(inputs: usize, outputs: usize, seed: u64) -> Vec<u8> {
+    fn varint(out: &mut Vec<u8>, mut v: u64) {
+        while v >= 0x80 {
+            out.push((v as u8) | 0x80);
+            v >>= 7;
+        }
+        out.push(v as u8);
+    }
+    fn number(out: &mut Vec<u8>, field: u64, v: u64) {
+        varint(out, field << 3);
+        varint(out, v);
+    }
+    fn bytes(out: &mut Vec<u8>, field: u64, b: &[u8]) {
+        varint(out, (field << 3) | 2);
+        varint(out, b.len() as u64);
+        out.extend_from_slice(b);
+    }
+    fn value_info(name: &str, columns: usize) -> Vec<u8> {
+        let mut batch = Vec::new();
+        bytes(&mut batch, 2, b"batch");
+        let mut width = Vec::new();
+        number(&mut width, 1, columns as u64);
+        let mut shape = Vec::new();
+        bytes(&mut shape, 1, &batch);
+        bytes(&mut shape, 1, &width);
+        let mut tensor = Vec::new();
+        number(&mut tensor, 1, 1); // FLOAT
+        bytes(&mut tensor, 2, &shape);
+        let mut ty = Vec::new();
+        bytes(&mut ty, 1, &tensor);
+        let mut info = Vec::new();
+        bytes(&mut info, 1, name.as_bytes());
+        bytes(&mut info, 2, &ty);
+        info
+    }
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut raw = Vec::with_capacity(inputs * outputs * 4);
+    for _ in 0..inputs * outputs {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        let w = ((state >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.1;
+        raw.extend_from_slice(&w.to_le_bytes());
+    }
+    let mut weights = Vec::new();
+    number(&mut weights, 1, inputs as u64);
+    number(&mut weights, 1, outputs as u64);
+    number(&mut weights, 2, 1); // FLOAT
+    bytes(&mut weights, 8, b"W");
+    bytes(&mut weights, 9, &raw);
+    let mut node = Vec::new();
+    bytes(&mut node, 1, b"x");
+    bytes(&mut node, 1, b"W");
+    bytes(&mut node, 2, b"y");
+    bytes(&mut node, 3, b"matmul");
+    bytes(&mut node, 4, b"MatMul");
+    let mut graph = Vec::new();
+    bytes(&mut graph, 1, &node);
+    bytes(&mut graph, 2, b"matmul");
+    bytes(&mut graph, 5, &weights);
+    bytes(&mut graph, 11, &value_info("x", inputs));
+    bytes(&mut graph, 12, &value_info("y", outputs));
+    let mut opset = Vec::new();
+    bytes(&mut opset, 1, b"");
+    number(&mut opset, 2, 17);
+    let mut model = Vec::new();
+    number(&mut model, 1, 8); // IR version
+    bytes(&mut model, 2, b"ferry-test-support");
+    bytes(&mut model, 7, &graph);
+    bytes(&mut model, 8, &opset);
+    model
+}
+
+/// The resident set of process `pid`, in bytes.
+///
+/// # Errors
+/// When `/proc/PID/status` cannot be read or has no `VmRSS` line.
+pub fn resident_bytes_of(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .context("no VmRSS in /proc/PID/status")?;
+    Ok(kib * 1024)
+}
