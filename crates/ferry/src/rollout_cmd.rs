@@ -39,6 +39,13 @@ pub struct RolloutArgs {
     /// Requests each arm needs in a step before the comparison counts (default 100).
     #[arg(long, requires = "candidate")]
     pub min_requests: Option<u64>,
+    /// Harm allowed in the feedback loss: misclassified share (default 0.01), or a regressor's mean absolute error
+    /// as a ratio of the primary's.
+    #[arg(long, requires = "candidate")]
+    pub quality_tolerance: Option<f64>,
+    /// Rows with ground truth each arm needs in a step before their quality is compared (default 50).
+    #[arg(long, requires = "candidate")]
+    pub min_labelled: Option<u64>,
     /// Act on the running rollout instead: pause, resume, promote or abort.
     #[arg(long, value_parser = ["pause", "resume", "promote", "abort"], conflicts_with = "candidate")]
     pub action: Option<String>,
@@ -63,6 +70,8 @@ pub fn run(args: RolloutArgs) -> anyhow::Result<()> {
                     ("error_tolerance", args.error_tolerance.map(Value::from)),
                     ("latency_tolerance", args.latency_tolerance.map(Value::from)),
                     ("min_requests", args.min_requests.map(Value::from)),
+                    ("quality_tolerance", args.quality_tolerance.map(Value::from)),
+                    ("min_labelled", args.min_labelled.map(Value::from)),
                 ] {
                     if let Some(v) = value {
                         body[key] = v;

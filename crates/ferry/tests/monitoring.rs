@@ -441,3 +441,108 @@ threshold = -0.1
     );
     assert!(rules.contains(r#"ferry_feedback_rows >= 100"#), "{rules}");
 }
+
+#[test]
+fn a_canary_that_ground_truth_shows_less_accurate_rolls_itself_back() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let model = ferry_test_support::repo_root().join("examples/models/iris/1/model.onnx");
+    let reference = fixture("iris_reference.csv");
+    for (file, description) in [("v1.ferry", "first"), ("v2.ferry", "second")] {
+        let packed = ferry(
+            d,
+            &[
+                "pack",
+                model.to_str().expect("utf8"),
+                "--name",
+                "iris",
+                "--reference",
+                reference.to_str().expect("utf8"),
+                "--label",
+                "species",
+                "--description",
+                description,
+                "-o",
+                file,
+            ],
+            None,
+        );
+        assert!(packed.status.success(), "{}", String::from_utf8_lossy(&packed.stderr));
+    }
+    std::fs::write(d.join("ferry.toml"), "allow_anonymous_inference = true\n").expect("config");
+    let server = FerryProcess::start_in(Path::new(env!("CARGO_BIN_EXE_ferry")), d, &[], &[]).expect("serve");
+    for (file, alias) in [("v1.ferry", Some("production")), ("v2.ferry", None)] {
+        let mut args = vec!["push", file];
+        args.extend(alias.iter().flat_map(|a| ["--alias", *a]));
+        let pushed = ferry(d, &args, Some(&server));
+        assert!(pushed.status.success(), "{}", String::from_utf8_lossy(&pushed.stderr));
+    }
+    // Error rate and latency cannot tell the two apart (they are the same network); only ground truth can.
+    let started = ferry(
+        d,
+        &[
+            "rollout",
+            "iris",
+            "--candidate",
+            "2",
+            "--steps",
+            "50,100",
+            "--interval",
+            "1s",
+            "--min-requests",
+            "5",
+            "--min-labelled",
+            "40",
+            "--latency-tolerance",
+            "5",
+            "--quality-tolerance",
+            "0.05",
+        ],
+        Some(&server),
+    );
+    assert!(started.status.success(), "{}", String::from_utf8_lossy(&started.stderr));
+
+    // Traffic, and its ground truth a moment later (predictions are stored in batches): version 1 is always right,
+    // version 2 wrong on 40% of rows.
+    let rows = rows_of("iris_reference.csv");
+    let started = Instant::now();
+    let mut k = 0usize;
+    let mut truth: Vec<Value> = Vec::new();
+    let rollout = loop {
+        let (_, rollout) = api(&server, "GET", "/api/v1/models/iris/rollout", None);
+        if rollout["canary"]["phase"] != "progressing" {
+            break rollout;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "no verdict within 60 s: {rollout}");
+        for _ in 0..10 {
+            let chunk = &rows[(k % 3) * 40..(k % 3) * 40 + 40];
+            let data: Vec<f64> = chunk.iter().flatten().copied().collect();
+            let id = format!("c-{k}");
+            k += 1;
+            let body =
+                json!({"id": id, "inputs": [{"name": "input", "shape": [40, 4], "datatype": "FP32", "data": data}]});
+            let (status, response) = api(&server, "POST", "/v2/models/iris/infer", Some(&body));
+            assert_eq!(status, 200, "{response}");
+            let version = response["model_version"].as_str().unwrap_or_default().to_owned();
+            let outputs = response["outputs"].as_array().expect("outputs");
+            let labels = outputs.iter().find(|o| o["name"] == "label").expect("label")["data"].clone();
+            for (row, l) in labels.as_array().expect("data").iter().enumerate() {
+                let predicted = l.as_i64().expect("label");
+                let label = if version == "2" && row % 5 < 2 { (predicted + 1) % 3 } else { predicted };
+                truth.push(json!({"request_id": id, "row": row, "label": label}));
+            }
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        let (status, report) =
+            api(&server, "POST", "/api/v1/models/iris/feedback", Some(&Value::Array(std::mem::take(&mut truth))));
+        assert_eq!(status, 200, "{report}");
+        assert_eq!(report["unmatched"], 0, "{report}");
+    };
+    assert_eq!(rollout["canary"]["phase"], "rolled_back", "{rollout}");
+    let last = &rollout["history"].as_array().expect("history").last().cloned().unwrap_or_default()["judgement"];
+    let check = last["metrics"].as_array().expect("metrics").iter().find(|m| m["metric"] == "misclassified").cloned();
+    assert_eq!(check.as_ref().map(|c| c["verdict"].clone()), Some(json!("fail")), "{last}");
+    assert!(last["reason"].as_str().is_some_and(|r| r.contains("misclassified")), "{last}");
+    let (_, alias) = api(&server, "GET", "/api/v1/models/iris/aliases/production", None);
+    assert_eq!(alias["version"], 1, "{alias}");
+}

@@ -104,8 +104,20 @@ fn memory_goes_back_to_the_system_after_twenty_models_load_and_unload() {
         loaded as f64 / MIB
     );
     wait_until(Duration::from_secs(30), "all 20 models idling back to zero", all_stopped);
-    std::thread::sleep(Duration::from_millis(500));
-    let idle = resident_bytes_of(server.pid()).expect("rss");
+    // Stopped instances leave between batches and are joined (and the heap trimmed) at the next autoscaler look;
+    // give a busy machine a few seconds for that, no more.
+    let settled = |limit: f64| {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let rss = resident_bytes_of(server.pid()).expect("rss");
+            if rss as f64 <= limit || Instant::now() > deadline {
+                return rss;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let limit = 1.2 * before as f64;
+    let idle = settled(limit);
 
     // The explicit way: load every model through the repository API, then unload it.
     for action in ["load", "unload"] {
@@ -116,8 +128,7 @@ fn memory_goes_back_to_the_system_after_twenty_models_load_and_unload() {
             assert_eq!(status, 200, "{action} {name}: {answer}");
         }
     }
-    std::thread::sleep(Duration::from_millis(500));
-    let after = resident_bytes_of(server.pid()).expect("rss");
+    let after = settled(limit);
     eprintln!(
         "resident set: {:.1} MiB before, {:.1} MiB with 20 models, {:.1} MiB after they idled to zero, {:.1} MiB \
          after loading and unloading them",
@@ -128,7 +139,7 @@ fn memory_goes_back_to_the_system_after_twenty_models_load_and_unload() {
     );
     for (when, rss) in [("after idling to zero", idle), ("after unloading", after)] {
         assert!(
-            rss as f64 <= 1.2 * before as f64,
+            rss as f64 <= limit,
             "{when}: {:.1} MiB is more than 1.2 × the {:.1} MiB before",
             rss as f64 / MIB,
             before as f64 / MIB

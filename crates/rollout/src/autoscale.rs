@@ -75,7 +75,7 @@ impl Autoscaler {
     pub fn decide(&mut self, policy: &ScalePolicy, seen: &Observation) -> Option<usize> {
         let n = seen.instances;
         let since_change = self.last_change.map_or(Duration::MAX, |t| seen.at.saturating_sub(t));
-        let pressure = seen.queue_depth >= policy.queue_depth.max(1) * n.max(1)
+        let pressure = seen.queue_depth >= policy.queue_depth.max(1).saturating_mul(n.max(1))
             || seen.mean_wait.is_some_and(|w| w >= policy.queue_wait);
         let low = seen.queue_depth == 0 && seen.mean_wait.is_none_or(|w| w < policy.queue_wait / 2);
         self.low_since = if low { self.low_since.or(Some(seen.at)) } else { None };

@@ -5,8 +5,9 @@
 //!    within their limits, and an interval without candidate requests fails too (no data is not good news). After
 //!    `threshold` failed checks over the whole rollout it is rolled back.
 //! 2. **A comparison with the primary that stays valid however often it is looked at**: per metric (error rate,
-//!    mean log-latency) an always-valid confidence interval of candidate − primary over the step so far
-//!    ([`crate::sequential::sequential_difference`], α split over the metrics). The candidate is rolled back as soon
+//!    mean log-latency, and the feedback loss — misclassified share or absolute error — once both arms have
+//!    `min_labelled` rows with ground truth) an always-valid confidence interval of candidate − primary over the step
+//!    so far ([`crate::sequential::sequential_difference`], α split over the metrics compared). The candidate is rolled back as soon
 //!    as a lower bound shows harm beyond the metric's tolerance, and advances when every upper bound shows it within
 //!    tolerance and the step has lasted an interval. Kayenta's per-interval Mann–Whitney judge tests afresh at every
 //!    look, so looking every interval multiplies its false alarms; a confidence sequence holds its level over all
@@ -44,6 +45,21 @@ pub struct CanaryConfig {
     pub min_requests: u64,
     /// Intervals a step may stay inconclusive before the rollout pauses.
     pub max_step_intervals: u32,
+    /// Harm allowed in the feedback loss: misclassified share for a classifier (0.01: one point of accuracy), or
+    /// mean absolute error as a ratio of the primary's for a regressor (0.01: 1% larger).
+    #[serde(default = "default_quality_tolerance")]
+    pub quality_tolerance: f64,
+    /// Rows with ground truth each arm needs in a step before the feedback loss is compared.
+    #[serde(default = "default_min_labelled")]
+    pub min_labelled: u64,
+}
+
+fn default_quality_tolerance() -> f64 {
+    0.01
+}
+
+fn default_min_labelled() -> u64 {
+    50
 }
 
 impl Default for CanaryConfig {
@@ -59,6 +75,8 @@ impl Default for CanaryConfig {
             n_star: 5_000.0,
             min_requests: 100,
             max_step_intervals: 10,
+            quality_tolerance: default_quality_tolerance(),
+            min_labelled: default_min_labelled(),
         }
     }
 }
@@ -79,7 +97,7 @@ impl CanaryConfig {
             return Err("threshold and max_step_intervals must be at least 1".into());
         }
         let positive = |x: f64| x.is_finite() && x >= 0.0;
-        if !positive(self.error_tolerance) || !positive(self.latency_tolerance) {
+        if !positive(self.error_tolerance) || !positive(self.latency_tolerance) || !positive(self.quality_tolerance) {
             return Err("tolerances must be finite and not negative".into());
         }
         let in_range = self.alpha > 0.0 && self.alpha < 1.0 && self.n_star >= 1.0;
@@ -119,6 +137,25 @@ pub struct ArmStats {
     pub answered: u64,
     /// The 99th percentile latency in seconds, when known.
     pub latency_p99: Option<f64>,
+    /// Predictions whose ground truth has arrived.
+    #[serde(default)]
+    pub labelled: u64,
+    /// Sum of their feedback loss (see [`QualityLoss`]).
+    #[serde(default)]
+    pub loss_sum: f64,
+    /// Sum of its squares.
+    #[serde(default)]
+    pub loss_sq_sum: f64,
+}
+
+/// The loss of one prediction against its ground truth, for the quality comparison.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum QualityLoss {
+    /// 1 when the predicted class is not the true one, else 0 (a classifier: the comparison is of accuracy).
+    Misclassified,
+    /// |predicted − true| (a regressor: the comparison is of mean absolute error).
+    AbsoluteError,
 }
 
 /// What the judge sees at the end of an interval.
@@ -130,12 +167,14 @@ pub struct Observation {
     pub candidate: ArmStats,
     /// The candidate over the last interval (for the guards).
     pub candidate_interval: ArmStats,
+    /// What the arms' feedback loss measures, when the model gets ground truth.
+    pub quality: Option<QualityLoss>,
 }
 
 /// One metric's comparison.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MetricCheck {
-    /// `error_rate` or `log_latency`.
+    /// `error_rate`, `log_latency`, `misclassified` or `absolute_error`.
     pub metric: String,
     /// Candidate − primary, with its always-valid interval, when both arms have enough requests.
     pub comparison: Option<Comparison>,
@@ -220,10 +259,16 @@ impl Canary {
         {
             failed.push(format!("p99 latency {p99:.6} s above {max} s"));
         }
-        // Layer 2: always-valid comparisons over the step.
-        let alpha = c.alpha / 2.0;
-        let metrics =
+        // Layer 2: always-valid comparisons over the step, the feedback loss once both arms have enough ground truth
+        // (α is split over the metrics compared; a metric joining later only makes the others more conservative).
+        let labelled = o.primary.labelled >= c.min_labelled && o.candidate.labelled >= c.min_labelled;
+        let quality = o.quality.filter(|_| labelled);
+        let alpha = c.alpha / if quality.is_some() { 3.0 } else { 2.0 };
+        let mut metrics =
             vec![error_check(&o.primary, &o.candidate, c, alpha), latency_check(&o.primary, &o.candidate, c, alpha)];
+        if let Some(loss) = quality {
+            metrics.push(quality_check(loss, &o.primary, &o.candidate, c, alpha));
+        }
         if let Some(harm) = metrics.iter().find(|m| m.verdict == "fail") {
             let reason = format!("{} worse than the primary beyond its tolerance of {}", harm.metric, harm.tolerance);
             self.phase = Phase::RolledBack;
@@ -281,25 +326,36 @@ fn verdict(comparison: Option<&Comparison>, tolerance: f64) -> &'static str {
     }
 }
 
-/// Error share, candidate − primary. With no error in either arm the plug-in variance is 0 and the interval is
-/// undefined: it passes only when even three errors (the rule of three's 95% bound) would stay within tolerance;
-/// a candidate failing everything the primary answers fails outright.
+/// Error share, candidate − primary.
 #[allow(clippy::cast_precision_loss)]
 fn error_check(p: &ArmStats, c: &ArmStats, config: &CanaryConfig, alpha: f64) -> MetricCheck {
-    let tolerance = config.error_tolerance;
-    let arm = |a: &ArmStats| {
-        let rate = a.errors as f64 / a.requests.max(1) as f64;
-        Arm { n: a.requests as f64, mean: rate, variance: rate * (1.0 - rate) }
-    };
-    let enough = p.requests >= config.min_requests && c.requests >= config.min_requests;
+    let share = |a: &ArmStats| (a.errors as f64, a.requests);
+    share_check("error_rate", share(p), share(c), config.error_tolerance, config.min_requests, config, alpha)
+}
+
+/// A share of bad outcomes (`(bad, out of)` per arm), candidate − primary. With no bad outcome in either arm the
+/// plug-in variance is 0 and the interval is undefined: it passes only when even three (the rule of three's 95%
+/// bound) would stay within tolerance; a candidate failing everything the primary gets right fails outright.
+#[allow(clippy::cast_precision_loss)]
+fn share_check(
+    metric: &str,
+    p: (f64, u64),
+    c: (f64, u64),
+    tolerance: f64,
+    min: u64,
+    config: &CanaryConfig,
+    alpha: f64,
+) -> MetricCheck {
+    let rate = |(bad, n): (f64, u64)| bad / n.max(1) as f64;
+    let arm = |a: (f64, u64)| Arm { n: a.1 as f64, mean: rate(a), variance: rate(a) * (1.0 - rate(a)) };
+    let enough = p.1 >= min && c.1 >= min;
     let comparison = if enough { sequential_difference(arm(p), arm(c), alpha, config.n_star) } else { None };
     let v = match &comparison {
-        // Each arm all failing or all succeeding: the plug-in variance is 0, and the difference is what was seen.
+        // Each arm all bad or all good: the plug-in variance is 0, and the difference is what was seen.
         None if enough => {
-            let rate = |a: &ArmStats| a.errors as f64 / a.requests as f64;
             if rate(c) - rate(p) > tolerance {
                 "fail"
-            } else if c.errors == 0 && 3.0 / c.requests as f64 <= tolerance {
+            } else if c.0 == 0.0 && 3.0 / c.1 as f64 <= tolerance {
                 "pass"
             } else {
                 "inconclusive"
@@ -307,7 +363,34 @@ fn error_check(p: &ArmStats, c: &ArmStats, config: &CanaryConfig, alpha: f64) ->
         }
         other => verdict(other.as_ref(), tolerance),
     };
-    MetricCheck { metric: "error_rate".into(), comparison, tolerance, verdict: v.into() }
+    MetricCheck { metric: metric.into(), comparison, tolerance, verdict: v.into() }
+}
+
+/// The feedback loss, candidate − primary: the misclassified share (a proportion, like errors), or the mean absolute
+/// error with a tolerance relative to the primary's.
+#[allow(clippy::cast_precision_loss)]
+fn quality_check(loss: QualityLoss, p: &ArmStats, c: &ArmStats, config: &CanaryConfig, alpha: f64) -> MetricCheck {
+    match loss {
+        QualityLoss::Misclassified => {
+            let share = |a: &ArmStats| (a.loss_sum, a.labelled);
+            share_check(
+                "misclassified",
+                share(p),
+                share(c),
+                config.quality_tolerance,
+                config.min_labelled,
+                config,
+                alpha,
+            )
+        }
+        QualityLoss::AbsoluteError => {
+            let arm = |a: &ArmStats| Arm::from_sums(a.labelled as f64, a.loss_sum, a.loss_sq_sum);
+            let tolerance = config.quality_tolerance * (p.loss_sum / p.labelled.max(1) as f64);
+            let comparison = sequential_difference(arm(p), arm(c), alpha, config.n_star);
+            let v = verdict(comparison.as_ref(), tolerance);
+            MetricCheck { metric: "absolute_error".into(), comparison, tolerance, verdict: v.into() }
+        }
+    }
 }
 
 /// Mean log-latency, candidate − primary (a ratio of latencies, so the tolerance is ln(1 + latency_tolerance)).
@@ -356,6 +439,9 @@ mod tests {
             log_latency_sq_sum: a.log_latency_sq_sum + b.log_latency_sq_sum,
             answered: a.answered + b.answered,
             latency_p99: b.latency_p99,
+            labelled: a.labelled + b.labelled,
+            loss_sum: a.loss_sum + b.loss_sum,
+            loss_sq_sum: a.loss_sq_sum + b.loss_sq_sum,
         }
     }
 
@@ -379,7 +465,8 @@ mod tests {
             p_step = add(&p_step, &p);
             c_step = add(&c_step, &c);
             let step_before = canary.step;
-            let j = canary.judge(&Observation { primary: p_step, candidate: c_step, candidate_interval: c });
+            let j =
+                canary.judge(&Observation { primary: p_step, candidate: c_step, candidate_interval: c, quality: None });
             let done = matches!(canary.phase, Phase::Promoted | Phase::RolledBack | Phase::Paused);
             judgements.push(j);
             if canary.step != step_before {
@@ -460,7 +547,7 @@ mod tests {
             for _ in 0..30 {
                 p = add(&p, &arm(&mut rng, 500, 0.01, 0.010));
                 c = add(&c, &arm(&mut rng, 500, 0.01, 0.010));
-                let j = canary.judge(&Observation { primary: p, candidate: c, candidate_interval: c });
+                let j = canary.judge(&Observation { primary: p, candidate: c, candidate_interval: c, quality: None });
                 // Never advance in this test: keep judging the same growing segment.
                 canary.step = 0;
                 canary.phase = if j.action == "rollback" { Phase::RolledBack } else { Phase::Progressing };
@@ -487,5 +574,37 @@ mod tests {
     #[allow(clippy::cast_precision_loss)]
     fn p_var(a: &ArmStats) -> f64 {
         Arm::from_sums(a.answered as f64, a.log_latency_sum, a.log_latency_sq_sum).variance
+    }
+    /// Two healthy arms of 2,000 requests each, with `labelled` rows of ground truth, `wrong` of the candidate's and
+    /// 10% of the primary's misclassified.
+    fn with_feedback(labelled: u64, wrong: f64) -> Observation {
+        let mut rng = fastrand::Rng::with_seed(7);
+        let (mut p, mut c) = (arm(&mut rng, 2_000, 0.0, 0.01), arm(&mut rng, 2_000, 0.0, 0.01));
+        let p_wrong = (labelled as f64 * 0.1).round();
+        let c_wrong = (labelled as f64 * wrong).round();
+        (p.labelled, p.loss_sum, p.loss_sq_sum) = (labelled, p_wrong, p_wrong);
+        (c.labelled, c.loss_sum, c.loss_sq_sum) = (labelled, c_wrong, c_wrong);
+        Observation { primary: p, candidate: c, candidate_interval: c, quality: Some(QualityLoss::Misclassified) }
+    }
+
+    #[test]
+    fn a_less_accurate_candidate_is_rolled_back_once_enough_ground_truth_arrives() {
+        let config = CanaryConfig { latency_tolerance: 0.5, ..CanaryConfig::default() };
+        let mut canary = Canary::start(config.clone()).expect("valid");
+        // Too little ground truth: accuracy is not compared, and the healthy error rate and latency advance it.
+        let j = canary.judge(&with_feedback(config.min_labelled - 1, 0.4));
+        assert!(j.metrics.iter().all(|m| m.metric != "misclassified"), "{j:?}");
+        assert_eq!(j.action, "advance", "{j:?}");
+        // 40% wrong against 10%, over 1,000 labelled rows each: harm far beyond one point of accuracy.
+        let j = canary.judge(&with_feedback(1_000, 0.4));
+        let check = j.metrics.iter().find(|m| m.metric == "misclassified").expect("compared");
+        assert_eq!(check.verdict, "fail", "{j:?}");
+        assert_eq!((j.action.as_str(), canary.phase), ("rollback", Phase::RolledBack), "{j:?}");
+        // An equally accurate candidate is not held back by the comparison (nor rolled back).
+        let mut canary = Canary::start(CanaryConfig { quality_tolerance: 0.05, ..config }).expect("valid");
+        let j = canary.judge(&with_feedback(1_000, 0.1));
+        let check = j.metrics.iter().find(|m| m.metric == "misclassified").expect("compared");
+        assert_eq!(check.verdict, "pass", "{j:?}");
+        assert_eq!(j.action, "advance", "{j:?}");
     }
 }

@@ -311,10 +311,41 @@ impl QualityWatch {
         self.counts.write().remove(model);
     }
 
-    /// Whether predictions of `model` at `version` are kept (a map lookup).
+    /// Whether predictions of `model` at `version` are kept (a map lookup): every version a monitored model serves,
+    /// so that a candidate in a deployment or canary has its own live quality beside the primary's.
     #[must_use]
-    pub fn wants(&self, model: &str, version: u64) -> bool {
-        self.targets.read().get(model).is_some_and(|t| t.version == version)
+    pub fn wants(&self, model: &str, _version: u64) -> bool {
+        self.targets.read().contains_key(model)
+    }
+
+    /// Per version, over the predictions made since `since_ms` whose ground truth has arrived: how many, and the
+    /// sums of their loss and of its square (misclassified 0/1 for a classifier, |error| for a regressor), for a
+    /// canary's comparison. `None` when `model` is not monitored.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn losses(
+        &self,
+        model: &str,
+        since_ms: i64,
+    ) -> Result<Option<(ferry_rollout::canary::QualityLoss, HashMap<u64, (u64, f64, f64)>)>, ApiError> {
+        use ferry_rollout::canary::QualityLoss;
+        let Some(task) = self.targets.read().get(model).map(|t| t.outputs.task) else { return Ok(None) };
+        let pairs = self.registry.labelled_outcomes(model, since_ms).await?;
+        let kind = match task {
+            Task::Classification => QualityLoss::Misclassified,
+            Task::Regression => QualityLoss::AbsoluteError,
+        };
+        let mut sums: HashMap<u64, (u64, f64, f64)> = HashMap::new();
+        for p in pairs {
+            let loss = match kind {
+                QualityLoss::Misclassified => f64::from(u8::from(p.predicted != p.truth)),
+                QualityLoss::AbsoluteError => (p.predicted - p.truth).abs(),
+            };
+            let s = sums.entry(p.version).or_default();
+            *s = (s.0 + 1, s.1 + loss, s.2 + loss * loss);
+        }
+        Ok(Some((kind, sums)))
     }
 
     /// Whether `model` is monitored at all.
@@ -345,7 +376,9 @@ impl QualityWatch {
 
     /// Copies the prediction rows of one answered request (never blocks; a full buffer drops them and counts).
     pub fn observe(&self, model: &str, version: u64, request_id: &str, outputs: &[NamedTensor]) {
-        let Some(target) = self.targets.read().get(model).filter(|t| t.version == version).cloned() else { return };
+        // Every version's predictions (a canary's candidate is judged on its own); the served version's outputs name
+        // the prediction.
+        let Some(target) = self.targets.read().get(model).cloned() else { return };
         // A client that asked for other outputs only gives nothing to join to.
         let Some(predicted) = outputs.iter().find(|t| t.name == target.outputs.predicted) else { return };
         let Some(values) = numbers(predicted.tensor.data()) else { return };

@@ -92,6 +92,13 @@ pub struct StartRollout {
     /// Intervals a step may stay inconclusive before pausing (default 10).
     #[serde(default)]
     pub max_step_intervals: Option<u32>,
+    /// Harm allowed in the feedback loss: misclassified share for a classifier (default 0.01), or mean absolute
+    /// error as a ratio of the primary's for a regressor.
+    #[serde(default)]
+    pub quality_tolerance: Option<f64>,
+    /// Rows with ground truth each arm needs in a step before their quality is compared (default 50).
+    #[serde(default)]
+    pub min_labelled: Option<u64>,
 }
 
 /// The judge: last interval's candidate totals per model and deployment revision (in memory: after a restart the
@@ -129,6 +136,7 @@ fn arm(t: &ArmTotals) -> ArmStats {
         log_latency_sq_sum: sq,
         answered: t.answered,
         latency_p99: t.quantile(0.99),
+        ..ArmStats::default()
     }
 }
 
@@ -237,6 +245,8 @@ pub async fn start(state: &AppState, name: &str, request: &StartRollout, actor: 
         latency_tolerance: request.latency_tolerance.unwrap_or(defaults.latency_tolerance),
         min_requests: request.min_requests.unwrap_or(defaults.min_requests),
         max_step_intervals: request.max_step_intervals.unwrap_or(defaults.max_step_intervals),
+        quality_tolerance: request.quality_tolerance.unwrap_or(defaults.quality_tolerance),
+        min_labelled: request.min_labelled.unwrap_or(defaults.min_labelled),
         ..defaults
     };
     let canary = Canary::start(config).map_err(bad)?;
@@ -391,8 +401,25 @@ impl Controller {
             _ => ArmTotals::default(),
         };
         let interval = candidate.since(&last);
-        let observation =
-            Observation { primary: arm(&primary), candidate: arm(&candidate), candidate_interval: arm(&interval) };
+        let mut observation = Observation {
+            primary: arm(&primary),
+            candidate: arm(&candidate),
+            candidate_interval: arm(&interval),
+            quality: None,
+        };
+        // Ground truth joined in the shared registry since this step's deployment took effect here (so counted over
+        // every replica's predictions).
+        let since = state.metrics().performance.experiment(&name).map(|(e, _)| e.since_ms);
+        if let (Some(quality), Some(since)) = (&ctx.quality_watch, since)
+            && let Some((kind, sums)) = quality.losses(&name, since).await?
+        {
+            observation.quality = Some(kind);
+            for (version, stats) in
+                [(rollout.primary, &mut observation.primary), (rollout.candidate, &mut observation.candidate)]
+            {
+                (stats.labelled, stats.loss_sum, stats.loss_sq_sum) = sums.get(&version).copied().unwrap_or_default();
+            }
+        }
         let step = rollout.canary.step;
         let judgement = rollout.canary.judge(&observation);
         let action = judgement.action.clone();

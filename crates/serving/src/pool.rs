@@ -8,6 +8,7 @@
 //!
 //! Locks: the budget's before a pool's, never the other way round.
 
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock, Weak};
 use std::thread::JoinHandle;
@@ -33,14 +34,13 @@ fn now() -> Duration {
 /// One instance loads at a time, so that the growth of the resident set during a load is that load's.
 static LOADS: Mutex<()> = Mutex::new(());
 
-/// The process's resident set, from `/proc/self/statm` (the kernel's page size is 4 KiB on every Linux ferry runs
-/// on); 0 where that file does not exist.
+/// The process's resident set, from `/proc/self/status`; 0 where that file does not exist.
 #[must_use]
 pub fn resident_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/statm")
+    std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
-        .map_or(0, |pages| pages * 4096)
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("VmRSS:"))?.split_whitespace().next()?.parse::<u64>().ok())
+        .map_or(0, |kib| kib * 1024)
 }
 
 /// What the process's Rust allocator needs to hand freed memory back to the system; set once by the binary that
@@ -68,6 +68,8 @@ fn release_thread_memory() {
     expect(unsafe_code, reason = "malloc_trim is a C function; no safe binding exists")
 )]
 fn release_memory() {
+    // Not during a load, whose measure of what it added would shrink by what the trim gives back.
+    let _no_load_measuring = LOADS.lock();
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: `malloc_trim` only walks glibc's own arenas under their locks; it takes no pointer from us.
     unsafe {
@@ -167,8 +169,17 @@ impl MemoryBudget {
         let Some(limit) = self.inner.limit else { return Ok(()) };
         let all = self.live_pools(pools);
         let mut used: u64 = all.iter().map(|p| p.memory_bytes()).sum();
+        if used + need <= limit {
+            return Ok(());
+        }
         let mut idle: Vec<&Arc<Pool>> =
             all.iter().filter(|p| !std::ptr::eq(p.as_ref(), pool) && p.in_flight.load(Ordering::SeqCst) == 0).collect();
+        // Stop nothing unless stopping enough is possible: a stop that does not make room only costs a cold start.
+        let evictable: u64 =
+            idle.iter().map(|p| p.footprint() * p.instances().saturating_sub(p.blueprint.policy.min) as u64).sum();
+        if used.saturating_sub(evictable) + need > limit {
+            return Err(used);
+        }
         idle.sort_by_key(|p| p.last_request.load(Ordering::Relaxed));
         for victim in idle {
             while used + need > limit && victim.stop_one(victim.blueprint.policy.min) {
@@ -342,42 +353,50 @@ impl Pool {
             }
             Err(e) => {
                 self.live.fetch_sub(1, Ordering::SeqCst);
-                Err(ServingError::NoInstance {
-                    name: self.name.clone(),
-                    message: format!("cannot start an instance thread: {e}"),
-                })
+                let message = format!("cannot start an instance thread: {e}");
+                if self.instances() == 0 {
+                    self.fail_queued(&message);
+                }
+                Err(ServingError::NoInstance { name: self.name.clone(), message })
             }
         }
     }
 
     fn instance_main(self: Arc<Self>, stop: &AtomicBool, engine: Option<Box<dyn Engine>>) {
+        let served = catch_unwind(AssertUnwindSafe(|| self.serve(stop, engine)));
+        let failure = match served {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(e.to_string()),
+            Err(_) => Some("an instance thread panicked".to_owned()),
+        };
+        if let Some(message) = failure {
+            tracing::error!(model = %self.name, version = self.version, error = %message, "an instance stopped");
+            // Counted no more; if it was the last, nobody else will serve what waits.
+            self.retire_self(stop);
+            if self.instances() == 0 {
+                self.fail_queued(&message);
+            }
+        }
+        // The engine is dropped by now; give back what this thread's heap kept of it.
+        release_thread_memory();
+    }
+
+    /// An instance's life: load its engine unless it was handed one, then serve until told to stop.
+    fn serve(&self, stop: &AtomicBool, engine: Option<Box<dyn Engine>>) -> Result<(), ServingError> {
         let engine = match engine {
             Some(engine) => engine,
             None => {
                 let started = Instant::now();
-                match self.load_engine() {
-                    Ok(engine) => {
-                        self.stats.instance_started(started.elapsed());
-                        engine
-                    }
-                    Err(e) => {
-                        tracing::error!(model = %self.name, version = self.version, error = %e,
-                            "an instance failed to start");
-                        self.retire_self(stop);
-                        if self.instances() == 0 {
-                            self.fail_queued(&e.to_string());
-                        }
-                        return;
-                    }
-                }
+                let engine = self.load_engine()?;
+                self.stats.instance_started(started.elapsed());
+                engine
             }
         };
         let stop_now = || stop.load(Ordering::SeqCst) && (self.jobs.is_empty() || self.live.load(Ordering::SeqCst) > 0);
         let mut batching = self.blueprint.batching.clone();
         batching.enabled &= self.batchable.load(Ordering::Relaxed);
         run_instance(&self.name, engine, &self.jobs, &batching, &self.stats, &stop_now);
-        // The engine is dropped by now; give back what this thread's heap kept of it.
-        release_thread_memory();
+        Ok(())
     }
 
     /// Moves the worker that owns `stop` from running to stopping, after it failed to start.
@@ -406,9 +425,11 @@ impl Pool {
             return false;
         }
         let Some(worker) = state.running.pop() else { return false };
+        // Uncounted before told: a request that still saw it counted finds it serving the queue (the thread leaves
+        // only once the queue is empty or another instance counts), and one that sees it uncounted starts another.
+        self.live.fetch_sub(1, Ordering::SeqCst);
         worker.stop.store(true, Ordering::SeqCst);
         state.stopping.push(worker.handle);
-        self.live.fetch_sub(1, Ordering::SeqCst);
         state.scaler.changed(now());
         true
     }
