@@ -118,9 +118,9 @@ def main():
                         print(f"  round {r + 1} {mode:<13} c={c:<3} {out['rps']:>9.0f} req/s p50 {out['p50']:.3f} ms "
                               f"p99 {out['p99']:.3f} ms; shadow answered {copies}, shed {shed}", flush=True)
         print()
-        print("| mode | concurrency | req/s (median) | ÷ no deployment | p50 ms | p99 ms | p99 added, ms | "
+        print("| mode | concurrency | req/s (median) | ÷ no deployment | req/s range | p50 ms | p99 ms | p99 added, ms | "
               "shadow copies answered / shed (last round) |")
-        print("|---|---|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|---|---|")
         for mode in MODES:
             for c in args.concurrency:
                 runs = results[(mode, c)]
@@ -130,7 +130,8 @@ def main():
                 p99 = statistics.median(x["p99"] for x in runs)
                 added = p99 - statistics.median(x["p99"] for x in plain)
                 base_rps = statistics.median(x["rps"] for x in plain)
-                print(f"| {mode} | {c} | {rps:.0f} | **{rps / base_rps:.3f}** | {p50:.3f} | {p99:.3f} | "
+                low, high = min(x["rps"] for x in runs), max(x["rps"] for x in runs)
+                print(f"| {mode} | {c} | {rps:.0f} | **{rps / base_rps:.3f}** | {low:.0f}–{high:.0f} | {p50:.3f} | {p99:.3f} | "
                       f"{added:+.3f} | {runs[-1]['copies']} / {runs[-1]['shed']} |")
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -508,6 +508,7 @@ fn a_canary_that_ground_truth_shows_less_accurate_rolls_itself_back() {
     let started = Instant::now();
     let mut k = 0usize;
     let mut truth: Vec<Value> = Vec::new();
+    let mut experiment: Option<Value> = None;
     let rollout = loop {
         let (_, rollout) = api(&server, "GET", "/api/v1/models/iris/rollout", None);
         if rollout["canary"]["phase"] != "progressing" {
@@ -537,7 +538,30 @@ fn a_canary_that_ground_truth_shows_less_accurate_rolls_itself_back() {
             api(&server, "POST", "/api/v1/models/iris/feedback", Some(&Value::Array(std::mem::take(&mut truth))));
         assert_eq!(status, 200, "{report}");
         assert_eq!(report["unmatched"], 0, "{report}");
+        // The A/B view of the same step shows each arm's live accuracy beside its requests.
+        let (status, view) = api(&server, "GET", "/api/v1/models/iris/experiments/current", None);
+        if status == 200
+            && view["arms"].as_array().is_some_and(|a| a.iter().all(|arm| arm["labelled"].as_u64() > Some(0)))
+        {
+            experiment = Some(view);
+        }
     };
+    let view = experiment.expect("the experiment showed ground truth for both arms while the rollout ran");
+    let arms = view["arms"].as_array().expect("arms");
+    assert_eq!(
+        (arms[0]["version"].as_u64(), arms[0]["quality_metric"].as_str()),
+        (Some(1), Some("accuracy")),
+        "{view}"
+    );
+    assert_eq!(arms[0]["quality"].as_f64(), Some(1.0), "version 1 is always right: {view}");
+    let candidate = arms[1]["quality"].as_f64().expect("candidate accuracy");
+    assert!((0.45..0.75).contains(&candidate), "version 2 is right on about 60% of rows: {view}");
+    let interval = arms[1]["quality_interval"].as_array().expect("interval");
+    assert!(interval[0].as_f64() < Some(candidate) && interval[1].as_f64() > Some(candidate), "{view}");
+    assert!(
+        view["comparisons"].as_array().expect("comparisons").iter().any(|c| c["metric"] == "misclassified"),
+        "{view}"
+    );
     assert_eq!(rollout["canary"]["phase"], "rolled_back", "{rollout}");
     let last = &rollout["history"].as_array().expect("history").last().cloned().unwrap_or_default()["judgement"];
     let check = last["metrics"].as_array().expect("metrics").iter().find(|m| m["metric"] == "misclassified").cloned();

@@ -120,6 +120,66 @@ impl Registry {
             .await?)
     }
 
+    /// `name`'s rollout state and its last update (Unix milliseconds), for [`Registry::begin_rollout`].
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn rollout_record(&self, name: &str) -> Result<Option<(String, i64)>, RegistryError> {
+        let row = sqlx::query("SELECT state, updated_at FROM rollouts WHERE model = $1")
+            .bind(name)
+            .fetch_optional(&self.db)
+            .await?;
+        row.map(|r| Ok((r.try_get("state")?, r.try_get("updated_at")?))).transpose()
+    }
+
+    /// Starts a rollout of `name` with `state`, only if its rollout record is still as read (`seen`: the last
+    /// update of the finished rollout it replaces, or `None` when it had none), so that of two starts racing, on one
+    /// replica or several, exactly one wins. Returns whether this one did.
+    ///
+    /// # Errors
+    /// [`RegistryError::NotFound`] for an unknown model; database errors.
+    pub async fn begin_rollout(
+        &self,
+        name: &str,
+        seen: Option<i64>,
+        state: &str,
+        detail: &str,
+        actor: &str,
+    ) -> Result<bool, RegistryError> {
+        self.get_model(name).await?;
+        let at = crate::store::now_ms().max(seen.unwrap_or(0).saturating_add(1));
+        let _writer = self.sqlite_writer().await;
+        let mut tx = self.db.begin().await?;
+        let written = match seen {
+            None => sqlx::query(
+                "INSERT INTO rollouts (model, state, updated_at) VALUES ($1, $2, $3) ON CONFLICT (model) DO NOTHING",
+            )
+            .bind(name)
+            .bind(state)
+            .bind(at)
+            .execute(&mut *tx)
+            .await?,
+            Some(seen) => {
+                sqlx::query("UPDATE rollouts SET state = $2, updated_at = $3 WHERE model = $1 AND updated_at = $4")
+                    .bind(name)
+                    .bind(state)
+                    .bind(at)
+                    .bind(seen)
+                    .execute(&mut *tx)
+                    .await?
+            }
+        };
+        let won = written.rows_affected() == 1;
+        if !won {
+            return Ok(false);
+        }
+        if !detail.is_empty() {
+            crate::store::event(&mut tx, name, None, "rollout", detail, actor, at).await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
     /// Every rollout's model, state and last update (Unix milliseconds).
     ///
     /// # Errors

@@ -187,7 +187,9 @@ pub async fn load(ctx: &RegistryContext, name: &str) -> Result<Rollout, ApiError
 /// exists; load errors of the candidate.
 pub async fn start(state: &AppState, name: &str, request: &StartRollout, actor: &str) -> Result<Rollout, ApiError> {
     let ctx = state.registry_context().ok_or_else(|| bad("rollouts need the registry"))?.clone();
-    if let Ok(r) = load(&ctx, name).await
+    let previous = ctx.registry.rollout_record(name).await?;
+    if let Some((text, _)) = &previous
+        && let Ok(r) = serde_json::from_str::<Rollout>(text)
         && matches!(r.canary.phase, Phase::Progressing | Phase::Paused)
     {
         return Err(ApiError::new(
@@ -263,7 +265,26 @@ pub async fn start(state: &AppState, name: &str, request: &StartRollout, actor: 
         canary,
         history: Vec::new(),
     };
-    rollout.revision = ctx.set_deployment(state, name, &rollout.deployment(), actor).await?.revision;
+    // Claim the model first: of two starts racing, on this replica or another, one wins and the other gets 409.
+    let claimed =
+        ctx.registry.begin_rollout(name, previous.map(|(_, at)| at), &rollout.state_text()?, "", actor).await?;
+    if !claimed {
+        return Err(ApiError::new(
+            ErrorKind::Conflict,
+            format!("another rollout of {name:?} started at the same time; see GET …/rollout"),
+        ));
+    }
+    match ctx.set_deployment(state, name, &rollout.deployment(), actor).await {
+        Ok(record) => rollout.revision = record.revision,
+        Err(e) => {
+            // The rollout never ran: end it, saying why, so that the claim does not block the next start.
+            rollout.canary.phase = Phase::RolledBack;
+            let why = format!("not started: the deployment could not be made: {}", e.message());
+            rollout.record(actor, manual("abort", &why, &rollout.canary));
+            ctx.registry.set_rollout(name, &rollout.state_text()?, &why, actor).await?;
+            return Err(e);
+        }
+    }
     let w = f64::from(rollout.canary.weight_bp()) / 100.0;
     let detail = format!("started: version {candidate} at {w}% beside version {primary}");
     rollout.record(actor, manual("start", &detail, &rollout.canary));

@@ -625,3 +625,39 @@ async fn a_healthy_canary_promotes_itself_and_a_broken_one_rolls_itself_back() {
     let audited: Vec<&str> = audit.as_array().expect("audit").iter().filter_map(|e| e["action"].as_str()).collect();
     assert!(audited.contains(&"rollout_rollback") && audited.contains(&"start_rollout"), "{audited:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn of_two_rollouts_started_at_once_on_two_replicas_exactly_one_wins() {
+    let env = env().await;
+    push(&env, 1..=3).await;
+    let (status, _) =
+        json_call(&env, Method::PUT, "/api/v1/models/tiny/aliases/production", json!({"version": 1}).to_string()).await;
+    assert_eq!(status, StatusCode::OK);
+    // A second replica: its own models and controller, the same registry.
+    let registry = env.state.registry_context().expect("registry").registry.clone();
+    let other = AppState::with_registry(
+        Arc::new(ModelRepository::new()),
+        ServerLimits::default(),
+        Some(RegistryContext::new(registry, "production".into(), 1 << 30)),
+    );
+    let request = |candidate: &str| -> ferry_server::rollouts::StartRollout {
+        serde_json::from_value(json!({"candidate": candidate, "interval": "1h"})).expect("request")
+    };
+    let (two, three) = (request("2"), request("3"));
+    let (a, b) = tokio::join!(
+        ferry_server::rollouts::start(&env.state, "tiny", &two, "replica a"),
+        ferry_server::rollouts::start(&other, "tiny", &three, "replica b"),
+    );
+    let (won, lost) = match (a, b) {
+        (Ok(w), Err(l)) | (Err(l), Ok(w)) => (w, l),
+        (a, b) => panic!("exactly one start wins: {:?} / {:?}", a.map(|r| r.candidate), b.map(|r| r.candidate)),
+    };
+    assert_eq!(lost.kind(), ferry_types::ErrorKind::Conflict, "{}", lost.message());
+    let (_, stored) = json_call(&env, Method::GET, "/api/v1/models/tiny/rollout", Body::empty()).await;
+    assert_eq!(stored["candidate"].as_u64(), Some(won.candidate), "{stored}");
+    assert_eq!(stored["canary"]["phase"], "progressing", "{stored}");
+    let (_, d) = json_call(&env, Method::GET, "/api/v1/models/tiny/deployment", Body::empty()).await;
+    let versions: Vec<u64> =
+        d["serving"].as_array().expect("serving").iter().filter_map(|v| v["version"].as_u64()).collect();
+    assert_eq!(versions, vec![1, won.candidate], "the deployment is the winner's: {d}");
+}

@@ -102,6 +102,41 @@ pub(crate) struct ExperimentArm {
     latency_p90: Option<f64>,
     /// See `latency_p50`.
     latency_p99: Option<f64>,
+    /// Its predictions whose ground truth has arrived (monitored models; counted over every replica).
+    labelled: u64,
+    /// `accuracy` (a classifier) or `mean_absolute_error` (a regressor), over `labelled`, when any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    quality_metric: Option<&'static str>,
+    /// Its value.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    quality: Option<f64>,
+    /// A 95% confidence interval of it (Wilson's for accuracy, the normal one for the error), for this look.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    quality_interval: Option<[f64; 2]>,
+}
+
+/// One arm's feedback figure and its 95% interval: accuracy (Wilson) or mean absolute error (normal).
+#[allow(clippy::cast_precision_loss)]
+fn arm_quality(
+    loss: ferry_rollout::canary::QualityLoss,
+    (n, sum, sq): (u64, f64, f64),
+) -> (&'static str, f64, [f64; 2]) {
+    const Z: f64 = 1.959_963_984_540_054;
+    let n_f = n as f64;
+    let mean = sum / n_f;
+    match loss {
+        ferry_rollout::canary::QualityLoss::Misclassified => {
+            let p = 1.0 - mean;
+            let centre = (p + Z * Z / (2.0 * n_f)) / (1.0 + Z * Z / n_f);
+            let half = Z / (1.0 + Z * Z / n_f) * (p * (1.0 - p) / n_f + Z * Z / (4.0 * n_f * n_f)).sqrt();
+            ("accuracy", p, [(centre - half).max(0.0), (centre + half).min(1.0)])
+        }
+        ferry_rollout::canary::QualityLoss::AbsoluteError => {
+            let variance = if n > 1 { ((sq - sum * mean) / (n_f - 1.0)).max(0.0) } else { 0.0 };
+            let half = Z * (variance / n_f).sqrt();
+            ("mean_absolute_error", mean, [(mean - half).max(0.0), mean + half])
+        }
+    }
 }
 
 /// A candidate compared with the primary on one metric.
@@ -109,7 +144,8 @@ pub(crate) struct ExperimentArm {
 pub(crate) struct ArmComparison {
     /// The candidate's target.
     target: String,
-    /// `error_rate` (difference of shares) or `latency_ratio` (ratio of geometric means).
+    /// `error_rate` (difference of shares), `latency_ratio` (ratio of geometric means), or from ground truth
+    /// `misclassified` (difference of shares) or `absolute_error` (difference of means).
     metric: &'static str,
     /// Candidate against primary: a difference for error rates, a ratio for latency.
     estimate: f64,
@@ -176,12 +212,20 @@ pub(crate) async fn get_experiment(
         )));
     }
     let totals = |v: u64| counts.get(&v).copied().unwrap_or_default();
+    // Ground truth joined since this revision took effect here, from the shared registry.
+    let quality = match state.registry_context().and_then(|c| c.quality_watch.clone()) {
+        Some(watch) => watch.losses(name.as_str(), experiment.since_ms).await?,
+        None => None,
+    };
+    let losses = |v: u64| quality.as_ref().and_then(|(_, sums)| sums.get(&v).copied()).unwrap_or_default();
     #[allow(clippy::cast_precision_loss)]
     let arms: Vec<ExperimentArm> = split
         .variants
         .iter()
         .map(|v| {
             let t = totals(v.version);
+            let labelled = losses(v.version);
+            let figure = quality.as_ref().filter(|_| labelled.0 > 0).map(|(kind, _)| arm_quality(*kind, labelled));
             ExperimentArm {
                 target: v.target.clone(),
                 version: v.version,
@@ -192,11 +236,16 @@ pub(crate) async fn get_experiment(
                 latency_p50: t.quantile(0.5),
                 latency_p90: t.quantile(0.9),
                 latency_p99: t.quantile(0.99),
+                labelled: labelled.0,
+                quality_metric: figure.map(|f| f.0),
+                quality: figure.map(|f| f.1),
+                quality_interval: figure.map(|f| f.2),
             }
         })
         .collect();
     // α split over every comparison (Bonferroni), each valid at every look.
-    let tests = 2 * split.variants.len().saturating_sub(1);
+    let metrics = if quality.is_some() { 3 } else { 2 };
+    let tests = metrics * split.variants.len().saturating_sub(1);
     #[allow(clippy::cast_precision_loss)]
     let alpha = 0.05 / tests.max(1) as f64;
     let verdict = |lower: f64, upper: f64| {
@@ -244,6 +293,35 @@ pub(crate) async fn get_experiment(
                 p_value: c.p_value,
                 verdict: verdict(c.lower, c.upper),
             });
+        }
+        if let Some((kind, _)) = &quality {
+            use ferry_rollout::canary::QualityLoss;
+            let loss = |v: u64| {
+                let (n, sum, sq) = losses(v);
+                #[allow(clippy::cast_precision_loss)]
+                match kind {
+                    QualityLoss::Misclassified => {
+                        let p = sum / n.max(1) as f64;
+                        Arm { n: n as f64, mean: p, variance: p * (1.0 - p) }
+                    }
+                    QualityLoss::AbsoluteError => Arm::from_sums(n as f64, sum, sq),
+                }
+            };
+            let metric = match kind {
+                QualityLoss::Misclassified => "misclassified",
+                QualityLoss::AbsoluteError => "absolute_error",
+            };
+            if let Some(c) = sequential_difference(loss(split.variants[0].version), loss(v.version), alpha, 5_000.0) {
+                comparisons.push(ArmComparison {
+                    target: v.target.clone(),
+                    metric,
+                    estimate: c.estimate,
+                    lower: c.lower,
+                    upper: c.upper,
+                    p_value: c.p_value,
+                    verdict: verdict(c.lower, c.upper),
+                });
+            }
         }
     }
     let weighted: Vec<&ferry_rollout::split::Variant> = split.variants.iter().filter(|v| v.weight_bp > 0).collect();
