@@ -193,6 +193,8 @@ impl GrpcInferenceService for GrpcService {
                 (routed.model, routed.shadow, routed.variant.map(|(target, _)| target))
             }
         };
+        // Only a version the deployment chose counts in its experiment arm.
+        let routed = variant.is_some();
         let decoded = decode_model_infer(r).map_err(status)?;
         let outputs = decoded.outputs.into_iter().map(|o| o.name).collect();
         // The tighter of the protocol's `timeout` parameter and the call's deadline.
@@ -214,10 +216,20 @@ impl GrpcInferenceService for GrpcService {
         let result = model.infer(InferRequest { inputs: decoded.inputs, outputs, timeout }).await;
         let (metrics, elapsed) = (self.state.metrics(), started.elapsed());
         match &result {
-            Ok(r) => metrics.observe(model.name(), model.version(), "grpc", "OK", Some((r.queue, r.compute)), elapsed),
+            Ok(r) => {
+                metrics.observe(
+                    model.name(),
+                    model.version(),
+                    "grpc",
+                    routed,
+                    "OK",
+                    Some((r.queue, r.compute)),
+                    elapsed,
+                );
+            }
             Err(e) => {
                 let code = format!("{:?}", code_of(ferry_types::HasErrorKind::kind(e)));
-                metrics.observe(model.name(), model.version(), "grpc", &code, None, elapsed);
+                metrics.observe(model.name(), model.version(), "grpc", routed, &code, None, elapsed);
             }
         }
         let response = result.map_err(status)?;

@@ -50,6 +50,8 @@ struct Handles {
     compute: Histogram,
     /// Live latency and throughput, and their baseline.
     perf: std::sync::Arc<crate::performance::Recorder>,
+    /// The version's arm in its deployment's experiment: routed requests only.
+    arm: std::sync::Arc<crate::performance::Recorder>,
     /// The performance generation `perf` was taken in: a recorder forgotten since (its version unloaded) must not
     /// keep receiving what a fresh one should count.
     generation: u64,
@@ -102,6 +104,7 @@ impl Metrics {
         model: &str,
         version: u64,
         protocol: &'static str,
+        routed: bool,
         timing: (Duration, Duration),
         total: Duration,
     ) {
@@ -134,6 +137,7 @@ impl Metrics {
                 queue: phase("queue"),
                 compute: phase("compute"),
                 perf: self.performance.recorder(model, version),
+                arm: self.performance.arm_recorder(model, version),
                 generation,
             });
             let mut fast = self.fast.write();
@@ -145,22 +149,28 @@ impl Metrics {
         handles.ok.inc();
         handles.total.observe(total.as_secs_f64());
         handles.perf.record(total.as_secs_f64(), true);
+        if routed {
+            handles.arm.record(total.as_secs_f64(), true);
+        }
         handles.queue.observe(timing.0.as_secs_f64());
         handles.compute.observe(timing.1.as_secs_f64());
     }
 
-    /// Counts one finished inference request.
+    /// Counts one finished inference request; `routed` when the model's deployment chose its version (not pinned
+    /// by the caller), so that it also counts in the version's experiment arm.
+    #[allow(clippy::too_many_arguments)]
     pub fn observe(
         &self,
         model: &str,
         version: u64,
         protocol: &'static str,
+        routed: bool,
         code: &str,
         timing: Option<(Duration, Duration)>,
         total: Duration,
     ) {
         if let (Some(timing), "200" | "OK") = (timing, code) {
-            return self.observe_ok(model, version, protocol, timing, total);
+            return self.observe_ok(model, version, protocol, routed, timing, total);
         }
         // Only a loaded model version reaches here. Client errors (4xx, gRPC InvalidArgument…) count as requests but
         // not as failures: one client's bad inputs must not page the team.
@@ -169,11 +179,16 @@ impl Metrics {
                 code,
                 "Internal" | "Unavailable" | "DeadlineExceeded" | "Unknown" | "DataLoss" | "ResourceExhausted"
             );
-        let recorder = self.performance.recorder(model, version);
-        if server_error {
-            recorder.record(total.as_secs_f64(), false);
-        } else {
-            recorder.record_rejected(total.as_secs_f64());
+        let recorders = [
+            Some(self.performance.recorder(model, version)),
+            routed.then(|| self.performance.arm_recorder(model, version)),
+        ];
+        for recorder in recorders.iter().flatten() {
+            if server_error {
+                recorder.record(total.as_secs_f64(), false);
+            } else {
+                recorder.record_rejected(total.as_secs_f64());
+            }
         }
         let version = version.to_string();
         self.requests

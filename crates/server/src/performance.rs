@@ -284,6 +284,10 @@ pub struct VersionPerformance {
 pub struct Performance {
     config: RwLock<PerformanceConfig>,
     recorders: RwLock<HashMap<(String, u64), Arc<Recorder>>>,
+    /// Per version, only the requests the deployment routed there: an experiment's arms. A request pinned to a
+    /// version (`/versions/{v}`, a smoke test, a probe) counts in the version's figures but not in its arm, where
+    /// it would bias the comparison.
+    arms: RwLock<HashMap<(String, u64), Arc<Recorder>>>,
     experiments: RwLock<HashMap<String, Experiment>>,
     /// Grows whenever recorders are forgotten, so that cached handles to them are taken afresh.
     generation: std::sync::atomic::AtomicU64,
@@ -316,7 +320,7 @@ impl Performance {
         if self.experiments.read().get(model).is_some_and(current) {
             return;
         }
-        let base = versions.iter().map(|&v| (v, self.recorder(model, v).totals())).collect();
+        let base = versions.iter().map(|&v| (v, self.arm_recorder(model, v).totals())).collect();
         let since_ms = crate::quality::now_ms();
         self.experiments.write().insert(model.to_owned(), Experiment { revision, since_ms, base });
     }
@@ -325,7 +329,7 @@ impl Performance {
     #[must_use]
     pub fn experiment(&self, model: &str) -> Option<(Experiment, HashMap<u64, ArmTotals>)> {
         let e = self.experiments.read().get(model).cloned()?;
-        let now = e.base.iter().map(|(&v, base)| (v, self.recorder(model, v).totals().since(base))).collect();
+        let now = e.base.iter().map(|(&v, base)| (v, self.arm_recorder(model, v).totals().since(base))).collect();
         Some((e, now))
     }
 
@@ -349,9 +353,19 @@ impl Performance {
         self.recorders.write().entry((model.to_owned(), version)).or_default().clone()
     }
 
+    /// The arm recorder of `model` at `version`: only requests the deployment routed there (created on first use).
+    #[must_use]
+    pub fn arm_recorder(&self, model: &str, version: u64) -> Arc<Recorder> {
+        if let Some(r) = self.arms.read().get(&(model.to_owned(), version)) {
+            return r.clone();
+        }
+        self.arms.write().entry((model.to_owned(), version)).or_default().clone()
+    }
+
     /// Forgets every version of `model` but `keep` (an unloaded version's figures and baseline are stale, and a
     /// model recreated under the same name starts again at version 1).
     pub fn retain(&self, model: &str, keep: Option<u64>) {
+        self.arms.write().retain(|(m, v), _| m != model || Some(*v) == keep);
         let mut recorders = self.recorders.write();
         let before = recorders.len();
         recorders.retain(|(m, v), _| m != model || Some(*v) == keep);
@@ -368,6 +382,7 @@ impl Performance {
 
     /// Forgets the recorders of `model`'s versions other than `keep` (the versions a deployment serves).
     pub fn retain_versions(&self, model: &str, keep: &[u64]) {
+        self.arms.write().retain(|(m, v), _| m != model || keep.contains(v));
         let mut recorders = self.recorders.write();
         let before = recorders.len();
         recorders.retain(|(m, v), _| m != model || keep.contains(v));

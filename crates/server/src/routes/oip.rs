@@ -125,7 +125,9 @@ async fn infer(
     let text = |key: &str| headers.get(key).and_then(|v| v.to_str().ok()).map(str::to_owned);
     let override_to = text(ferry_rollout::split::OVERRIDE_HEADER);
     let routed = state.repository().route(&name, override_to.as_deref(), |header| text(header))?;
-    let mut response = observed(&state, routed.model, routed.shadow, &headers, body).await?;
+    // Only a version the deployment chose counts in its experiment arm.
+    let in_arm = routed.variant.is_some();
+    let mut response = observed(&state, routed.model, routed.shadow, in_arm, &headers, body).await?;
     if let Some((target, _)) = routed.variant
         && let Ok(value) = HeaderValue::from_str(&target)
     {
@@ -143,7 +145,7 @@ async fn infer_version(
 ) -> Result<Response, ApiError> {
     auth.on(&name).await?;
     let model = lookup(&state, &name, Some(&version))?;
-    observed(&state, model, None, &headers, body).await
+    observed(&state, model, None, false, &headers, body).await
 }
 
 fn lookup(state: &AppState, name: &str, version: Option<&str>) -> Result<Arc<LoadedModel>, ApiError> {
@@ -158,6 +160,7 @@ async fn observed(
     state: &AppState,
     model: Arc<LoadedModel>,
     shadow: Option<Arc<LoadedModel>>,
+    routed: bool,
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
@@ -165,10 +168,12 @@ async fn observed(
     let result = run_infer(state, model.clone(), shadow, headers, body).await;
     let (metrics, elapsed) = (state.metrics(), started.elapsed());
     match &result {
-        Ok((_, timing)) => metrics.observe(model.name(), model.version(), "http", "200", Some(*timing), elapsed),
+        Ok((_, timing)) => {
+            metrics.observe(model.name(), model.version(), "http", routed, "200", Some(*timing), elapsed)
+        }
         Err(e) => {
             let code = crate::status_of(e.kind()).as_u16().to_string();
-            metrics.observe(model.name(), model.version(), "http", &code, None, elapsed);
+            metrics.observe(model.name(), model.version(), "http", routed, &code, None, elapsed);
         }
     }
     result.map(|(response, _)| response)
