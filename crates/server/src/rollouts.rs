@@ -46,6 +46,16 @@ pub struct Rollout {
     pub canary: Canary,
     /// Every judgement and manual action, oldest first (at most the last 200).
     pub history: Vec<Step>,
+    /// For an ended rollout: whether its end has been applied (the serving alias moved on promotion, the deployment
+    /// removed). An end is stored before it is applied, so that one interrupted half-way (a failed registry write,
+    /// a crash) is applied again by the next tick of any replica instead of being judged again.
+    #[serde(default = "applied_before_this_field")]
+    pub applied: bool,
+}
+
+/// Rollouts stored before `applied` existed were applied as they ended.
+fn applied_before_this_field() -> bool {
+    true
 }
 
 /// One entry of a rollout's history.
@@ -264,6 +274,7 @@ pub async fn start(state: &AppState, name: &str, request: &StartRollout, actor: 
         revision: 0,
         canary,
         history: Vec::new(),
+        applied: false,
     };
     // Claim the model first: of two starts racing, on this replica or another, one wins and the other gets 409.
     let claimed =
@@ -322,27 +333,35 @@ pub async fn act(state: &AppState, name: &str, action: &str, actor: &str) -> Res
             rollout.canary.intervals_in_step = 0;
             rollout.next_judgement_ms = after(crate::quality::now_ms(), rollout.interval_ms);
         }
-        "promote" => {
-            rollout.canary.phase = Phase::Promoted;
-            finish(state, &ctx, &rollout, actor).await?;
-        }
-        "abort" => {
-            rollout.canary.phase = Phase::RolledBack;
-            finish(state, &ctx, &rollout, actor).await?;
-        }
+        "promote" => rollout.canary.phase = Phase::Promoted,
+        "abort" => rollout.canary.phase = Phase::RolledBack,
         other => return Err(bad(format!("{other:?} is not a rollout action (pause, resume, promote, abort)"))),
-    }
-    if matches!(rollout.canary.phase, Phase::Promoted | Phase::RolledBack) {
-        ctx.rollouts.last.lock().remove(name);
     }
     let detail = format!("{action} by hand at {}%", f64::from(rollout.canary.weight_bp()) / 100.0);
     rollout.record(actor, manual(action, &detail, &rollout.canary));
     ctx.registry.set_rollout(name, &rollout.state_text()?, &detail, actor).await?;
+    if matches!(rollout.canary.phase, Phase::Promoted | Phase::RolledBack) {
+        ctx.rollouts.last.lock().remove(name);
+        apply_end(state, &ctx, &mut rollout, actor).await?;
+    }
     Ok(rollout)
 }
 
+/// Applies a stored end (see [`Rollout::applied`]) and records that it is applied.
+async fn apply_end(
+    state: &AppState,
+    ctx: &Arc<RegistryContext>,
+    rollout: &mut Rollout,
+    actor: &str,
+) -> Result<(), ApiError> {
+    finish(state, ctx, rollout, actor).await?;
+    rollout.applied = true;
+    ctx.registry.set_rollout(&rollout.model, &rollout.state_text()?, "", actor).await?;
+    Ok(())
+}
+
 /// Applies an ended rollout: promotion moves the serving alias to the candidate, a rollback leaves it; either way
-/// the rollout's deployment goes.
+/// the rollout's deployment goes. Idempotent, so that an interrupted end can be applied again.
 async fn finish(state: &AppState, ctx: &Arc<RegistryContext>, rollout: &Rollout, actor: &str) -> Result<(), ApiError> {
     let name = rollout.model.as_str();
     if rollout.canary.phase == Phase::Promoted {
@@ -372,6 +391,15 @@ impl Controller {
         let now = crate::quality::now_ms();
         for (name, text, updated_at) in all {
             let Ok(mut rollout) = serde_json::from_str::<Rollout>(&text) else { continue };
+            if matches!(rollout.canary.phase, Phase::Promoted | Phase::RolledBack) && !rollout.applied {
+                // An end stored but not (wholly) applied: apply it again (it is idempotent).
+                let lock = self.lock_for(&name);
+                let _one_at_a_time = lock.lock().await;
+                if let Err(e) = apply_end(state, &ctx, &mut rollout, "ferry (rollout)").await {
+                    tracing::warn!(model = %name, error = e.message(), "applying the end of a rollout failed; retrying");
+                }
+                continue;
+            }
             if rollout.canary.phase != Phase::Progressing || rollout.next_judgement_ms > now {
                 continue;
             }
@@ -448,13 +476,9 @@ impl Controller {
             format!("{}: {} (candidate at {}%)", action, judgement.reason, f64::from(judgement.weight_bp) / 100.0);
         rollout.record("ferry", judgement);
         rollout.next_judgement_ms = after(now, rollout.interval_ms);
-        match action.as_str() {
-            "advance" => {
-                rollout.revision =
-                    ctx.set_deployment(state, &name, &rollout.deployment(), "ferry (rollout)").await?.revision;
-            }
-            "promote" | "rollback" => finish(state, ctx, &rollout, "ferry (rollout)").await?,
-            _ => {}
+        if action == "advance" {
+            rollout.revision =
+                ctx.set_deployment(state, &name, &rollout.deployment(), "ferry (rollout)").await?.revision;
         }
         match (rollout.canary.phase, revision) {
             (Phase::Progressing | Phase::Paused, Some(r)) if rollout.canary.step == step => {
@@ -480,6 +504,10 @@ impl Controller {
         {
             let summary = format!("rollout of version {} of {name} rolled back: {detail}", rollout.candidate);
             alerting.announce("rollout-rolled-back", &name, Some(rollout.candidate), "critical", &summary);
+        }
+        // Stored first, applied second: an end interrupted half-way is applied again by the next tick.
+        if matches!(action.as_str(), "promote" | "rollback") {
+            apply_end(state, ctx, &mut rollout, "ferry (rollout)").await?;
         }
         Ok(())
     }

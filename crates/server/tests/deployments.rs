@@ -669,3 +669,31 @@ async fn of_two_rollouts_started_at_once_on_two_replicas_exactly_one_wins() {
         d["spec"]["variants"].as_array().expect("variants").iter().filter_map(|v| v["target"].as_str()).collect();
     assert_eq!(targets, vec!["1".to_owned(), won.candidate.to_string()], "the deployment is the winner's: {d}");
 }
+
+#[tokio::test]
+async fn an_end_stored_but_not_applied_is_applied_by_the_next_tick() {
+    let env = env().await;
+    push(&env, 1..=2).await;
+    let (status, _) =
+        json_call(&env, Method::PUT, "/api/v1/models/tiny/aliases/production", json!({"version": 1}).to_string()).await;
+    assert_eq!(status, StatusCode::OK);
+    let start = json!({"candidate": "2", "interval": "1h"}).to_string();
+    let (status, r) = json_call(&env, Method::POST, "/api/v1/models/tiny/rollout", start).await;
+    assert_eq!(status, StatusCode::OK, "{r}");
+    assert_eq!(r["applied"], false, "{r}");
+    // A promotion stored, then interrupted before the alias moved and the deployment went (a crash, a failed write).
+    let ctx = env.state.registry_context().expect("registry").clone();
+    let mut stored = r.clone();
+    stored["canary"]["phase"] = json!("promoted");
+    ctx.registry.set_rollout("tiny", &stored.to_string(), "", "test").await.expect("store");
+    let (status, _) = json_call(&env, Method::GET, "/api/v1/models/tiny/deployment", Body::empty()).await;
+    assert_eq!(status, StatusCode::OK, "not applied yet");
+
+    ctx.rollouts.tick(&env.state).await;
+    let (_, alias) = json_call(&env, Method::GET, "/api/v1/models/tiny/aliases/production", Body::empty()).await;
+    assert_eq!(alias["version"], 2, "the promotion moved the serving alias: {alias}");
+    let (status, _) = json_call(&env, Method::GET, "/api/v1/models/tiny/deployment", Body::empty()).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "and removed the rollout's deployment");
+    let (_, r) = json_call(&env, Method::GET, "/api/v1/models/tiny/rollout", Body::empty()).await;
+    assert_eq!((r["canary"]["phase"].as_str(), r["applied"].as_bool()), (Some("promoted"), Some(true)), "{r}");
+}
