@@ -120,7 +120,7 @@ impl Registry {
             .await?)
     }
 
-    /// `name`'s rollout state and its last update (Unix milliseconds), for [`Registry::begin_rollout`].
+    /// `name`'s rollout state and its last update (Unix milliseconds), for [`Registry::store_rollout_if`].
     ///
     /// # Errors
     /// Database errors.
@@ -132,13 +132,13 @@ impl Registry {
         row.map(|r| Ok((r.try_get("state")?, r.try_get("updated_at")?))).transpose()
     }
 
-    /// Starts a rollout of `name` with `state`, only if its rollout record is still as read (`seen`: the last
-    /// update of the finished rollout it replaces, or `None` when it had none), so that of two starts racing, on one
-    /// replica or several, exactly one wins. Returns whether this one did.
+    /// Stores `name`'s rollout `state` only if its record is still as read (`seen`: its last update, or `None` when
+    /// it had none), with `detail` in the model's events when not empty: of two writers racing (two starts, a
+    /// person's action and a judgement), on one replica or several, exactly one wins. Returns whether this one did.
     ///
     /// # Errors
     /// [`RegistryError::NotFound`] for an unknown model; database errors.
-    pub async fn begin_rollout(
+    pub async fn store_rollout_if(
         &self,
         name: &str,
         seen: Option<i64>,

@@ -252,12 +252,24 @@ async fn deployments_are_revised_recorded_and_removed_with_their_model(env: Env)
     r.set_deployment("m", "{}", "again", "alice").await.expect("set again");
 
     // Rollouts: begun by one start of two racing, stored, listed, and claimed by one judge at a time.
-    assert!(r.begin_rollout("m", None, r#"{"start":"a"}"#, "", "alice").await.expect("begin"), "the first start wins");
-    assert!(!r.begin_rollout("m", None, r#"{"start":"b"}"#, "", "bob").await.expect("begin"), "a second start loses");
+    assert!(
+        r.store_rollout_if("m", None, r#"{"start":"a"}"#, "", "alice").await.expect("begin"),
+        "the first start wins"
+    );
+    assert!(
+        !r.store_rollout_if("m", None, r#"{"start":"b"}"#, "", "bob").await.expect("begin"),
+        "a second start loses"
+    );
     let (state, at) = r.rollout_record("m").await.expect("read").expect("stored");
     assert_eq!(state, r#"{"start":"a"}"#);
-    assert!(r.begin_rollout("m", Some(at), r#"{"start":"c"}"#, "", "carol").await.expect("begin"), "over what it read");
-    assert!(!r.begin_rollout("m", Some(at), r#"{"start":"d"}"#, "", "dan").await.expect("begin"), "stale read loses");
+    assert!(
+        r.store_rollout_if("m", Some(at), r#"{"start":"c"}"#, "", "carol").await.expect("begin"),
+        "over what it read"
+    );
+    assert!(
+        !r.store_rollout_if("m", Some(at), r#"{"start":"d"}"#, "", "dan").await.expect("begin"),
+        "stale read loses"
+    );
     r.set_rollout("m", r#"{"step":0}"#, "started", "alice").await.expect("rollout");
     let [(model, state, seen)] = &r.rollouts().await.expect("rollouts")[..] else { panic!("one rollout") };
     assert_eq!((model.as_str(), state.as_str()), ("m", r#"{"step":0}"#));

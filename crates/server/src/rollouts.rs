@@ -51,7 +51,15 @@ pub struct Rollout {
     /// a crash) is applied again by the next tick of any replica instead of being judged again.
     #[serde(default = "applied_before_this_field")]
     pub applied: bool,
+    /// While a replica judges an interval: until when its claim holds (Unix milliseconds; 0 when none). A person's
+    /// action on any replica waits for it, so that a judgement and an action never interleave.
+    #[serde(default)]
+    pub judging_until_ms: i64,
 }
+
+/// How long a judgement's claim holds at most (a judgement takes milliseconds; a stalled registry must not lock a
+/// rollout for ever).
+const JUDGING_LEASE_MS: i64 = 30_000;
 
 /// Rollouts stored before `applied` existed were applied as they ended.
 fn applied_before_this_field() -> bool {
@@ -275,10 +283,11 @@ pub async fn start(state: &AppState, name: &str, request: &StartRollout, actor: 
         canary,
         history: Vec::new(),
         applied: false,
+        judging_until_ms: 0,
     };
     // Claim the model first: of two starts racing, on this replica or another, one wins and the other gets 409.
     let claimed =
-        ctx.registry.begin_rollout(name, previous.map(|(_, at)| at), &rollout.state_text()?, "", actor).await?;
+        ctx.registry.store_rollout_if(name, previous.map(|(_, at)| at), &rollout.state_text()?, "", actor).await?;
     if !claimed {
         return Err(ApiError::new(
             ErrorKind::Conflict,
@@ -321,7 +330,22 @@ pub async fn act(state: &AppState, name: &str, action: &str, actor: &str) -> Res
     let ctx = state.registry_context().ok_or_else(|| bad("rollouts need the registry"))?.clone();
     let lock = ctx.rollouts.lock_for(name);
     let _one_at_a_time = lock.lock().await;
-    let mut rollout = load(&ctx, name).await?;
+    let (text, seen) = ctx
+        .registry
+        .rollout_record(name)
+        .await?
+        .ok_or_else(|| ApiError::new(ErrorKind::NotFound, format!("model {name:?} has no rollout")))?;
+    let mut rollout: Rollout = serde_json::from_str(&text)
+        .map_err(|e| ApiError::new(ErrorKind::Internal, format!("stored rollout of {name:?}: {e}")))?;
+    let busy = || {
+        ApiError::new(
+            ErrorKind::Conflict,
+            format!("a replica is judging the rollout of {name:?} right now; retry in a moment"),
+        )
+    };
+    if rollout.judging_until_ms > crate::quality::now_ms() {
+        return Err(busy());
+    }
     let phase = rollout.canary.phase;
     if matches!(phase, Phase::Promoted | Phase::RolledBack) {
         return Err(ApiError::new(ErrorKind::Conflict, format!("the rollout of {name:?} has ended ({phase:?})")));
@@ -339,7 +363,10 @@ pub async fn act(state: &AppState, name: &str, action: &str, actor: &str) -> Res
     }
     let detail = format!("{action} by hand at {}%", f64::from(rollout.canary.weight_bp()) / 100.0);
     rollout.record(actor, manual(action, &detail, &rollout.canary));
-    ctx.registry.set_rollout(name, &rollout.state_text()?, &detail, actor).await?;
+    // Only over the state as read: a replica that claimed a judgement since then wins, and the person retries.
+    if !ctx.registry.store_rollout_if(name, Some(seen), &rollout.state_text()?, &detail, actor).await? {
+        return Err(busy());
+    }
     if matches!(rollout.canary.phase, Phase::Promoted | Phase::RolledBack) {
         ctx.rollouts.last.lock().remove(name);
         apply_end(state, &ctx, &mut rollout, actor).await?;
@@ -413,7 +440,9 @@ impl Controller {
             // Of several replicas, the one that claims the interval judges it; the claim moves the next judgement on,
             // so that a replica reading after it finds the rollout not due.
             rollout.next_judgement_ms = after(now, rollout.interval_ms);
+            rollout.judging_until_ms = now.saturating_add(JUDGING_LEASE_MS);
             let Ok(leased) = rollout.state_text() else { continue };
+            rollout.judging_until_ms = 0;
             match ctx.registry.claim_rollout(&name, updated_at, &leased).await {
                 Ok(true) => {}
                 Ok(false) => continue,

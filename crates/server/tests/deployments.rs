@@ -697,3 +697,41 @@ async fn an_end_stored_but_not_applied_is_applied_by_the_next_tick() {
     let (_, r) = json_call(&env, Method::GET, "/api/v1/models/tiny/rollout", Body::empty()).await;
     assert_eq!((r["canary"]["phase"].as_str(), r["applied"].as_bool()), (Some("promoted"), Some(true)), "{r}");
 }
+
+#[tokio::test]
+async fn a_person_waits_while_another_replica_judges_the_rollout() {
+    let env = env().await;
+    push(&env, 1..=2).await;
+    let (status, _) =
+        json_call(&env, Method::PUT, "/api/v1/models/tiny/aliases/production", json!({"version": 1}).to_string()).await;
+    assert_eq!(status, StatusCode::OK);
+    let start = json!({"candidate": "2", "interval": "1h"}).to_string();
+    let (status, r) = json_call(&env, Method::POST, "/api/v1/models/tiny/rollout", start).await;
+    assert_eq!(status, StatusCode::OK, "{r}");
+    // Another replica claims an interval, as its controller does: the state with a judging lease, over what it read.
+    let registry = env.state.registry_context().expect("registry").registry.clone();
+    let claim = |until_ms: i64| {
+        let registry = registry.clone();
+        async move {
+            let (text, seen) = registry.rollout_record("tiny").await.expect("read").expect("stored");
+            let mut state: Value = serde_json::from_str(&text).expect("json");
+            state["judging_until_ms"] = json!(until_ms);
+            assert!(registry.claim_rollout("tiny", seen, &state.to_string()).await.expect("claim"));
+        }
+    };
+    let now_ms =
+        i64::try_from(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_millis())
+            .expect("ms");
+    claim(now_ms + 30_000).await;
+    let (status, e) = json_call(&env, Method::POST, "/api/v1/models/tiny/rollout/abort", Body::empty()).await;
+    assert_eq!(status, StatusCode::CONFLICT, "an abort must not interleave with a judgement: {e}");
+    let (status, _) = json_call(&env, Method::GET, "/api/v1/models/tiny/deployment", Body::empty()).await;
+    assert_eq!(status, StatusCode::OK, "nothing was undone");
+    // The judgement ends (its state written without the lease): the person's action goes through.
+    claim(0).await;
+    let (status, r) = json_call(&env, Method::POST, "/api/v1/models/tiny/rollout/abort", Body::empty()).await;
+    assert_eq!(status, StatusCode::OK, "{r}");
+    assert_eq!((r["canary"]["phase"].as_str(), r["applied"].as_bool()), (Some("rolled_back"), Some(true)), "{r}");
+    let (status, _) = json_call(&env, Method::GET, "/api/v1/models/tiny/deployment", Body::empty()).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
