@@ -73,7 +73,15 @@ fn memory_goes_back_to_the_system_after_twenty_models_load_and_unload() {
     let names: Vec<String> = (0..20).map(|i| format!("m{i:02}")).collect();
     let repo = repository(&names, "min_instances = 0\nidle_unload_seconds = 1\n");
     let server = serve(&repo, &[]);
-    let all_stopped = || names.iter().all(|n| instances(&server, n) == 0);
+    // One scrape per look: the scrapes' own allocations are part of the resident set this test watches.
+    let all_stopped = || {
+        let text = metrics(&server);
+        let running: f64 = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("ferry_model_instances{")?.rsplit(" ").next()?.parse::<f64>().ok())
+            .sum();
+        running == 0.0
+    };
     // Every model loaded one instance at start (to prove it runs), then stopped it after a second without requests.
     wait_until(Duration::from_secs(60), "all 20 models scaling to zero", all_stopped);
     std::thread::sleep(Duration::from_millis(500));
@@ -141,9 +149,10 @@ fn memory_goes_back_to_the_system_after_twenty_models_load_and_unload() {
     for (when, rss) in [("after idling to zero", idle), ("after unloading", after)] {
         assert!(
             rss as f64 <= limit,
-            "{when}: {:.1} MiB is more than 1.2 × the {:.1} MiB before",
+            "{when}: {:.1} MiB is more than 1.2 × the {:.1} MiB before; where it is:\n{}",
             rss as f64 / MIB,
-            before as f64 / MIB
+            before as f64 / MIB,
+            memory_map(server.pid())
         );
     }
 }
@@ -234,4 +243,26 @@ fn the_memory_budget_stops_the_least_recently_used_idle_model_to_make_room() {
     assert_eq!(m("ferry_model_scale_events_total", "model=\"b\",version=\"1\",direction=\"evicted\""), 1.0);
     assert_eq!(m("ferry_memory_budget_bytes", ""), (budget_mb << 20) as f64);
     assert!(m("ferry_memory_budget_used_bytes", "") <= (budget_mb << 20) as f64);
+}
+
+/// The process's threads and its largest resident mappings, to say where memory stayed when the test fails.
+fn memory_map(pid: u32) -> String {
+    let threads = std::fs::read_dir(format!("/proc/{pid}/task")).map_or(0, Iterator::count);
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
+    let (mut mapping, mut regions) = (String::new(), Vec::new());
+    for line in smaps.lines() {
+        if let Some(kib) = line.strip_prefix("Rss:") {
+            let kib: u64 = kib.trim().trim_end_matches(" kB").trim().parse().unwrap_or(0);
+            regions.push((kib, mapping.clone()));
+        } else if line.split_whitespace().next().is_some_and(|f| f.contains('-') && !f.ends_with(':')) {
+            mapping = line.to_owned();
+        }
+    }
+    regions.sort_by_key(|r| std::cmp::Reverse(r.0));
+    let small: u64 = regions.iter().filter(|r| r.0 < 1024).map(|r| r.0).sum();
+    let mut out = format!("{threads} threads; {small} KiB in mappings under 1 MiB resident each\n");
+    for (kib, m) in regions.iter().take(12) {
+        out.push_str(&format!("{kib:>8} KiB  {m}\n"));
+    }
+    out
 }

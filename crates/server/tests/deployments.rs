@@ -672,14 +672,7 @@ async fn of_two_rollouts_started_at_once_on_two_replicas_exactly_one_wins() {
 
 #[tokio::test]
 async fn an_end_stored_but_not_applied_is_applied_by_the_next_tick() {
-    let env = env().await;
-    push(&env, 1..=2).await;
-    let (status, _) =
-        json_call(&env, Method::PUT, "/api/v1/models/tiny/aliases/production", json!({"version": 1}).to_string()).await;
-    assert_eq!(status, StatusCode::OK);
-    let start = json!({"candidate": "2", "interval": "1h"}).to_string();
-    let (status, r) = json_call(&env, Method::POST, "/api/v1/models/tiny/rollout", start).await;
-    assert_eq!(status, StatusCode::OK, "{r}");
+    let (env, r) = rolling_out().await;
     assert_eq!(r["applied"], false, "{r}");
     // A promotion stored, then interrupted before the alias moved and the deployment went (a crash, a failed write).
     let ctx = env.state.registry_context().expect("registry").clone();
@@ -700,14 +693,7 @@ async fn an_end_stored_but_not_applied_is_applied_by_the_next_tick() {
 
 #[tokio::test]
 async fn a_person_waits_while_another_replica_judges_the_rollout() {
-    let env = env().await;
-    push(&env, 1..=2).await;
-    let (status, _) =
-        json_call(&env, Method::PUT, "/api/v1/models/tiny/aliases/production", json!({"version": 1}).to_string()).await;
-    assert_eq!(status, StatusCode::OK);
-    let start = json!({"candidate": "2", "interval": "1h"}).to_string();
-    let (status, r) = json_call(&env, Method::POST, "/api/v1/models/tiny/rollout", start).await;
-    assert_eq!(status, StatusCode::OK, "{r}");
+    let (env, _) = rolling_out().await;
     // Another replica claims an interval, as its controller does: the state with a judging lease, over what it read.
     let registry = env.state.registry_context().expect("registry").registry.clone();
     let claim = |until_ms: i64| {
@@ -734,4 +720,17 @@ async fn a_person_waits_while_another_replica_judges_the_rollout() {
     assert_eq!((r["canary"]["phase"].as_str(), r["applied"].as_bool()), (Some("rolled_back"), Some(true)), "{r}");
     let (status, _) = json_call(&env, Method::GET, "/api/v1/models/tiny/deployment", Body::empty()).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+/// Versions 1 (serving) and 2 of `tiny`, and a rollout of 2 whose first judgement is an hour away.
+async fn rolling_out() -> (Env, Value) {
+    let env = env().await;
+    push(&env, 1..=2).await;
+    let (status, _) =
+        json_call(&env, Method::PUT, "/api/v1/models/tiny/aliases/production", json!({"version": 1}).to_string()).await;
+    assert_eq!(status, StatusCode::OK);
+    let start = json!({"candidate": "2", "interval": "1h"}).to_string();
+    let (status, r) = json_call(&env, Method::POST, "/api/v1/models/tiny/rollout", start).await;
+    assert_eq!(status, StatusCode::OK, "{r}");
+    (env, r)
 }
