@@ -53,7 +53,7 @@ async fn serve(files: Vec<PathBuf>, settings: Settings) -> anyhow::Result<()> {
     };
     let engines = EngineSettings {
         onnxruntime_lib: settings.onnxruntime_lib.clone(),
-        budget: MemoryBudget::new(settings.memory_budget_mb.map(|mb| mb << 20)),
+        budget: MemoryBudget::new(settings.memory_budget_mb.map(|mb| mb.saturating_mul(1 << 20))),
     };
     repository.set_catalog(sources, settings.models.clone(), engines);
     bootstrap_admin_key(&registry).await?;
