@@ -25,11 +25,13 @@ use clap::{Parser, Subcommand};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// Returns the calling thread's free mimalloc pages to the system; an instance thread calls it as it ends, so that a
-/// model scaled to zero or unloaded gives its memory back.
+/// Returns the calling thread's free mimalloc pages to the system, frees the segments ended threads abandoned once
+/// their blocks are all freed, and purges the arenas at once: an instance thread calls it as it ends, the thread
+/// that joins stopped instances after them, and an idle runtime thread now and then, so that a model scaled to zero
+/// or unloaded gives its memory back.
 #[expect(unsafe_code, reason = "mi_collect is a C function; the mimalloc crate has no safe binding for it")]
-fn mimalloc_collect() {
-    // SAFETY: `mi_collect` takes no pointer and only touches mimalloc's own heap of this thread.
+pub(crate) fn mimalloc_collect() {
+    // SAFETY: `mi_collect` takes no pointer and only touches mimalloc's own state.
     unsafe { libmimalloc_sys::mi_collect(true) }
 }
 

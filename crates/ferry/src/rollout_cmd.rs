@@ -46,6 +46,10 @@ pub struct RolloutArgs {
     /// Rows with ground truth each arm needs in a step before their quality is compared (default 50).
     #[arg(long, requires = "candidate")]
     pub min_labelled: Option<u64>,
+    /// Prediction drift allowed either way: a predicted class's share (default 0.1: ten points), or a regressor's
+    /// mean prediction in standard deviations of the primary's.
+    #[arg(long, requires = "candidate")]
+    pub drift_tolerance: Option<f64>,
     /// Act on the running rollout instead: pause, resume, promote or abort.
     #[arg(long, value_parser = ["pause", "resume", "promote", "abort"], conflicts_with = "candidate")]
     pub action: Option<String>,
@@ -72,6 +76,7 @@ pub fn run(args: RolloutArgs) -> anyhow::Result<()> {
                     ("min_requests", args.min_requests.map(Value::from)),
                     ("quality_tolerance", args.quality_tolerance.map(Value::from)),
                     ("min_labelled", args.min_labelled.map(Value::from)),
+                    ("drift_tolerance", args.drift_tolerance.map(Value::from)),
                 ] {
                     if let Some(v) = value {
                         body[key] = v;

@@ -29,8 +29,27 @@ pub struct ServeArgs {
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let settings = args.settings.load()?;
     crate::logging::init(settings.log_format);
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .on_thread_park(collect_when_idle)
+        .build()
+        .context("starting the runtime")?;
     runtime.block_on(serve(args.models, settings))
+}
+
+/// A runtime thread going idle hands its allocator's free pages back, at most once a second: requests, answers and
+/// scrapes are freed into the heaps of the threads that allocated them, and an idle thread's heap would otherwise keep
+/// them until it allocates again (after a burst, or after models scaled to zero, that can be tens of MiB).
+fn collect_when_idle() {
+    thread_local! {
+        static LAST: std::cell::Cell<Option<std::time::Instant>> = const { std::cell::Cell::new(None) };
+    }
+    LAST.with(|last| {
+        if last.get().is_none_or(|at| at.elapsed() >= std::time::Duration::from_secs(1)) {
+            last.set(Some(std::time::Instant::now()));
+            crate::mimalloc_collect();
+        }
+    });
 }
 
 async fn serve(files: Vec<PathBuf>, settings: Settings) -> anyhow::Result<()> {

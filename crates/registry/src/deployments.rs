@@ -192,11 +192,12 @@ impl Registry {
 
     /// Claims `name`'s rollout for one judgement by writing `leased` (the state with its next judgement moved on):
     /// succeeds only if nobody updated it since `seen` (its `updated_at` as read), so that of several replicas one
-    /// judges each interval, and a replica reading after the claim finds it not due.
+    /// judges each interval, and a replica reading after the claim finds it not due. Returns the claim's `updated_at`
+    /// (for [`Registry::store_rollout_if`] and for renewing the claim), or `None` when another writer came first.
     ///
     /// # Errors
     /// Database errors.
-    pub async fn claim_rollout(&self, name: &str, seen: i64, leased: &str) -> Result<bool, RegistryError> {
+    pub async fn claim_rollout(&self, name: &str, seen: i64, leased: &str) -> Result<Option<i64>, RegistryError> {
         let now = crate::store::now_ms().max(seen.saturating_add(1));
         let _writer = self.sqlite_writer().await;
         let claimed =
@@ -208,7 +209,7 @@ impl Registry {
                 .execute(&self.db)
                 .await?
                 .rows_affected();
-        Ok(claimed == 1)
+        Ok((claimed == 1).then_some(now))
     }
 
     /// Stores `name`'s rollout state, with `detail` in the model's events when it is not empty.
@@ -234,5 +235,70 @@ impl Registry {
         }
         tx.commit().await?;
         Ok(())
+    }
+
+    /// Publishes this `replica`'s counts of `name`'s deployment `revision` (counted since `since_ms`), one JSON text
+    /// per version, replacing what it published before; rows of older revisions, of any replica, are deleted.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn publish_arm_counts(
+        &self,
+        name: &str,
+        replica: &str,
+        revision: u64,
+        since_ms: i64,
+        counts: &[(u64, String)],
+    ) -> Result<(), RegistryError> {
+        let at = crate::store::now_ms();
+        let revision = i64::try_from(revision).unwrap_or(i64::MAX);
+        let _writer = self.sqlite_writer().await;
+        let mut tx = self.db.begin().await?;
+        sqlx::query("DELETE FROM arm_counts WHERE model = $1 AND (revision < $2 OR (replica = $3 AND revision <> $2))")
+            .bind(name)
+            .bind(revision)
+            .bind(replica)
+            .execute(&mut *tx)
+            .await?;
+        for (version, totals) in counts {
+            sqlx::query(
+                "INSERT INTO arm_counts (model, replica, version, revision, since_ms, totals, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (model, replica, version) DO UPDATE SET \
+                 revision = excluded.revision, since_ms = excluded.since_ms, totals = excluded.totals, \
+                 updated_at = excluded.updated_at",
+            )
+            .bind(name)
+            .bind(replica)
+            .bind(i64::try_from(*version).unwrap_or(i64::MAX))
+            .bind(revision)
+            .bind(since_ms)
+            .bind(totals)
+            .bind(at)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Every replica's published counts of `name`'s deployment `revision`: `(version, since_ms, totals)` rows.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn arm_counts(&self, name: &str, revision: u64) -> Result<Vec<(u64, i64, String)>, RegistryError> {
+        let rows = sqlx::query(
+            "SELECT version, since_ms, totals FROM arm_counts WHERE model = $1 AND revision = $2 \
+             ORDER BY replica, version",
+        )
+        .bind(name)
+        .bind(i64::try_from(revision).unwrap_or(i64::MAX))
+        .fetch_all(&self.db)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let version: i64 = r.try_get("version")?;
+                Ok((u64::try_from(version).unwrap_or(0), r.try_get("since_ms")?, r.try_get("totals")?))
+            })
+            .collect()
     }
 }

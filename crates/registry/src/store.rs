@@ -493,6 +493,7 @@ impl Registry {
         sqlx::query("DELETE FROM aliases WHERE model = $1").bind(name).execute(&mut *tx).await?;
         sqlx::query("DELETE FROM deployments WHERE model = $1").bind(name).execute(&mut *tx).await?;
         sqlx::query("DELETE FROM rollouts WHERE model = $1").bind(name).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM arm_counts WHERE model = $1").bind(name).execute(&mut *tx).await?;
         sqlx::query("DELETE FROM versions WHERE model = $1").bind(name).execute(&mut *tx).await?;
         sqlx::query("DELETE FROM models WHERE name = $1").bind(name).execute(&mut *tx).await?;
         // A model created later under the same name must not inherit old predictions' feedback.

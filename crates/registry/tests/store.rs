@@ -273,13 +273,34 @@ async fn deployments_are_revised_recorded_and_removed_with_their_model(env: Env)
     r.set_rollout("m", r#"{"step":0}"#, "started", "alice").await.expect("rollout");
     let [(model, state, seen)] = &r.rollouts().await.expect("rollouts")[..] else { panic!("one rollout") };
     assert_eq!((model.as_str(), state.as_str()), ("m", r#"{"step":0}"#));
-    assert!(r.claim_rollout("m", *seen, r#"{"step":1}"#).await.expect("claim"), "the first claim wins");
-    assert!(!r.claim_rollout("m", *seen, r#"{"step":2}"#).await.expect("claim"), "a second claim loses");
+    assert!(r.claim_rollout("m", *seen, r#"{"step":1}"#).await.expect("claim").is_some(), "the first claim wins");
+    assert!(r.claim_rollout("m", *seen, r#"{"step":2}"#).await.expect("claim").is_none(), "a second claim loses");
     assert_eq!(r.rollout("m").await.expect("read").as_deref(), Some(r#"{"step":1}"#), "the winner's state");
     assert!(matches!(r.set_rollout("nope", "{}", "", "a").await, Err(RegistryError::NotFound(_))));
     r.delete_model("m", "alice").await.expect("delete model");
     assert!(r.deployments().await.expect("all").is_empty());
     assert!(r.rollouts().await.expect("all").is_empty());
+}
+
+async fn replicas_publish_arm_counts_per_revision(env: Env) {
+    publish(&env, "m", package(&env, "m", "a")).await.expect("v1");
+    let r = &env.registry;
+    r.publish_arm_counts("m", "a", 3, 100, &[(1, "a1".into()), (2, "a2".into())]).await.expect("publish a");
+    r.publish_arm_counts("m", "b", 3, 90, &[(1, "b1".into())]).await.expect("publish b");
+    // A replica publishing again replaces its rows.
+    r.publish_arm_counts("m", "a", 3, 100, &[(1, "a1'".into()), (2, "a2'".into())]).await.expect("again");
+    let rows = r.arm_counts("m", 3).await.expect("read");
+    assert_eq!(
+        rows,
+        vec![(1, 100, "a1'".to_owned()), (2, 100, "a2'".to_owned()), (1, 90, "b1".to_owned())],
+        "every replica's latest rows of the revision"
+    );
+    // A newer revision: older revisions' rows go, whoever published them; a lagging replica's stay until it moves.
+    r.publish_arm_counts("m", "b", 4, 200, &[(2, "b2".into())]).await.expect("publish b, revision 4");
+    assert!(r.arm_counts("m", 3).await.expect("read").is_empty());
+    assert_eq!(r.arm_counts("m", 4).await.expect("read"), vec![(2, 200, "b2".to_owned())]);
+    r.delete_model("m", "alice").await.expect("delete model");
+    assert!(r.arm_counts("m", 4).await.expect("read").is_empty(), "gone with the model");
 }
 
 macro_rules! on_both {
@@ -297,6 +318,7 @@ on_both!(
     orphaned_blobs_are_cleaned_and_registered_ones_kept,
     feedback_joins_kept_predictions_and_expires_them,
     deployments_are_revised_recorded_and_removed_with_their_model,
+    replicas_publish_arm_counts_per_revision,
 );
 
 #[tokio::test]

@@ -5,8 +5,9 @@
 //!    within their limits, and an interval without candidate requests fails too (no data is not good news). After
 //!    `threshold` failed checks over the whole rollout it is rolled back.
 //! 2. **A comparison with the primary that stays valid however often it is looked at**: per metric (error rate,
-//!    mean log-latency, and the feedback loss — misclassified share or absolute error — once both arms have
-//!    `min_labelled` rows with ground truth) an always-valid confidence interval of candidate − primary over the step
+//!    mean log-latency, prediction drift — each predicted class's share, or a regressor's mean prediction — when
+//!    the model's predictions are tallied, and the feedback loss — misclassified share or absolute error — once both
+//!    arms have `min_labelled` rows with ground truth) an always-valid confidence interval of candidate − primary over the step
 //!    so far ([`crate::sequential::sequential_difference`], α split over the metrics compared). The candidate is rolled back as soon
 //!    as a lower bound shows harm beyond the metric's tolerance, and advances when every upper bound shows it within
 //!    tolerance and the step has lasted an interval. Kayenta's per-interval Mann–Whitney judge tests afresh at every
@@ -16,6 +17,8 @@
 //! The interval restarts at each step (the traffic shares change, so the comparison starts afresh): a product of
 //! valid tests per segment stays valid. A step that stays inconclusive for `max_step_intervals` pauses the rollout
 //! for a person to decide.
+
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
@@ -52,6 +55,16 @@ pub struct CanaryConfig {
     /// Rows with ground truth each arm needs in a step before the feedback loss is compared.
     #[serde(default = "default_min_labelled")]
     pub min_labelled: u64,
+    /// Prediction drift allowed, either way: a classifier's share of any predicted class may move by this much
+    /// (0.1: ten points), a regressor's mean prediction by this many of the primary's standard deviations (0.1, as
+    /// Evidently's default threshold on the Wasserstein distance normed by the reference's deviation, which a mean
+    /// shift bounds from below).
+    #[serde(default = "default_drift_tolerance")]
+    pub drift_tolerance: f64,
+}
+
+fn default_drift_tolerance() -> f64 {
+    0.1
 }
 
 fn default_quality_tolerance() -> f64 {
@@ -77,6 +90,7 @@ impl Default for CanaryConfig {
             max_step_intervals: 10,
             quality_tolerance: default_quality_tolerance(),
             min_labelled: default_min_labelled(),
+            drift_tolerance: default_drift_tolerance(),
         }
     }
 }
@@ -97,7 +111,8 @@ impl CanaryConfig {
             return Err("threshold and max_step_intervals must be at least 1".into());
         }
         let positive = |x: f64| x.is_finite() && x >= 0.0;
-        if !positive(self.error_tolerance) || !positive(self.latency_tolerance) || !positive(self.quality_tolerance) {
+        let tolerances = [self.error_tolerance, self.latency_tolerance, self.quality_tolerance, self.drift_tolerance];
+        if !tolerances.into_iter().all(positive) {
             return Err("tolerances must be finite and not negative".into());
         }
         let in_range = self.alpha > 0.0 && self.alpha < 1.0 && self.n_star >= 1.0;
@@ -148,6 +163,158 @@ pub struct ArmStats {
     pub loss_sq_sum: f64,
 }
 
+/// Most distinct classes a tally keeps apart; rows of further classes count in `rows` only (a "class" output with
+/// thousands of values is a regressor's in disguise).
+const MAX_CLASSES: usize = 1_024;
+
+/// An arm's predictions: rows per predicted class for a classifier, sums of the predicted values for a regressor.
+///
+/// The unit is the request, not the row: a request of 40 rows from one customer is not 40 independent draws, and
+/// counting its rows as such would make a batch's chance make-up look like drift. So besides the row totals the
+/// tally keeps, per request `i` with `m_i` rows and `y_i` of them (or their sum), Σ y², Σ y·m and Σ m², from which
+/// a share's (or mean's) delta-method variance over requests follows, as GrowthBook does for ratio metrics. With one
+/// row per request it is the plain proportion's variance. Cumulative, like the other totals: a step's tally is the
+/// difference of two.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PredictionTally {
+    /// Requests with at least one finite prediction.
+    pub requests: u64,
+    /// Rows predicted (Σ m).
+    pub rows: u64,
+    /// Σ m².
+    #[serde(default)]
+    pub rows_sq: f64,
+    /// A regressor's Σ of predicted values over rows.
+    #[serde(default)]
+    pub sum: f64,
+    /// Σ of their squares over rows (the rows' spread, for the tolerance).
+    #[serde(default)]
+    pub sq_sum: f64,
+    /// Σ over requests of (the request's sum)².
+    #[serde(default)]
+    pub request_sum_sq: f64,
+    /// Σ over requests of the request's sum × its rows.
+    #[serde(default)]
+    pub request_sum_by_rows: f64,
+    /// A classifier's tally per predicted class id.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub classes: BTreeMap<i64, ClassTally>,
+}
+
+/// One predicted class's rows in an arm: Σ y, Σ y² and Σ y·m over requests (y: the request's rows of the class).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct ClassTally {
+    /// Rows predicted as the class.
+    pub rows: u64,
+    /// Σ y².
+    pub sq: f64,
+    /// Σ y·m.
+    pub by_rows: f64,
+}
+
+impl PredictionTally {
+    /// Counts one request's predictions (non-finite ones are skipped): class ids for a `classifier`, else values.
+    #[allow(clippy::cast_precision_loss)]
+    pub fn add(&mut self, predicted: &[f64], classifier: bool) {
+        let finite: Vec<f64> = predicted.iter().copied().filter(|p| p.is_finite()).collect();
+        if finite.is_empty() {
+            return;
+        }
+        let m = finite.len() as f64;
+        self.requests += 1;
+        self.rows += finite.len() as u64;
+        self.rows_sq += m * m;
+        if classifier {
+            let mut here: BTreeMap<i64, u64> = BTreeMap::new();
+            for p in finite {
+                #[allow(clippy::cast_possible_truncation)]
+                let class = p.round() as i64;
+                *here.entry(class).or_default() += 1;
+            }
+            for (class, y) in here {
+                if !self.classes.contains_key(&class) && self.classes.len() >= MAX_CLASSES {
+                    continue;
+                }
+                let t = self.classes.entry(class).or_default();
+                let y64 = y as f64;
+                t.rows += y;
+                t.sq += y64 * y64;
+                t.by_rows += y64 * m;
+            }
+        } else {
+            let s: f64 = finite.iter().sum();
+            self.sum += s;
+            self.sq_sum += finite.iter().map(|v| v * v).sum::<f64>();
+            self.request_sum_sq += s * s;
+            self.request_sum_by_rows += s * m;
+        }
+    }
+
+    /// What was counted after `earlier`.
+    #[must_use]
+    pub fn since(&self, earlier: &Self) -> Self {
+        let classes = self
+            .classes
+            .iter()
+            .map(|(&k, t)| {
+                let e = earlier.classes.get(&k).copied().unwrap_or_default();
+                (k, ClassTally { rows: t.rows.saturating_sub(e.rows), sq: t.sq - e.sq, by_rows: t.by_rows - e.by_rows })
+            })
+            .filter(|(_, t)| t.rows > 0)
+            .collect();
+        Self {
+            requests: self.requests.saturating_sub(earlier.requests),
+            rows: self.rows.saturating_sub(earlier.rows),
+            rows_sq: self.rows_sq - earlier.rows_sq,
+            sum: self.sum - earlier.sum,
+            sq_sum: self.sq_sum - earlier.sq_sum,
+            request_sum_sq: self.request_sum_sq - earlier.request_sum_sq,
+            request_sum_by_rows: self.request_sum_by_rows - earlier.request_sum_by_rows,
+            classes,
+        }
+    }
+
+    /// Adds another tally (another replica's, say).
+    pub fn merge(&mut self, other: &Self) {
+        self.requests += other.requests;
+        self.rows += other.rows;
+        self.rows_sq += other.rows_sq;
+        self.sum += other.sum;
+        self.sq_sum += other.sq_sum;
+        self.request_sum_sq += other.request_sum_sq;
+        self.request_sum_by_rows += other.request_sum_by_rows;
+        for (&k, t) in &other.classes {
+            let mine = self.classes.entry(k).or_default();
+            mine.rows += t.rows;
+            mine.sq += t.sq;
+            mine.by_rows += t.by_rows;
+        }
+    }
+
+    /// The per-row mean of `y` (Σ y over rows, with its Σ y² and Σ y·m over requests) as an arm whose units are the
+    /// requests: the delta-method variance of a ratio of sums.
+    #[allow(clippy::cast_precision_loss)]
+    fn ratio_arm(&self, sum: f64, sum_sq: f64, sum_by_rows: f64) -> Arm {
+        let (n, rows) = (self.requests as f64, self.rows as f64);
+        if n == 0.0 || rows == 0.0 {
+            return Arm { n: 0.0, mean: 0.0, variance: 0.0 };
+        }
+        let mean = sum / rows;
+        let variance_of_mean = (sum_sq - 2.0 * mean * sum_by_rows + mean * mean * self.rows_sq) / (rows * rows);
+        Arm { n, mean, variance: (variance_of_mean * n).max(0.0) }
+    }
+
+    fn class_arm(&self, class: i64) -> Arm {
+        let t = self.classes.get(&class).copied().unwrap_or_default();
+        #[allow(clippy::cast_precision_loss)]
+        self.ratio_arm(t.rows as f64, t.sq, t.by_rows)
+    }
+
+    fn mean_arm(&self) -> Arm {
+        self.ratio_arm(self.sum, self.request_sum_sq, self.request_sum_by_rows)
+    }
+}
+
 /// The loss of one prediction against its ground truth, for the quality comparison.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -159,7 +326,7 @@ pub enum QualityLoss {
 }
 
 /// What the judge sees at the end of an interval.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Observation {
     /// The primary since the step began.
     pub primary: ArmStats,
@@ -169,13 +336,18 @@ pub struct Observation {
     pub candidate_interval: ArmStats,
     /// What the arms' feedback loss measures, when the model gets ground truth.
     pub quality: Option<QualityLoss>,
+    /// The primary's and the candidate's predictions since the step began, when the model's are tallied.
+    pub predictions: Option<(PredictionTally, PredictionTally)>,
 }
 
 /// One metric's comparison.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MetricCheck {
-    /// `error_rate`, `log_latency`, `misclassified` or `absolute_error`.
+    /// `error_rate`, `log_latency`, `prediction_drift`, `misclassified` or `absolute_error`.
     pub metric: String,
+    /// What exactly was compared, where the metric alone does not say (the predicted class whose share moved most).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
     /// Candidate − primary, with its always-valid interval, when both arms have enough requests.
     pub comparison: Option<Comparison>,
     /// Harm allowed.
@@ -263,9 +435,14 @@ impl Canary {
         // (α is split over the metrics compared; a metric joining later only makes the others more conservative).
         let labelled = o.primary.labelled >= c.min_labelled && o.candidate.labelled >= c.min_labelled;
         let quality = o.quality.filter(|_| labelled);
-        let alpha = c.alpha / if quality.is_some() { 3.0 } else { 2.0 };
+        let compared = 2 + usize::from(quality.is_some()) + usize::from(o.predictions.is_some());
+        #[allow(clippy::cast_precision_loss)]
+        let alpha = c.alpha / compared as f64;
         let mut metrics =
             vec![error_check(&o.primary, &o.candidate, c, alpha), latency_check(&o.primary, &o.candidate, c, alpha)];
+        if let Some((primary, candidate)) = &o.predictions {
+            metrics.push(drift_check(primary, candidate, c, alpha));
+        }
         if let Some(loss) = quality {
             metrics.push(quality_check(loss, &o.primary, &o.candidate, c, alpha));
         }
@@ -363,7 +540,7 @@ fn share_check(
         }
         other => verdict(other.as_ref(), tolerance),
     };
-    MetricCheck { metric: metric.into(), comparison, tolerance, verdict: v.into() }
+    MetricCheck { metric: metric.into(), detail: None, comparison, tolerance, verdict: v.into() }
 }
 
 /// The feedback loss, candidate − primary: the misclassified share (a proportion, like errors), or the mean absolute
@@ -388,9 +565,81 @@ fn quality_check(loss: QualityLoss, p: &ArmStats, c: &ArmStats, config: &CanaryC
             let tolerance = config.quality_tolerance * (p.loss_sum / p.labelled.max(1) as f64);
             let comparison = sequential_difference(arm(p), arm(c), alpha, config.n_star);
             let v = verdict(comparison.as_ref(), tolerance);
-            MetricCheck { metric: "absolute_error".into(), comparison, tolerance, verdict: v.into() }
+            MetricCheck { metric: "absolute_error".into(), detail: None, comparison, tolerance, verdict: v.into() }
         }
     }
+}
+
+/// Harm either way: a drift up or down is a change.
+fn two_sided_verdict(comparison: Option<&Comparison>, tolerance: f64) -> &'static str {
+    match comparison {
+        Some(c) if c.lower > tolerance || c.upper < -tolerance => "fail",
+        Some(c) if c.lower > -tolerance && c.upper < tolerance => "pass",
+        _ => "inconclusive",
+    }
+}
+
+/// Prediction drift, candidate − primary: every predicted class's share (α split over the classes; the class whose
+/// share moved most is reported) for a classifier, the mean prediction for a regressor, each with a two-sided
+/// tolerance and requests as the units (see [`PredictionTally`]). When neither arm varies (a class always or never
+/// predicted, a constant output) there is no interval: the shares seen decide, passing only when even three
+/// requests (the rule of three) could not move a share beyond tolerance.
+#[allow(clippy::cast_precision_loss)]
+fn drift_check(p: &PredictionTally, c: &PredictionTally, config: &CanaryConfig, alpha: f64) -> MetricCheck {
+    let tolerance = config.drift_tolerance;
+    let metric = "prediction_drift".to_owned();
+    let enough = p.requests >= config.min_requests && c.requests >= config.min_requests;
+    if !enough {
+        return MetricCheck { metric, detail: None, comparison: None, tolerance, verdict: "inconclusive".into() };
+    }
+    if p.classes.is_empty() && c.classes.is_empty() {
+        let spread = Arm::from_sums(p.rows as f64, p.sum, p.sq_sum).variance.sqrt();
+        let tolerance = tolerance * spread;
+        let (a, b) = (p.mean_arm(), c.mean_arm());
+        let comparison = sequential_difference(a, b, alpha, config.n_star);
+        let v = match &comparison {
+            None if (b.mean - a.mean).abs() > tolerance => "fail",
+            // Both arms constant, within tolerance of each other.
+            None => "pass",
+            other => two_sided_verdict(other.as_ref(), tolerance),
+        };
+        return MetricCheck {
+            metric,
+            detail: Some("mean prediction".into()),
+            comparison,
+            tolerance,
+            verdict: v.into(),
+        };
+    }
+    let classes: std::collections::BTreeSet<i64> = p.classes.keys().chain(c.classes.keys()).copied().collect();
+    let alpha = alpha / classes.len() as f64;
+    let rule_of_three = 3.0 / p.requests.min(c.requests) as f64;
+    let mut verdicts = Vec::new();
+    let mut worst: Option<(f64, i64, Option<Comparison>)> = None;
+    for k in classes {
+        let (a, b) = (p.class_arm(k), c.class_arm(k));
+        let comparison = sequential_difference(a, b, alpha, config.n_star);
+        let moved = b.mean - a.mean;
+        let v = match &comparison {
+            None if moved.abs() > tolerance => "fail",
+            None if rule_of_three <= tolerance => "pass",
+            None => "inconclusive",
+            other => two_sided_verdict(other.as_ref(), tolerance),
+        };
+        verdicts.push(v);
+        if worst.as_ref().is_none_or(|w| moved.abs() > w.0) {
+            worst = Some((moved.abs(), k, comparison));
+        }
+    }
+    let v = if verdicts.contains(&"fail") {
+        "fail"
+    } else if verdicts.iter().all(|&v| v == "pass") {
+        "pass"
+    } else {
+        "inconclusive"
+    };
+    let (detail, comparison) = worst.map_or((None, None), |(_, k, c)| (Some(format!("share of class {k}")), c));
+    MetricCheck { metric, detail, comparison, tolerance, verdict: v.into() }
 }
 
 /// Mean log-latency, candidate − primary (a ratio of latencies, so the tolerance is ln(1 + latency_tolerance)).
@@ -401,7 +650,7 @@ fn latency_check(p: &ArmStats, c: &ArmStats, config: &CanaryConfig, alpha: f64) 
     let enough = p.answered >= config.min_requests && c.answered >= config.min_requests;
     let comparison = if enough { sequential_difference(arm(p), arm(c), alpha, config.n_star) } else { None };
     let v = verdict(comparison.as_ref(), tolerance);
-    MetricCheck { metric: "log_latency".into(), comparison, tolerance, verdict: v.into() }
+    MetricCheck { metric: "log_latency".into(), detail: None, comparison, tolerance, verdict: v.into() }
 }
 
 #[cfg(test)]
@@ -465,8 +714,13 @@ mod tests {
             p_step = add(&p_step, &p);
             c_step = add(&c_step, &c);
             let step_before = canary.step;
-            let j =
-                canary.judge(&Observation { primary: p_step, candidate: c_step, candidate_interval: c, quality: None });
+            let j = canary.judge(&Observation {
+                primary: p_step,
+                candidate: c_step,
+                candidate_interval: c,
+                quality: None,
+                predictions: None,
+            });
             let done = matches!(canary.phase, Phase::Promoted | Phase::RolledBack | Phase::Paused);
             judgements.push(j);
             if canary.step != step_before {
@@ -547,7 +801,13 @@ mod tests {
             for _ in 0..30 {
                 p = add(&p, &arm(&mut rng, 500, 0.01, 0.010));
                 c = add(&c, &arm(&mut rng, 500, 0.01, 0.010));
-                let j = canary.judge(&Observation { primary: p, candidate: c, candidate_interval: c, quality: None });
+                let j = canary.judge(&Observation {
+                    primary: p,
+                    candidate: c,
+                    candidate_interval: c,
+                    quality: None,
+                    predictions: None,
+                });
                 // Never advance in this test: keep judging the same growing segment.
                 canary.step = 0;
                 canary.phase = if j.action == "rollback" { Phase::RolledBack } else { Phase::Progressing };
@@ -584,7 +844,13 @@ mod tests {
         let c_wrong = (labelled as f64 * wrong).round();
         (p.labelled, p.loss_sum, p.loss_sq_sum) = (labelled, p_wrong, p_wrong);
         (c.labelled, c.loss_sum, c.loss_sq_sum) = (labelled, c_wrong, c_wrong);
-        Observation { primary: p, candidate: c, candidate_interval: c, quality: Some(QualityLoss::Misclassified) }
+        Observation {
+            primary: p,
+            candidate: c,
+            candidate_interval: c,
+            quality: Some(QualityLoss::Misclassified),
+            predictions: None,
+        }
     }
 
     #[test]
@@ -606,5 +872,106 @@ mod tests {
         let check = j.metrics.iter().find(|m| m.metric == "misclassified").expect("compared");
         assert_eq!(check.verdict, "pass", "{j:?}");
         assert_eq!(j.action, "advance", "{j:?}");
+    }
+
+    /// A tally of `n` one-row requests: classes drawn with the given shares, or values around `mean` (σ = 1).
+    fn tally(rng: &mut fastrand::Rng, n: usize, shares: Option<&[f64]>, mean: f64) -> PredictionTally {
+        let mut t = PredictionTally::default();
+        let values: Vec<f64> = (0..n)
+            .map(|_| match shares {
+                Some(shares) => {
+                    let (mut u, mut k) = (rng.f64(), 0);
+                    while k + 1 < shares.len() && u >= shares[k] {
+                        u -= shares[k];
+                        k += 1;
+                    }
+                    f64::from(u8::try_from(k).expect("few classes"))
+                }
+                None => mean + (-2.0 * rng.f64().max(1e-300).ln()).sqrt() * (std::f64::consts::TAU * rng.f64()).cos(),
+            })
+            .collect();
+        for v in values {
+            t.add(&[v], shares.is_some());
+        }
+        t
+    }
+
+    #[test]
+    fn prediction_drift_fails_a_moved_class_share_or_mean_and_passes_the_same_distribution() {
+        let mut rng = fastrand::Rng::with_seed(7);
+        let config = CanaryConfig::default();
+        let same = [0.5, 0.3, 0.2];
+        let (p, c) = (tally(&mut rng, 20_000, Some(&same), 0.0), tally(&mut rng, 20_000, Some(&same), 0.0));
+        let check = drift_check(&p, &c, &config, 0.05 / 3.0);
+        assert_eq!(check.verdict, "pass", "{check:?}");
+        // Class 2's share from 20% to 45%: beyond the 10-point tolerance.
+        let c = tally(&mut rng, 2_000, Some(&[0.35, 0.2, 0.45]), 0.0);
+        let check = drift_check(&p, &c, &config, 0.05 / 3.0);
+        assert_eq!((check.verdict.as_str(), check.detail.as_deref()), ("fail", Some("share of class 2")), "{check:?}");
+        // A class the primary never predicts counts too.
+        let c = tally(&mut rng, 2_000, Some(&[0.3, 0.2, 0.2, 0.3]), 0.0);
+        assert_eq!(drift_check(&p, &c, &config, 0.05 / 3.0).verdict, "fail");
+        // Too few rows: not yet known.
+        let c = tally(&mut rng, 50, Some(&[0.0, 0.0, 1.0]), 0.0);
+        assert_eq!(drift_check(&p, &c, &config, 0.05 / 3.0).verdict, "inconclusive");
+
+        let (p, c) = (tally(&mut rng, 20_000, None, 3.0), tally(&mut rng, 20_000, None, 3.0));
+        assert_eq!(drift_check(&p, &c, &config, 0.05 / 3.0).verdict, "pass");
+        // Half a deviation lower: beyond the 0.1σ tolerance, either way counts.
+        let c = tally(&mut rng, 2_000, None, 2.5);
+        let check = drift_check(&p, &c, &config, 0.05 / 3.0);
+        assert_eq!(check.verdict, "fail", "{check:?}");
+        assert!(check.comparison.is_some_and(|c| c.upper < -check.tolerance), "{check:?}");
+    }
+
+    #[test]
+    fn batched_requests_count_as_requests_so_a_batchs_make_up_is_not_drift() {
+        // Every request is 40 rows of one class, the class drawn uniformly: the arms' shares differ by chance far
+        // more than 40 × as many independent rows would allow.
+        let mut rng = fastrand::Rng::with_seed(3);
+        let config = CanaryConfig { min_requests: 20, ..CanaryConfig::default() };
+        let mut rollbacks = 0;
+        for _ in 0..200 {
+            let (mut p, mut c) = (PredictionTally::default(), PredictionTally::default());
+            for (arm, n) in [(&mut p, 30), (&mut c, 30)] {
+                for _ in 0..n {
+                    arm.add(&[f64::from(rng.u8(0..3)); 40], true);
+                }
+            }
+            if drift_check(&p, &c, &config, 0.05 / 3.0).verdict == "fail" {
+                rollbacks += 1;
+            }
+        }
+        assert!(rollbacks <= 2, "{rollbacks} of 200 same-distribution pairs called drift");
+        // One row per request: the plain proportion's variance.
+        let mut t = PredictionTally::default();
+        for k in [0.0, 1.0, 1.0, 1.0] {
+            t.add(&[k], true);
+        }
+        let a = t.class_arm(1);
+        assert!((a.mean - 0.75).abs() < 1e-12 && (a.variance - 0.75 * 0.25).abs() < 1e-12, "{a:?}");
+    }
+
+    #[test]
+    fn a_candidate_whose_predictions_drift_is_rolled_back_and_tallies_subtract_and_merge() {
+        let mut rng = fastrand::Rng::with_seed(11);
+        let mut canary = Canary::start(CanaryConfig::default()).expect("valid");
+        let (p, c) = (arm(&mut rng, 5_000, 0.01, 0.01), arm(&mut rng, 1_000, 0.01, 0.01));
+        let predictions =
+            Some((tally(&mut rng, 5_000, Some(&[0.9, 0.1]), 0.0), tally(&mut rng, 1_000, Some(&[0.5, 0.5]), 0.0)));
+        let j =
+            canary.judge(&Observation { primary: p, candidate: c, candidate_interval: c, quality: None, predictions });
+        assert_eq!(j.action, "rollback", "{j:?}");
+        assert!(j.reason.starts_with("prediction_drift"), "{}", j.reason);
+
+        let mut a = PredictionTally::default();
+        a.add(&[0.0, 1.0, 1.0, f64::NAN], true);
+        let mut b = a.clone();
+        b.add(&[2.0, 1.0], true);
+        let step = b.since(&a);
+        let rows: Vec<(i64, u64)> = step.classes.iter().map(|(&k, t)| (k, t.rows)).collect();
+        assert_eq!((step.requests, step.rows, rows), (1, 2, vec![(1, 1), (2, 1)]));
+        a.merge(&step);
+        assert_eq!(a, b);
     }
 }

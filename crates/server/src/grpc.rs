@@ -250,12 +250,14 @@ impl GrpcInferenceService for GrpcService {
             .and_then(|c| c.quality_watch.as_ref())
             .filter(|q| q.wants(model.name(), model.version()))
         {
+            let arm = routed.then(|| self.state.metrics().performance.arm_recorder(model.name(), model.version()));
             crate::quality::keep_for_feedback(
                 quality,
                 model.name(),
                 model.version(),
                 &mut request_id,
                 &response.outputs,
+                arm.as_deref(),
             );
         }
         let mut answer =

@@ -57,6 +57,8 @@ pub struct Recorder {
     /// Requests refused as the client's mistake (4xx): not failures of the server, but a version that refuses what
     /// another accepts is broken for a canary.
     rejected: AtomicU64,
+    /// An arm's predictions (for a canary's prediction-drift comparison), when the model's outputs are known.
+    predictions: Mutex<ferry_rollout::canary::PredictionTally>,
     first: std::sync::OnceLock<Instant>,
     history: Mutex<VecDeque<(Instant, Snapshot)>>,
     baseline: Mutex<Option<Figures>>,
@@ -197,7 +199,13 @@ impl Recorder {
             rejected: self.rejected.load(Ordering::Relaxed),
             log_sum_micro: self.log_sum_micro.load(Ordering::Relaxed),
             log_sq_sum_micro: self.log_sq_sum_micro.load(Ordering::Relaxed),
+            predictions: self.predictions.lock().clone(),
         }
+    }
+
+    /// Counts one answered request's predictions (class ids for a `classifier`, else values).
+    pub fn tally(&self, predicted: &[f64], classifier: bool) {
+        self.predictions.lock().add(predicted, classifier);
     }
 
     fn snapshot(&self) -> Snapshot {
@@ -214,8 +222,9 @@ impl Recorder {
 }
 
 /// A version's cumulative counts: taken when an experiment starts and again when it is read, the difference is the
-/// experiment's arm.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// experiment's arm. Stored (each replica publishes its own, a rollout keeps its last interval's), and summed over
+/// replicas.
+#[derive(Debug, Clone, Default, PartialEq, serde::Deserialize, Serialize)]
 pub struct ArmTotals {
     buckets: [u64; BUCKETS],
     /// Requests.
@@ -228,9 +237,26 @@ pub struct ArmTotals {
     pub rejected: u64,
     log_sum_micro: i64,
     log_sq_sum_micro: i64,
+    /// The requests' predictions, when tallied.
+    #[serde(default)]
+    pub predictions: ferry_rollout::canary::PredictionTally,
 }
 
 impl ArmTotals {
+    /// Adds another replica's counts.
+    pub fn merge(&mut self, other: &Self) {
+        for (b, o) in self.buckets.iter_mut().zip(&other.buckets) {
+            *b += o;
+        }
+        self.requests += other.requests;
+        self.errors += other.errors;
+        self.answered += other.answered;
+        self.rejected += other.rejected;
+        self.log_sum_micro = self.log_sum_micro.wrapping_add(other.log_sum_micro);
+        self.log_sq_sum_micro = self.log_sq_sum_micro.wrapping_add(other.log_sq_sum_micro);
+        self.predictions.merge(&other.predictions);
+    }
+
     /// What was counted after `earlier`.
     #[must_use]
     pub fn since(&self, earlier: &Self) -> Self {
@@ -247,6 +273,7 @@ impl ArmTotals {
             // The atomic sums wrap (after tens of billions of requests); their difference is still right.
             log_sum_micro: self.log_sum_micro.wrapping_sub(earlier.log_sum_micro),
             log_sq_sum_micro: self.log_sq_sum_micro.wrapping_sub(earlier.log_sq_sum_micro),
+            predictions: self.predictions.since(&earlier.predictions),
         }
     }
 

@@ -375,7 +375,17 @@ impl QualityWatch {
     }
 
     /// Copies the prediction rows of one answered request (never blocks; a full buffer drops them and counts).
-    pub fn observe(&self, model: &str, version: u64, request_id: &str, outputs: &[NamedTensor]) {
+    ///
+    /// A request the deployment routed (`arm`: its version's arm) also counts its predictions in the arm, for a
+    /// canary's prediction-drift comparison; counted before the buffer can drop anything.
+    pub fn observe(
+        &self,
+        model: &str,
+        version: u64,
+        request_id: &str,
+        outputs: &[NamedTensor],
+        arm: Option<&crate::performance::Recorder>,
+    ) {
         // Every version's predictions (a canary's candidate is judged on its own); the served version's outputs name
         // the prediction.
         let Some(target) = self.targets.read().get(model).cloned() else { return };
@@ -385,6 +395,9 @@ impl QualityWatch {
         let rows = predicted.tensor.shape().first().copied().unwrap_or(0);
         if values.len() != rows {
             return;
+        }
+        if let Some(arm) = arm {
+            arm.tally(&values, target.outputs.task == Task::Classification);
         }
         let proba =
             target.outputs.probabilities.as_ref().and_then(|name| outputs.iter().find(|t| t.name == *name)).and_then(
@@ -697,13 +710,14 @@ pub(crate) fn keep_for_feedback(
     version: u64,
     request_id: &mut Option<String>,
     outputs: &[NamedTensor],
+    arm: Option<&crate::performance::Recorder>,
 ) {
     if request_id.as_ref().is_some_and(String::is_empty) {
         *request_id = None;
     }
     let id = request_id.get_or_insert_with(fresh_request_id);
     if id.len() <= MAX_REQUEST_ID {
-        quality.observe(model, version, id, outputs);
+        quality.observe(model, version, id, outputs, arm);
     }
 }
 

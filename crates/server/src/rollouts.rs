@@ -55,6 +55,12 @@ pub struct Rollout {
     /// action on any replica waits for it, so that a judgement and an action never interleave.
     #[serde(default)]
     pub judging_until_ms: i64,
+    /// The candidate's counts over the whole fleet at the last judgement of this step, with the step's deployment
+    /// revision: the next judgement's guards see only the interval since. Stored, so that whichever replica judges
+    /// next (or this one after a restart) knows it.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub interval_mark: Option<(u64, ArmTotals)>,
 }
 
 /// How long a judgement's claim holds at most (a judgement takes milliseconds; a stalled registry must not lock a
@@ -117,16 +123,35 @@ pub struct StartRollout {
     /// Rows with ground truth each arm needs in a step before their quality is compared (default 50).
     #[serde(default)]
     pub min_labelled: Option<u64>,
+    /// Prediction drift allowed either way, when the model's predictions are tallied: a predicted class's share
+    /// (default 0.1), or a regressor's mean prediction in standard deviations of the primary's.
+    #[serde(default)]
+    pub drift_tolerance: Option<f64>,
 }
 
-/// The judge: last interval's candidate totals per model and deployment revision (in memory: after a restart the
-/// first interval covers the step), and one lock per model so that a person's action and a judgement never
-/// interleave on this replica.
-#[derive(Debug, Default)]
+/// The judge: this replica's id among those publishing their counts, when it last published each model's, and one
+/// lock per model so that a person's action and a judgement never interleave on this replica (across replicas the
+/// judging claim does that).
+#[derive(Debug)]
 pub struct Controller {
-    last: parking_lot::Mutex<HashMap<String, (u64, ArmTotals)>>,
+    /// Fresh per process: a replica that restarts publishes under a new id, and its old counts still count.
+    replica: String,
+    published: parking_lot::Mutex<HashMap<String, std::time::Instant>>,
     locks: parking_lot::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
+
+impl Default for Controller {
+    fn default() -> Self {
+        Self {
+            replica: crate::quality::fresh_request_id(),
+            published: parking_lot::Mutex::default(),
+            locks: parking_lot::Mutex::default(),
+        }
+    }
+}
+
+/// How often a replica publishes its counts of a running rollout (and always just before it judges one).
+const PUBLISH_EVERY: Duration = Duration::from_secs(1);
 
 impl Controller {
     fn lock_for(&self, name: &str) -> Arc<tokio::sync::Mutex<()>> {
@@ -267,6 +292,7 @@ pub async fn start(state: &AppState, name: &str, request: &StartRollout, actor: 
         max_step_intervals: request.max_step_intervals.unwrap_or(defaults.max_step_intervals),
         quality_tolerance: request.quality_tolerance.unwrap_or(defaults.quality_tolerance),
         min_labelled: request.min_labelled.unwrap_or(defaults.min_labelled),
+        drift_tolerance: request.drift_tolerance.unwrap_or(defaults.drift_tolerance),
         ..defaults
     };
     let canary = Canary::start(config).map_err(bad)?;
@@ -284,6 +310,7 @@ pub async fn start(state: &AppState, name: &str, request: &StartRollout, actor: 
         history: Vec::new(),
         applied: false,
         judging_until_ms: 0,
+        interval_mark: None,
     };
     // Claim the model first: of two starts racing, on this replica or another, one wins and the other gets 409.
     let claimed =
@@ -368,7 +395,6 @@ pub async fn act(state: &AppState, name: &str, action: &str, actor: &str) -> Res
         return Err(busy());
     }
     if matches!(rollout.canary.phase, Phase::Promoted | Phase::RolledBack) {
-        ctx.rollouts.last.lock().remove(name);
         apply_end(state, &ctx, &mut rollout, actor).await?;
     }
     Ok(rollout)
@@ -427,7 +453,11 @@ impl Controller {
                 }
                 continue;
             }
-            if rollout.canary.phase != Phase::Progressing || rollout.next_judgement_ms > now {
+            let due = rollout.canary.phase == Phase::Progressing && rollout.next_judgement_ms <= now;
+            if matches!(rollout.canary.phase, Phase::Progressing | Phase::Paused) {
+                self.publish(&ctx, state, &name, due).await;
+            }
+            if !due {
                 continue;
             }
             // This step's counts only: a replica that has not yet followed the step's deployment waits for it.
@@ -443,18 +473,59 @@ impl Controller {
             rollout.judging_until_ms = now.saturating_add(JUDGING_LEASE_MS);
             let Ok(leased) = rollout.state_text() else { continue };
             rollout.judging_until_ms = 0;
-            match ctx.registry.claim_rollout(&name, updated_at, &leased).await {
-                Ok(true) => {}
-                Ok(false) => continue,
+            let claimed = match ctx.registry.claim_rollout(&name, updated_at, &leased).await {
+                Ok(Some(claimed)) => claimed,
+                Ok(None) => continue,
                 Err(e) => {
                     tracing::warn!(model = %name, error = %e, "could not claim a rollout judgement");
                     continue;
                 }
-            }
-            if let Err(e) = self.judge(state, &ctx, rollout, now).await {
+            };
+            if let Err(e) = self.judge(state, &ctx, rollout, now, claimed).await {
                 tracing::warn!(model = %name, error = e.message(), "rollout judgement failed; retrying");
             }
         }
+    }
+
+    /// Publishes this replica's counts of `name`'s current deployment revision to the registry, at most once per
+    /// [`PUBLISH_EVERY`] unless `now` (about to judge). Errors are logged: the fleet sum then lags by a tick.
+    async fn publish(&self, ctx: &Arc<RegistryContext>, state: &AppState, name: &str, now: bool) {
+        let Some((experiment, counts)) = state.metrics().performance.experiment(name) else { return };
+        let fresh = self.published.lock().get(name).is_some_and(|at| at.elapsed() < PUBLISH_EVERY);
+        if fresh && !now {
+            return;
+        }
+        let rows: Vec<(u64, String)> =
+            counts.iter().filter_map(|(&v, t)| Some((v, serde_json::to_string(t).ok()?))).collect();
+        match ctx
+            .registry
+            .publish_arm_counts(name, &self.replica, experiment.revision, experiment.since_ms, &rows)
+            .await
+        {
+            Ok(()) => drop(self.published.lock().insert(name.to_owned(), std::time::Instant::now())),
+            Err(e) => tracing::warn!(model = %name, error = %e, "could not publish a rollout's counts"),
+        }
+    }
+
+    /// Every replica's counts of `name`'s deployment `revision`, summed per version, and since when the earliest
+    /// replica counted them.
+    async fn fleet_counts(
+        ctx: &Arc<RegistryContext>,
+        name: &str,
+        revision: u64,
+    ) -> Result<(HashMap<u64, ArmTotals>, Option<i64>), ApiError> {
+        let mut sums: HashMap<u64, ArmTotals> = HashMap::new();
+        let mut since: Option<i64> = None;
+        for (version, since_ms, text) in ctx.registry.arm_counts(name, revision).await? {
+            match serde_json::from_str::<ArmTotals>(&text) {
+                Ok(totals) => {
+                    sums.entry(version).or_default().merge(&totals);
+                    since = Some(since.map_or(since_ms, |s| s.min(since_ms)));
+                }
+                Err(e) => tracing::warn!(model = %name, error = %e, "skipping unreadable published counts"),
+            }
+        }
+        Ok((sums, since))
     }
 
     async fn judge(
@@ -463,32 +534,33 @@ impl Controller {
         ctx: &Arc<RegistryContext>,
         mut rollout: Rollout,
         now: i64,
+        claimed: i64,
     ) -> Result<(), ApiError> {
         let name = rollout.model.clone();
-        // The counts since this step's deployment revision took effect here.
-        let (primary, candidate) = match state.metrics().performance.experiment(&name) {
-            Some((_, counts)) => (
-                counts.get(&rollout.primary).copied().unwrap_or_default(),
-                counts.get(&rollout.candidate).copied().unwrap_or_default(),
-            ),
-            None => (ArmTotals::default(), ArmTotals::default()),
-        };
-        let revision = state.metrics().performance.experiment(&name).map(|(e, _)| e.revision);
-        let last = match self.last.lock().get(&name) {
-            Some((r, totals)) if Some(*r) == revision => *totals,
+        // The whole fleet's counts since this step's deployment revision took effect (this replica's were published
+        // just now; every other replica's at most a second ago).
+        let Some((experiment, _)) = state.metrics().performance.experiment(&name) else { return Ok(()) };
+        let revision = experiment.revision;
+        let (mut fleet, since) = Self::fleet_counts(ctx, &name, revision).await?;
+        let primary = fleet.remove(&rollout.primary).unwrap_or_default();
+        let candidate = fleet.remove(&rollout.candidate).unwrap_or_default();
+        let last = match &rollout.interval_mark {
+            Some((r, totals)) if *r == revision => totals.clone(),
             _ => ArmTotals::default(),
         };
         let interval = candidate.since(&last);
+        let tallied = primary.predictions.rows > 0 || candidate.predictions.rows > 0;
         let mut observation = Observation {
             primary: arm(&primary),
             candidate: arm(&candidate),
             candidate_interval: arm(&interval),
             quality: None,
+            predictions: tallied.then(|| (primary.predictions.clone(), candidate.predictions.clone())),
         };
-        // Ground truth joined in the shared registry since this step's deployment took effect here (so counted over
-        // every replica's predictions).
-        let since = state.metrics().performance.experiment(&name).map(|(e, _)| e.since_ms);
-        if let (Some(quality), Some(since)) = (&ctx.quality_watch, since)
+        // Ground truth joined in the shared registry since this step's deployment took effect on the earliest
+        // replica (so counted over every replica's predictions).
+        let since = since.unwrap_or(experiment.since_ms);
+        if let Some(quality) = &ctx.quality_watch
             && let Some((kind, sums)) = quality.losses(&name, since).await?
         {
             observation.quality = Some(kind);
@@ -505,18 +577,31 @@ impl Controller {
             format!("{}: {} (candidate at {}%)", action, judgement.reason, f64::from(judgement.weight_bp) / 100.0);
         rollout.record("ferry", judgement);
         rollout.next_judgement_ms = after(now, rollout.interval_ms);
+        rollout.interval_mark = (matches!(rollout.canary.phase, Phase::Progressing | Phase::Paused)
+            && rollout.canary.step == step)
+            .then(|| (revision, candidate.clone()));
+        // A judgement that outlived its claim (a registry stalled past the lease) may have been overtaken by a
+        // person's action or another replica's judgement: it then changes nothing.
+        let lost = || {
+            tracing::warn!(model = %name, "a rollout judgement outlived its claim; another writer came first, so it is dropped");
+            Ok(())
+        };
+        if ctx.registry.rollout_record(&name).await?.map(|(_, at)| at) != Some(claimed) {
+            return lost();
+        }
         if action == "advance" {
             rollout.revision =
                 ctx.set_deployment(state, &name, &rollout.deployment(), "ferry (rollout)").await?.revision;
         }
-        match (rollout.canary.phase, revision) {
-            (Phase::Progressing | Phase::Paused, Some(r)) if rollout.canary.step == step => {
-                self.last.lock().insert(name.clone(), (r, candidate));
-            }
-            _ => drop(self.last.lock().remove(&name)),
-        }
         let noteworthy = action != "wait";
-        ctx.registry.set_rollout(&name, &rollout.state_text()?, if noteworthy { &detail } else { "" }, "ferry").await?;
+        let text = rollout.state_text()?;
+        if !ctx
+            .registry
+            .store_rollout_if(&name, Some(claimed), &text, if noteworthy { &detail } else { "" }, "ferry")
+            .await?
+        {
+            return lost();
+        }
         if action == "rollback" {
             tracing::warn!(model = %name, candidate = rollout.candidate, "rollout {detail}");
         } else if noteworthy {

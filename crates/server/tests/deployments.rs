@@ -702,7 +702,7 @@ async fn a_person_waits_while_another_replica_judges_the_rollout() {
             let (text, seen) = registry.rollout_record("tiny").await.expect("read").expect("stored");
             let mut state: Value = serde_json::from_str(&text).expect("json");
             state["judging_until_ms"] = json!(until_ms);
-            assert!(registry.claim_rollout("tiny", seen, &state.to_string()).await.expect("claim"));
+            assert!(registry.claim_rollout("tiny", seen, &state.to_string()).await.expect("claim").is_some());
         }
     };
     let now_ms =
@@ -733,4 +733,53 @@ async fn rolling_out() -> (Env, Value) {
     let (status, r) = json_call(&env, Method::POST, "/api/v1/models/tiny/rollout", start).await;
     assert_eq!(status, StatusCode::OK, "{r}");
     (env, r)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_is_judged_on_every_replicas_requests() {
+    let env = env().await;
+    push(&env, 1..=2).await;
+    let (status, _) =
+        json_call(&env, Method::PUT, "/api/v1/models/tiny/aliases/production", json!({"version": 1}).to_string()).await;
+    assert_eq!(status, StatusCode::OK);
+    // A second replica on the same registry.
+    let ctx = env.state.registry_context().expect("registry").clone();
+    let other_ctx = RegistryContext::new(ctx.registry.clone(), "production".into(), 1 << 30);
+    other_ctx.keys.refresh(&other_ctx.registry).await.expect("keys");
+    let other = AppState::with_registry(Arc::new(ModelRepository::new()), ServerLimits::default(), Some(other_ctx));
+    other.set_ready(true);
+    let other = Env { state: other, dir: tempfile::tempdir().expect("tempdir"), key: env.key.clone() };
+    // Each arm needs 70 requests; each replica gets 100 at 50/50, so only the fleet's sum has enough. Tolerances wide
+    // enough that a healthy candidate with enough requests passes at once.
+    let start = json!({"candidate": "2", "interval": "1h", "steps": [50, 100], "min_requests": 70,
+                       "error_tolerance": 0.1, "latency_tolerance": 10.0})
+    .to_string();
+    let (status, r) = json_call(&env, Method::POST, "/api/v1/models/tiny/rollout", start).await;
+    assert_eq!(status, StatusCode::OK, "{r}");
+    let other_ctx = other.state.registry_context().expect("registry").clone();
+    other_ctx.sync_model(&other.state, "tiny").await.expect("the other replica follows the deployment");
+    let mut per_replica = [HashMap::<u64, u64>::new(), HashMap::new()];
+    for (replica, counts) in [&env, &other].into_iter().zip(&mut per_replica) {
+        for _ in 0..100 {
+            *counts.entry(infer(replica, &[]).await.0).or_default() += 1;
+        }
+    }
+    for counts in &per_replica {
+        assert!(counts.values().all(|&n| n < 70), "one replica alone has too few for an arm: {per_replica:?}");
+    }
+    // The other replica publishes its counts (its rollout is not due yet), then this one judges.
+    other_ctx.rollouts.tick(&other.state).await;
+    let (text, _) = ctx.registry.rollout_record("tiny").await.expect("read").expect("stored");
+    let mut due: Value = serde_json::from_str(&text).expect("json");
+    due["next_judgement_ms"] = json!(0);
+    ctx.registry.set_rollout("tiny", &due.to_string(), "", "test").await.expect("store");
+    ctx.rollouts.tick(&env.state).await;
+
+    let (_, r) = json_call(&env, Method::GET, "/api/v1/models/tiny/rollout", Body::empty()).await;
+    let judged = r["history"].as_array().and_then(|h| h.last()).expect("a judgement").clone();
+    assert_eq!(judged["judgement"]["action"], "promote", "judged on both replicas' 200 requests: {judged}");
+    let latency = &judged["judgement"]["metrics"][1];
+    assert_eq!(latency["metric"], "log_latency");
+    assert!(latency["comparison"].is_object(), "both arms had enough requests over the fleet: {latency}");
+    assert_eq!(r["canary"]["phase"], "promoted", "{r}");
 }

@@ -61,8 +61,10 @@ fn release_thread_memory() {
 }
 
 /// Hands memory freed by stopped instances back to the system: the engines allocate through the C library's
-/// `malloc`, whose free lists would otherwise keep it. Called after their threads are joined, so that every free
-/// has happened.
+/// `malloc`, whose free lists would otherwise keep it, and the ended threads' Rust allocator heaps were abandoned
+/// with blocks in them that other threads freed since (answers sent, inputs dropped); the allocator's forced
+/// collection on this thread frees such abandoned segments and purges its arenas at once instead of at its next
+/// allocation. Called after their threads are joined, so that every free has happened.
 #[cfg_attr(
     all(target_os = "linux", target_env = "gnu"),
     expect(unsafe_code, reason = "malloc_trim is a C function; no safe binding exists")
@@ -75,6 +77,7 @@ fn release_memory() {
     unsafe {
         libc::malloc_trim(0);
     }
+    release_thread_memory();
 }
 
 /// How much memory the instances of every loaded version may take together; versions register themselves when they

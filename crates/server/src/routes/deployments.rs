@@ -211,7 +211,7 @@ pub(crate) async fn get_experiment(
             experiment.revision
         )));
     }
-    let totals = |v: u64| counts.get(&v).copied().unwrap_or_default();
+    let totals = |v: u64| counts.get(&v).cloned().unwrap_or_default();
     // Ground truth joined since this revision took effect here, from the shared registry.
     let quality = match state.registry_context().and_then(|c| c.quality_watch.clone()) {
         Some(watch) => watch.losses(name.as_str(), experiment.since_ms).await?,

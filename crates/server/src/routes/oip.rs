@@ -165,7 +165,7 @@ async fn observed(
     body: Body,
 ) -> Result<Response, ApiError> {
     let started = std::time::Instant::now();
-    let result = run_infer(state, model.clone(), shadow, headers, body).await;
+    let result = run_infer(state, model.clone(), shadow, routed, headers, body).await;
     let (metrics, elapsed) = (state.metrics(), started.elapsed());
     match &result {
         Ok((_, timing)) => {
@@ -183,6 +183,7 @@ async fn run_infer(
     state: &AppState,
     model: Arc<LoadedModel>,
     shadow: Option<Arc<LoadedModel>>,
+    routed: bool,
     headers: &HeaderMap,
     body: Body,
 ) -> Result<(Response, (std::time::Duration, std::time::Duration)), ApiError> {
@@ -238,7 +239,15 @@ async fn run_infer(
         .and_then(|c| c.quality_watch.as_ref())
         .filter(|q| q.wants(model.name(), model.version()))
     {
-        crate::quality::keep_for_feedback(quality, model.name(), model.version(), &mut request_id, &response.outputs);
+        let arm = routed.then(|| state.metrics().performance.arm_recorder(model.name(), model.version()));
+        crate::quality::keep_for_feedback(
+            quality,
+            model.name(),
+            model.version(),
+            &mut request_id,
+            &response.outputs,
+            arm.as_deref(),
+        );
     }
     let timing = (response.queue, response.compute);
     let outputs: Vec<_> = response.outputs.into_iter().zip(wanted).map(|(t, (_, binary))| (t, binary)).collect();
