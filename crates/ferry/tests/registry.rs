@@ -623,6 +623,8 @@ fn a_canary_from_the_cli_survives_a_restart_and_promotes_itself() {
     stop.store(true, Ordering::Relaxed);
     assert_eq!(load.join().expect("traffic"), 0, "no request failed during the rollout");
     assert!(shown.contains("promoted") && shown.contains("advance") && shown.contains("ferry"), "{shown}");
+    // A promotion is stored before it is applied (the alias moved, the deployment removed): wait for the latter.
+    until_serving(&server, &["2"]);
     assert_eq!(served_version(&server), "2");
     let models = ok(d, &["models"], Some(&server));
     assert!(models.contains("production=2"), "{models}");
