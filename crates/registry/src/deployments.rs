@@ -281,13 +281,13 @@ impl Registry {
         Ok(())
     }
 
-    /// Every replica's published counts of `name`'s deployment `revision`: `(version, since_ms, totals)` rows.
+    /// Every replica's published counts of `name`'s deployment `revision`.
     ///
     /// # Errors
     /// Database errors.
-    pub async fn arm_counts(&self, name: &str, revision: u64) -> Result<Vec<(u64, i64, String)>, RegistryError> {
+    pub async fn arm_counts(&self, name: &str, revision: u64) -> Result<Vec<PublishedCounts>, RegistryError> {
         let rows = sqlx::query(
-            "SELECT version, since_ms, totals FROM arm_counts WHERE model = $1 AND revision = $2 \
+            "SELECT replica, version, since_ms, totals FROM arm_counts WHERE model = $1 AND revision = $2 \
              ORDER BY replica, version",
         )
         .bind(name)
@@ -297,8 +297,26 @@ impl Registry {
         rows.iter()
             .map(|r| {
                 let version: i64 = r.try_get("version")?;
-                Ok((u64::try_from(version).unwrap_or(0), r.try_get("since_ms")?, r.try_get("totals")?))
+                Ok(PublishedCounts {
+                    replica: r.try_get("replica")?,
+                    version: u64::try_from(version).unwrap_or(0),
+                    since_ms: r.try_get("since_ms")?,
+                    totals: r.try_get("totals")?,
+                })
             })
             .collect()
     }
+}
+
+/// One replica's published counts of one version (see [`Registry::publish_arm_counts`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublishedCounts {
+    /// The replica that counted.
+    pub replica: String,
+    /// The version counted.
+    pub version: u64,
+    /// Since when that replica counted (Unix milliseconds).
+    pub since_ms: i64,
+    /// The counts, as the replica serialised them.
+    pub totals: String,
 }

@@ -18,7 +18,7 @@ mod store;
 pub mod testing;
 
 pub use artifacts::{ArtifactStore, Rotation, Staged};
-pub use deployments::DeploymentRecord;
+pub use deployments::{DeploymentRecord, PublishedCounts};
 pub use encryption::MasterKey;
 pub use error::RegistryError;
 pub use outcomes::{Labelled, Outcome, Truth};

@@ -42,6 +42,8 @@ pub struct Truth {
 pub struct Labelled {
     /// Whether this truth is the first for the prediction (a resent or corrected one is not).
     pub first: bool,
+    /// The request that predicted it (its rows are not independent of each other).
+    pub request_id: String,
     /// Version that answered.
     pub version: u64,
     /// When it answered (Unix milliseconds).
@@ -156,6 +158,7 @@ impl Registry {
                 None => None,
                 Some(r) => Some(Labelled {
                     first: before.flatten().is_none(),
+                    request_id: t.request_id.clone(),
                     version: u64::try_from(r.try_get::<i64, _>("version")?).unwrap_or(0),
                     at: r.try_get("at")?,
                     predicted: r.try_get("predicted")?,
@@ -174,7 +177,7 @@ impl Registry {
     /// Database errors.
     pub async fn labelled_outcomes(&self, model: &str, since: i64) -> Result<Vec<Labelled>, RegistryError> {
         let rows = sqlx::query(
-            "SELECT version, at, predicted, proba, truth FROM outcomes WHERE model = $1 AND at >= $2 \
+            "SELECT request_id, version, at, predicted, proba, truth FROM outcomes WHERE model = $1 AND at >= $2 \
              AND truth IS NOT NULL ORDER BY at, request_id, row_index",
         )
         .bind(model)
@@ -185,6 +188,7 @@ impl Registry {
             .map(|r| {
                 Ok(Labelled {
                     first: true,
+                    request_id: r.try_get("request_id")?,
                     version: u64::try_from(r.try_get::<i64, _>("version")?).unwrap_or(0),
                     at: r.try_get("at")?,
                     predicted: r.try_get("predicted")?,

@@ -290,15 +290,19 @@ async fn replicas_publish_arm_counts_per_revision(env: Env) {
     // A replica publishing again replaces its rows.
     r.publish_arm_counts("m", "a", 3, 100, &[(1, "a1'".into()), (2, "a2'".into())]).await.expect("again");
     let rows = r.arm_counts("m", 3).await.expect("read");
+    let seen = |rows: Vec<ferry_registry::PublishedCounts>| -> Vec<(String, u64, i64, String)> {
+        rows.into_iter().map(|c| (c.replica, c.version, c.since_ms, c.totals)).collect()
+    };
+    let row = |replica: &str, version, since, totals: &str| (replica.to_owned(), version, since, totals.to_owned());
     assert_eq!(
-        rows,
-        vec![(1, 100, "a1'".to_owned()), (2, 100, "a2'".to_owned()), (1, 90, "b1".to_owned())],
+        seen(rows),
+        vec![row("a", 1, 100, "a1'"), row("a", 2, 100, "a2'"), row("b", 1, 90, "b1")],
         "every replica's latest rows of the revision"
     );
     // A newer revision: older revisions' rows go, whoever published them; a lagging replica's stay until it moves.
     r.publish_arm_counts("m", "b", 4, 200, &[(2, "b2".into())]).await.expect("publish b, revision 4");
     assert!(r.arm_counts("m", 3).await.expect("read").is_empty());
-    assert_eq!(r.arm_counts("m", 4).await.expect("read"), vec![(2, 200, "b2".to_owned())]);
+    assert_eq!(seen(r.arm_counts("m", 4).await.expect("read")), vec![row("b", 2, 200, "b2")]);
     r.delete_model("m", "alice").await.expect("delete model");
     assert!(r.arm_counts("m", 4).await.expect("read").is_empty(), "gone with the model");
 }

@@ -8,7 +8,8 @@
 //!    mean log-latency, prediction drift — each predicted class's share, or a regressor's mean prediction — when
 //!    the model's predictions are tallied, and the feedback loss — misclassified share or absolute error — once both
 //!    arms have `min_labelled` rows with ground truth) an always-valid confidence interval of candidate − primary over the step
-//!    so far ([`crate::sequential::sequential_difference`], α split over the metrics compared). The candidate is rolled back as soon
+//!    so far ([`crate::sequential::sequential_difference`], α split over the metrics compared; for per-row figures the
+//!    units are requests, not rows, see [`PredictionTally`] and [`LossSums`]). The candidate is rolled back as soon
 //!    as a lower bound shows harm beyond the metric's tolerance, and advances when every upper bound shows it within
 //!    tolerance and the step has lasted an interval. Kayenta's per-interval Mann–Whitney judge tests afresh at every
 //!    look, so looking every interval multiplies its false alarms; a confidence sequence holds its level over all
@@ -152,15 +153,74 @@ pub struct ArmStats {
     pub answered: u64,
     /// The 99th percentile latency in seconds, when known.
     pub latency_p99: Option<f64>,
-    /// Predictions whose ground truth has arrived.
+    /// The feedback loss of its predictions whose ground truth has arrived (see [`QualityLoss`]).
     #[serde(default)]
-    pub labelled: u64,
-    /// Sum of their feedback loss (see [`QualityLoss`]).
-    #[serde(default)]
-    pub loss_sum: f64,
-    /// Sum of its squares.
-    #[serde(default)]
-    pub loss_sq_sum: f64,
+    pub loss: LossSums,
+}
+
+/// An arm's feedback loss over its labelled rows, with requests as the units (see [`PredictionTally`]): a request's
+/// rows share its customer, its moment and often its input's make-up, so they are not independent draws.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct LossSums {
+    /// Labelled rows (Σ m).
+    pub rows: u64,
+    /// Σ loss over rows.
+    pub sum: f64,
+    /// Σ loss² over rows.
+    pub sq_sum: f64,
+    /// Requests with at least one labelled row.
+    pub requests: u64,
+    /// Σ m² over requests.
+    pub rows_sq: f64,
+    /// Σ over requests of (the request's loss sum)².
+    pub request_sq: f64,
+    /// Σ over requests of the request's loss sum × its labelled rows.
+    pub by_rows: f64,
+}
+
+impl LossSums {
+    /// Counts one request's labelled rows' losses.
+    #[allow(clippy::cast_precision_loss)]
+    pub fn add_request(&mut self, losses: &[f64]) {
+        if losses.is_empty() {
+            return;
+        }
+        let (m, total) = (losses.len() as f64, losses.iter().sum::<f64>());
+        self.rows += losses.len() as u64;
+        self.sum += total;
+        self.sq_sum += losses.iter().map(|l| l * l).sum::<f64>();
+        self.requests += 1;
+        self.rows_sq += m * m;
+        self.request_sq += total * total;
+        self.by_rows += total * m;
+    }
+
+    /// The mean loss per row.
+    #[must_use]
+    #[allow(clippy::cast_precision_loss)]
+    pub fn mean(&self) -> f64 {
+        self.sum / self.rows.max(1) as f64
+    }
+
+    /// The mean loss per row as an arm whose units are the requests (delta-method variance of a ratio).
+    #[must_use]
+    pub fn arm(&self) -> Arm {
+        ratio_arm(self.requests, self.rows, self.rows_sq, self.sum, self.request_sq, self.by_rows)
+    }
+}
+
+/// The per-row mean of `y` (Σ y over `rows` rows in `requests` requests, with Σ m², Σ y² and Σ y·m over requests) as
+/// an arm whose units are the requests: the delta-method variance of a ratio of sums, as GrowthBook's ratio metrics.
+/// With one row per request it is the plain sample's (population) variance.
+#[allow(clippy::cast_precision_loss)]
+fn ratio_arm(requests: u64, rows: u64, rows_sq: f64, sum: f64, sum_sq: f64, sum_by_rows: f64) -> Arm {
+    let (n, rows) = (requests as f64, rows as f64);
+    if n == 0.0 || rows == 0.0 {
+        return Arm { n: 0.0, mean: 0.0, variance: 0.0 };
+    }
+    let mean = sum / rows;
+    let variance_of_mean = (sum_sq - 2.0 * mean * sum_by_rows + mean * mean * rows_sq) / (rows * rows);
+    Arm { n, mean, variance: (variance_of_mean * n).max(0.0) }
 }
 
 /// Most distinct classes a tally keeps apart; rows of further classes count in `rows` only (a "class" output with
@@ -291,27 +351,14 @@ impl PredictionTally {
         }
     }
 
-    /// The per-row mean of `y` (Σ y over rows, with its Σ y² and Σ y·m over requests) as an arm whose units are the
-    /// requests: the delta-method variance of a ratio of sums.
-    #[allow(clippy::cast_precision_loss)]
-    fn ratio_arm(&self, sum: f64, sum_sq: f64, sum_by_rows: f64) -> Arm {
-        let (n, rows) = (self.requests as f64, self.rows as f64);
-        if n == 0.0 || rows == 0.0 {
-            return Arm { n: 0.0, mean: 0.0, variance: 0.0 };
-        }
-        let mean = sum / rows;
-        let variance_of_mean = (sum_sq - 2.0 * mean * sum_by_rows + mean * mean * self.rows_sq) / (rows * rows);
-        Arm { n, mean, variance: (variance_of_mean * n).max(0.0) }
-    }
-
     fn class_arm(&self, class: i64) -> Arm {
         let t = self.classes.get(&class).copied().unwrap_or_default();
         #[allow(clippy::cast_precision_loss)]
-        self.ratio_arm(t.rows as f64, t.sq, t.by_rows)
+        ratio_arm(self.requests, self.rows, self.rows_sq, t.rows as f64, t.sq, t.by_rows)
     }
 
     fn mean_arm(&self) -> Arm {
-        self.ratio_arm(self.sum, self.request_sum_sq, self.request_sum_by_rows)
+        ratio_arm(self.requests, self.rows, self.rows_sq, self.sum, self.request_sum_sq, self.request_sum_by_rows)
     }
 }
 
@@ -433,7 +480,7 @@ impl Canary {
         }
         // Layer 2: always-valid comparisons over the step, the feedback loss once both arms have enough ground truth
         // (α is split over the metrics compared; a metric joining later only makes the others more conservative).
-        let labelled = o.primary.labelled >= c.min_labelled && o.candidate.labelled >= c.min_labelled;
+        let labelled = o.primary.loss.rows >= c.min_labelled && o.candidate.loss.rows >= c.min_labelled;
         let quality = o.quality.filter(|_| labelled);
         let compared = 2 + usize::from(quality.is_some()) + usize::from(o.predictions.is_some());
         #[allow(clippy::cast_precision_loss)]
@@ -506,33 +553,32 @@ fn verdict(comparison: Option<&Comparison>, tolerance: f64) -> &'static str {
 /// Error share, candidate − primary.
 #[allow(clippy::cast_precision_loss)]
 fn error_check(p: &ArmStats, c: &ArmStats, config: &CanaryConfig, alpha: f64) -> MetricCheck {
-    let share = |a: &ArmStats| (a.errors as f64, a.requests);
+    let share = |a: &ArmStats| (proportion(a.errors as f64, a.requests), a.requests);
     share_check("error_rate", share(p), share(c), config.error_tolerance, config.min_requests, config, alpha)
 }
 
-/// A share of bad outcomes (`(bad, out of)` per arm), candidate − primary. With no bad outcome in either arm the
-/// plug-in variance is 0 and the interval is undefined: it passes only when even three (the rule of three's 95%
-/// bound) would stay within tolerance; a candidate failing everything the primary gets right fails outright.
-#[allow(clippy::cast_precision_loss)]
+/// A share of bad outcomes (per arm: the share as an arm, and how many outcomes for the minimum), candidate −
+/// primary. With no bad outcome in either arm the plug-in variance is 0 and the interval is undefined: it passes
+/// only when even three bad units (the rule of three's 95% bound) would stay within tolerance; a candidate failing
+/// everything the primary gets right fails outright.
 fn share_check(
     metric: &str,
-    p: (f64, u64),
-    c: (f64, u64),
+    p: (Arm, u64),
+    c: (Arm, u64),
     tolerance: f64,
     min: u64,
     config: &CanaryConfig,
     alpha: f64,
 ) -> MetricCheck {
-    let rate = |(bad, n): (f64, u64)| bad / n.max(1) as f64;
-    let arm = |a: (f64, u64)| Arm { n: a.1 as f64, mean: rate(a), variance: rate(a) * (1.0 - rate(a)) };
     let enough = p.1 >= min && c.1 >= min;
-    let comparison = if enough { sequential_difference(arm(p), arm(c), alpha, config.n_star) } else { None };
+    let comparison = if enough { sequential_difference(p.0, c.0, alpha, config.n_star) } else { None };
     let v = match &comparison {
-        // Each arm all bad or all good: the plug-in variance is 0, and the difference is what was seen.
+        // Each arm all bad or all good: the plug-in variance is 0, and the difference is what was seen; none bad
+        // passes only when even three bad units (the rule of three) would stay within tolerance.
         None if enough => {
-            if rate(c) - rate(p) > tolerance {
+            if c.0.mean - p.0.mean > tolerance {
                 "fail"
-            } else if c.0 == 0.0 && 3.0 / c.1 as f64 <= tolerance {
+            } else if c.0.mean == 0.0 && 3.0 / c.0.n.max(1.0) <= tolerance {
                 "pass"
             } else {
                 "inconclusive"
@@ -543,13 +589,21 @@ fn share_check(
     MetricCheck { metric: metric.into(), detail: None, comparison, tolerance, verdict: v.into() }
 }
 
+/// A share of `bad` among `n` independent units, as an arm.
+#[allow(clippy::cast_precision_loss)]
+fn proportion(bad: f64, n: u64) -> Arm {
+    let rate = bad / n.max(1) as f64;
+    Arm { n: n as f64, mean: rate, variance: rate * (1.0 - rate) }
+}
+
 /// The feedback loss, candidate − primary: the misclassified share (a proportion, like errors), or the mean absolute
 /// error with a tolerance relative to the primary's.
 #[allow(clippy::cast_precision_loss)]
 fn quality_check(loss: QualityLoss, p: &ArmStats, c: &ArmStats, config: &CanaryConfig, alpha: f64) -> MetricCheck {
     match loss {
         QualityLoss::Misclassified => {
-            let share = |a: &ArmStats| (a.loss_sum, a.labelled);
+            // Labelled rows for the minimum, requests as the units of the share's variance.
+            let share = |a: &ArmStats| (a.loss.arm(), a.loss.rows);
             share_check(
                 "misclassified",
                 share(p),
@@ -561,9 +615,8 @@ fn quality_check(loss: QualityLoss, p: &ArmStats, c: &ArmStats, config: &CanaryC
             )
         }
         QualityLoss::AbsoluteError => {
-            let arm = |a: &ArmStats| Arm::from_sums(a.labelled as f64, a.loss_sum, a.loss_sq_sum);
-            let tolerance = config.quality_tolerance * (p.loss_sum / p.labelled.max(1) as f64);
-            let comparison = sequential_difference(arm(p), arm(c), alpha, config.n_star);
+            let tolerance = config.quality_tolerance * p.loss.mean();
+            let comparison = sequential_difference(p.loss.arm(), c.loss.arm(), alpha, config.n_star);
             let v = verdict(comparison.as_ref(), tolerance);
             MetricCheck { metric: "absolute_error".into(), detail: None, comparison, tolerance, verdict: v.into() }
         }
@@ -688,9 +741,15 @@ mod tests {
             log_latency_sq_sum: a.log_latency_sq_sum + b.log_latency_sq_sum,
             answered: a.answered + b.answered,
             latency_p99: b.latency_p99,
-            labelled: a.labelled + b.labelled,
-            loss_sum: a.loss_sum + b.loss_sum,
-            loss_sq_sum: a.loss_sq_sum + b.loss_sq_sum,
+            loss: LossSums {
+                rows: a.loss.rows + b.loss.rows,
+                sum: a.loss.sum + b.loss.sum,
+                sq_sum: a.loss.sq_sum + b.loss.sq_sum,
+                requests: a.loss.requests + b.loss.requests,
+                rows_sq: a.loss.rows_sq + b.loss.rows_sq,
+                request_sq: a.loss.request_sq + b.loss.request_sq,
+                by_rows: a.loss.by_rows + b.loss.by_rows,
+            },
         }
     }
 
@@ -842,8 +901,15 @@ mod tests {
         let (mut p, mut c) = (arm(&mut rng, 2_000, 0.0, 0.01), arm(&mut rng, 2_000, 0.0, 0.01));
         let p_wrong = (labelled as f64 * 0.1).round();
         let c_wrong = (labelled as f64 * wrong).round();
-        (p.labelled, p.loss_sum, p.loss_sq_sum) = (labelled, p_wrong, p_wrong);
-        (c.labelled, c.loss_sum, c.loss_sq_sum) = (labelled, c_wrong, c_wrong);
+        // One labelled row per request: the first `wrong` of them misclassified.
+        let sums = |wrong: f64| {
+            let mut l = LossSums::default();
+            for i in 0..labelled {
+                l.add_request(&[f64::from(u8::from((i as f64) < wrong))]);
+            }
+            l
+        };
+        (p.loss, c.loss) = (sums(p_wrong), sums(c_wrong));
         Observation {
             primary: p,
             candidate: c,
@@ -949,6 +1015,46 @@ mod tests {
             t.add(&[k], true);
         }
         let a = t.class_arm(1);
+        assert!((a.mean - 0.75).abs() < 1e-12 && (a.variance - 0.75 * 0.25).abs() < 1e-12, "{a:?}");
+    }
+
+    #[test]
+    fn labelled_batches_count_as_requests_so_a_batch_of_mistakes_is_not_a_worse_candidate() {
+        // Each request is 20 rows from one customer, all right or all wrong (a customer the model gets wrong), with the
+        // same 20% of customers wrong in both arms: counted as independent rows, chance differences between the
+        // arms look 20 × surer than they are.
+        let mut rng = fastrand::Rng::with_seed(5);
+        let config = CanaryConfig { min_labelled: 100, quality_tolerance: 0.02, ..CanaryConfig::default() };
+        let (mut by_requests, mut by_rows) = (0, 0);
+        for _ in 0..200 {
+            let (mut p, mut c) = (ArmStats::default(), ArmStats::default());
+            let (mut p_flat, mut c_flat) = (LossSums::default(), LossSums::default());
+            for (arm, flat) in [(&mut p, &mut p_flat), (&mut c, &mut c_flat)] {
+                for _ in 0..60 {
+                    let losses = [f64::from(u8::from(rng.f64() < 0.2)); 20];
+                    arm.loss.add_request(&losses);
+                    for l in losses {
+                        flat.add_request(&[l]);
+                    }
+                }
+            }
+            if quality_check(QualityLoss::Misclassified, &p, &c, &config, 0.05 / 3.0).verdict == "fail" {
+                by_requests += 1;
+            }
+            let (p_rows, c_rows) =
+                (ArmStats { loss: p_flat, ..ArmStats::default() }, ArmStats { loss: c_flat, ..ArmStats::default() });
+            if quality_check(QualityLoss::Misclassified, &p_rows, &c_rows, &config, 0.05 / 3.0).verdict == "fail" {
+                by_rows += 1;
+            }
+        }
+        assert!(by_requests <= 2, "{by_requests} of 200 equally accurate pairs were called worse");
+        assert!(by_rows > 5 * by_requests.max(2), "rows as units called {by_rows}, requests {by_requests}");
+        // One row per request: the plain proportion's variance.
+        let mut l = LossSums::default();
+        for k in [0.0, 1.0, 1.0, 1.0] {
+            l.add_request(&[k]);
+        }
+        let a = l.arm();
         assert!((a.mean - 0.75).abs() < 1e-12 && (a.variance - 0.75 * 0.25).abs() < 1e-12, "{a:?}");
     }
 

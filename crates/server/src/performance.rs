@@ -352,6 +352,12 @@ impl Performance {
         self.experiments.write().insert(model.to_owned(), Experiment { revision, since_ms, base });
     }
 
+    /// The models with an experiment counted here.
+    #[must_use]
+    pub fn experiment_models(&self) -> Vec<String> {
+        self.experiments.read().keys().cloned().collect()
+    }
+
     /// `model`'s experiment: where it started, and each version's counts since.
     #[must_use]
     pub fn experiment(&self, model: &str) -> Option<(Experiment, HashMap<u64, ArmTotals>)> {

@@ -328,22 +328,27 @@ impl QualityWatch {
         &self,
         model: &str,
         since_ms: i64,
-    ) -> Result<Option<(ferry_rollout::canary::QualityLoss, HashMap<u64, (u64, f64, f64)>)>, ApiError> {
-        use ferry_rollout::canary::QualityLoss;
+    ) -> Result<Option<(ferry_rollout::canary::QualityLoss, HashMap<u64, ferry_rollout::canary::LossSums>)>, ApiError>
+    {
+        use ferry_rollout::canary::{LossSums, QualityLoss};
         let Some(task) = self.targets.read().get(model).map(|t| t.outputs.task) else { return Ok(None) };
         let pairs = self.registry.labelled_outcomes(model, since_ms).await?;
         let kind = match task {
             Task::Classification => QualityLoss::Misclassified,
             Task::Regression => QualityLoss::AbsoluteError,
         };
-        let mut sums: HashMap<u64, (u64, f64, f64)> = HashMap::new();
+        // Per version and request: the request's rows are one unit of the comparison.
+        let mut requests: HashMap<(u64, String), Vec<f64>> = HashMap::new();
         for p in pairs {
             let loss = match kind {
                 QualityLoss::Misclassified => f64::from(u8::from(p.predicted != p.truth)),
                 QualityLoss::AbsoluteError => (p.predicted - p.truth).abs(),
             };
-            let s = sums.entry(p.version).or_default();
-            *s = (s.0 + 1, s.1 + loss, s.2 + loss * loss);
+            requests.entry((p.version, p.request_id)).or_default().push(loss);
+        }
+        let mut sums: HashMap<u64, LossSums> = HashMap::new();
+        for ((version, _), losses) in requests {
+            sums.entry(version).or_default().add_request(&losses);
         }
         Ok(Some((kind, sums)))
     }
@@ -763,7 +768,7 @@ mod tests {
     use super::*;
 
     fn pair(predicted: f64, truth: f64, proba: Option<Vec<f64>>) -> Labelled {
-        Labelled { first: true, version: 1, at: 0, predicted, proba, truth }
+        Labelled { first: true, request_id: String::new(), version: 1, at: 0, predicted, proba, truth }
     }
 
     #[test]

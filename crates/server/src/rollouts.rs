@@ -136,9 +136,13 @@ pub struct StartRollout {
 pub struct Controller {
     /// Fresh per process: a replica that restarts publishes under a new id, and its old counts still count.
     replica: String,
-    published: parking_lot::Mutex<HashMap<String, std::time::Instant>>,
+    /// Per model: when this replica last published its counts, and of which revision and request total.
+    published: parking_lot::Mutex<HashMap<String, Published>>,
     locks: parking_lot::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
+
+/// When a replica last published a model's counts, and their (revision, requests) mark.
+type Published = (std::time::Instant, (u64, u64));
 
 impl Default for Controller {
     fn default() -> Self {
@@ -150,7 +154,19 @@ impl Default for Controller {
     }
 }
 
-/// How often a replica publishes its counts of a running rollout (and always just before it judges one).
+/// The whole fleet's counts of one deployment revision.
+#[derive(Debug, Default)]
+pub struct FleetCounts {
+    /// Per version, every replica's counts summed.
+    pub arms: HashMap<u64, ArmTotals>,
+    /// Since when the earliest replica counted (Unix milliseconds), when any did.
+    pub since_ms: Option<i64>,
+    /// How many replicas published counts.
+    pub replicas: usize,
+}
+
+/// How often a replica publishes its counts of an experiment or a running rollout (and always just before it judges
+/// one, or a reader asks).
 const PUBLISH_EVERY: Duration = Duration::from_secs(1);
 
 impl Controller {
@@ -485,13 +501,21 @@ impl Controller {
                 tracing::warn!(model = %name, error = e.message(), "rollout judgement failed; retrying");
             }
         }
+        // Every A/B experiment's counts too, so that the experiments API reports the fleet's from any replica.
+        for name in state.metrics().performance.experiment_models() {
+            self.publish(&ctx, state, &name, false).await;
+        }
     }
 
     /// Publishes this replica's counts of `name`'s current deployment revision to the registry, at most once per
     /// [`PUBLISH_EVERY`] unless `now` (about to judge). Errors are logged: the fleet sum then lags by a tick.
     async fn publish(&self, ctx: &Arc<RegistryContext>, state: &AppState, name: &str, now: bool) {
         let Some((experiment, counts)) = state.metrics().performance.experiment(name) else { return };
-        let fresh = self.published.lock().get(name).is_some_and(|at| at.elapsed() < PUBLISH_EVERY);
+        // Unchanged counts (an idle model) are not written again, unless a judgement or a reader needs them.
+        let requests: u64 = counts.values().map(|t| t.requests).sum();
+        let mark = (experiment.revision, requests);
+        let fresh =
+            self.published.lock().get(name).is_some_and(|(at, seen)| at.elapsed() < PUBLISH_EVERY || *seen == mark);
         if fresh && !now {
             return;
         }
@@ -502,30 +526,44 @@ impl Controller {
             .publish_arm_counts(name, &self.replica, experiment.revision, experiment.since_ms, &rows)
             .await
         {
-            Ok(()) => drop(self.published.lock().insert(name.to_owned(), std::time::Instant::now())),
+            Ok(()) => drop(self.published.lock().insert(name.to_owned(), (std::time::Instant::now(), mark))),
             Err(e) => tracing::warn!(model = %name, error = %e, "could not publish a rollout's counts"),
         }
     }
 
-    /// Every replica's counts of `name`'s deployment `revision`, summed per version, and since when the earliest
-    /// replica counted them.
-    async fn fleet_counts(
-        ctx: &Arc<RegistryContext>,
-        name: &str,
-        revision: u64,
-    ) -> Result<(HashMap<u64, ArmTotals>, Option<i64>), ApiError> {
-        let mut sums: HashMap<u64, ArmTotals> = HashMap::new();
-        let mut since: Option<i64> = None;
-        for (version, since_ms, text) in ctx.registry.arm_counts(name, revision).await? {
-            match serde_json::from_str::<ArmTotals>(&text) {
+    /// Every replica's counts of `name`'s deployment `revision`, summed per version.
+    async fn fleet_counts(ctx: &Arc<RegistryContext>, name: &str, revision: u64) -> Result<FleetCounts, ApiError> {
+        let mut fleet = FleetCounts::default();
+        let mut replicas = std::collections::HashSet::new();
+        for row in ctx.registry.arm_counts(name, revision).await? {
+            match serde_json::from_str::<ArmTotals>(&row.totals) {
                 Ok(totals) => {
-                    sums.entry(version).or_default().merge(&totals);
-                    since = Some(since.map_or(since_ms, |s| s.min(since_ms)));
+                    fleet.arms.entry(row.version).or_default().merge(&totals);
+                    fleet.since_ms = Some(fleet.since_ms.map_or(row.since_ms, |s| s.min(row.since_ms)));
+                    replicas.insert(row.replica);
                 }
                 Err(e) => tracing::warn!(model = %name, error = %e, "skipping unreadable published counts"),
             }
         }
-        Ok((sums, since))
+        fleet.replicas = replicas.len();
+        Ok(fleet)
+    }
+
+    /// `name`'s current experiment as the whole fleet counted it: this replica publishes its own counts first, then
+    /// every replica's counts of the same deployment revision are summed. `None` when this replica counts none.
+    ///
+    /// # Errors
+    /// Registry errors.
+    pub async fn fleet_experiment(
+        &self,
+        ctx: &Arc<RegistryContext>,
+        state: &AppState,
+        name: &str,
+    ) -> Result<Option<(crate::performance::Experiment, FleetCounts)>, ApiError> {
+        let Some((experiment, _)) = state.metrics().performance.experiment(name) else { return Ok(None) };
+        self.publish(ctx, state, name, true).await;
+        let fleet = Self::fleet_counts(ctx, name, experiment.revision).await?;
+        Ok(Some((experiment, fleet)))
     }
 
     async fn judge(
@@ -541,7 +579,7 @@ impl Controller {
         // just now; every other replica's at most a second ago).
         let Some((experiment, _)) = state.metrics().performance.experiment(&name) else { return Ok(()) };
         let revision = experiment.revision;
-        let (mut fleet, since) = Self::fleet_counts(ctx, &name, revision).await?;
+        let FleetCounts { arms: mut fleet, since_ms: since, .. } = Self::fleet_counts(ctx, &name, revision).await?;
         let primary = fleet.remove(&rollout.primary).unwrap_or_default();
         let candidate = fleet.remove(&rollout.candidate).unwrap_or_default();
         let last = match &rollout.interval_mark {
@@ -567,7 +605,7 @@ impl Controller {
             for (version, stats) in
                 [(rollout.primary, &mut observation.primary), (rollout.candidate, &mut observation.candidate)]
             {
-                (stats.labelled, stats.loss_sum, stats.loss_sq_sum) = sums.get(&version).copied().unwrap_or_default();
+                stats.loss = sums.get(&version).copied().unwrap_or_default();
             }
         }
         let step = rollout.canary.step;

@@ -783,3 +783,38 @@ async fn a_canary_is_judged_on_every_replicas_requests() {
     assert!(latency["comparison"].is_object(), "both arms had enough requests over the fleet: {latency}");
     assert_eq!(r["canary"]["phase"], "promoted", "{r}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_experiment_reports_every_replicas_requests() {
+    let env = env().await;
+    push(&env, 1..=2).await;
+    let (status, d) = deploy(&env, split(&[("1", 50.0), ("2", 50.0)])).await;
+    assert_eq!(status, StatusCode::OK, "{d}");
+    // A second replica on the same registry, following the deployment.
+    let ctx = env.state.registry_context().expect("registry").clone();
+    let other_ctx = RegistryContext::new(ctx.registry.clone(), "production".into(), 1 << 30);
+    other_ctx.keys.refresh(&other_ctx.registry).await.expect("keys");
+    let other = AppState::with_registry(Arc::new(ModelRepository::new()), ServerLimits::default(), Some(other_ctx));
+    other.set_ready(true);
+    let other = Env { state: other, dir: tempfile::tempdir().expect("tempdir"), key: env.key.clone() };
+    let other_ctx = other.state.registry_context().expect("registry").clone();
+    other_ctx.sync_model(&other.state, "tiny").await.expect("the other replica follows the deployment");
+    for (replica, n) in [(&env, 60), (&other, 140)] {
+        for _ in 0..n {
+            infer(replica, &[]).await;
+        }
+    }
+    // The other replica publishes its counts on its tick; this one publishes its own as it is asked.
+    other_ctx.rollouts.tick(&other.state).await;
+    let (status, r) = json_call(&env, Method::GET, "/api/v1/models/tiny/experiments/current", Body::empty()).await;
+    assert_eq!(status, StatusCode::OK, "{r}");
+    assert_eq!(r["replicas"], 2, "{r}");
+    let arms = r["arms"].as_array().expect("arms");
+    let requests: Vec<u64> = arms.iter().map(|a| a["requests"].as_u64().expect("requests")).collect();
+    assert_eq!(requests.iter().sum::<u64>(), 200, "both replicas' requests: {r}");
+    // Asked on the other replica: the same sums.
+    let (_, again) = json_call(&other, Method::GET, "/api/v1/models/tiny/experiments/current", Body::empty()).await;
+    let same: Vec<u64> =
+        again["arms"].as_array().expect("arms").iter().map(|a| a["requests"].as_u64().unwrap_or(0)).collect();
+    assert_eq!(same, requests, "{again}");
+}

@@ -115,26 +115,34 @@ pub(crate) struct ExperimentArm {
     quality_interval: Option<[f64; 2]>,
 }
 
-/// One arm's feedback figure and its 95% interval: accuracy (Wilson) or mean absolute error (normal).
+/// One arm's feedback figure and its 95% interval: accuracy (Wilson's, over the effective number of rows: a request's
+/// rows are not independent, so they count as the variance over requests says they do) or mean absolute error
+/// (normal, with requests as the units).
 #[allow(clippy::cast_precision_loss)]
 fn arm_quality(
     loss: ferry_rollout::canary::QualityLoss,
-    (n, sum, sq): (u64, f64, f64),
+    sums: &ferry_rollout::canary::LossSums,
 ) -> (&'static str, f64, [f64; 2]) {
     const Z: f64 = 1.959_963_984_540_054;
-    let n_f = n as f64;
-    let mean = sum / n_f;
+    let arm = sums.arm();
+    let variance_of_mean = arm.variance / arm.n.max(1.0);
     match loss {
         ferry_rollout::canary::QualityLoss::Misclassified => {
-            let p = 1.0 - mean;
-            let centre = (p + Z * Z / (2.0 * n_f)) / (1.0 + Z * Z / n_f);
-            let half = Z / (1.0 + Z * Z / n_f) * (p * (1.0 - p) / n_f + Z * Z / (4.0 * n_f * n_f)).sqrt();
+            let p = 1.0 - arm.mean;
+            // All right or all wrong: no spread to go by, so count the requests (the fewest units it can be).
+            let n = if variance_of_mean > 0.0 {
+                (p * (1.0 - p) / variance_of_mean).min(sums.rows as f64)
+            } else {
+                sums.requests as f64
+            }
+            .max(1.0);
+            let centre = (p + Z * Z / (2.0 * n)) / (1.0 + Z * Z / n);
+            let half = Z / (1.0 + Z * Z / n) * (p * (1.0 - p) / n + Z * Z / (4.0 * n * n)).sqrt();
             ("accuracy", p, [(centre - half).max(0.0), (centre + half).min(1.0)])
         }
         ferry_rollout::canary::QualityLoss::AbsoluteError => {
-            let variance = if n > 1 { ((sq - sum * mean) / (n_f - 1.0)).max(0.0) } else { 0.0 };
-            let half = Z * (variance / n_f).sqrt();
-            ("mean_absolute_error", mean, [(mean - half).max(0.0), mean + half])
+            let half = Z * variance_of_mean.sqrt();
+            ("mean_absolute_error", arm.mean, [(arm.mean - half).max(0.0), arm.mean + half])
         }
     }
 }
@@ -166,8 +174,11 @@ pub(crate) struct ExperimentView {
     model: String,
     /// The experiment: the deployment revision.
     id: u64,
-    /// When this replica started counting it (Unix milliseconds); the counts are this replica's.
+    /// When the earliest replica started counting it (Unix milliseconds).
     since_ms: i64,
+    /// How many replicas' counts are summed (every replica sharing the registry publishes its own about once a
+    /// second; 1 for a server without a registry).
+    replicas: usize,
     /// Primary first.
     arms: Vec<ExperimentArm>,
     /// Each candidate against the primary, per metric (GrowthBook's sequential test, valid at every look).
@@ -200,11 +211,22 @@ pub(crate) async fn get_experiment(
         .repository()
         .split(name.as_str())
         .ok_or_else(|| not_found(format!("model {name:?} has no deployment served here")))?;
-    let (experiment, counts) = state
-        .metrics()
-        .performance
-        .experiment(name.as_str())
-        .ok_or_else(|| not_found(format!("model {name:?} has no experiment counted here yet")))?;
+    let no_experiment = || not_found(format!("model {name:?} has no experiment counted here yet"));
+    // With a shared registry, every replica's counts of the revision; alone, this server's.
+    let (experiment, counts, replicas, since_ms) = match state.registry_context().cloned() {
+        Some(ctx) => {
+            let (experiment, fleet) =
+                ctx.rollouts.fleet_experiment(&ctx, &state, name.as_str()).await?.ok_or_else(no_experiment)?;
+            let since = fleet.since_ms.unwrap_or(experiment.since_ms).min(experiment.since_ms);
+            (experiment, fleet.arms, fleet.replicas.max(1), since)
+        }
+        None => {
+            let (experiment, counts) =
+                state.metrics().performance.experiment(name.as_str()).ok_or_else(no_experiment)?;
+            let since = experiment.since_ms;
+            (experiment, counts, 1, since)
+        }
+    };
     if id != "current" && id.parse::<u64>().ok() != Some(experiment.revision) {
         return Err(not_found(format!(
             "experiment {id:?} of {name:?} is not the one served here (deployment revision {})",
@@ -214,7 +236,7 @@ pub(crate) async fn get_experiment(
     let totals = |v: u64| counts.get(&v).cloned().unwrap_or_default();
     // Ground truth joined since this revision took effect here, from the shared registry.
     let quality = match state.registry_context().and_then(|c| c.quality_watch.clone()) {
-        Some(watch) => watch.losses(name.as_str(), experiment.since_ms).await?,
+        Some(watch) => watch.losses(name.as_str(), since_ms).await?,
         None => None,
     };
     let losses = |v: u64| quality.as_ref().and_then(|(_, sums)| sums.get(&v).copied()).unwrap_or_default();
@@ -225,7 +247,7 @@ pub(crate) async fn get_experiment(
         .map(|v| {
             let t = totals(v.version);
             let labelled = losses(v.version);
-            let figure = quality.as_ref().filter(|_| labelled.0 > 0).map(|(kind, _)| arm_quality(*kind, labelled));
+            let figure = quality.as_ref().filter(|_| labelled.rows > 0).map(|(kind, _)| arm_quality(*kind, &labelled));
             ExperimentArm {
                 target: v.target.clone(),
                 version: v.version,
@@ -236,7 +258,7 @@ pub(crate) async fn get_experiment(
                 latency_p50: t.quantile(0.5),
                 latency_p90: t.quantile(0.9),
                 latency_p99: t.quantile(0.99),
-                labelled: labelled.0,
+                labelled: labelled.rows,
                 quality_metric: figure.map(|f| f.0),
                 quality: figure.map(|f| f.1),
                 quality_interval: figure.map(|f| f.2),
@@ -296,17 +318,8 @@ pub(crate) async fn get_experiment(
         }
         if let Some((kind, _)) = &quality {
             use ferry_rollout::canary::QualityLoss;
-            let loss = |v: u64| {
-                let (n, sum, sq) = losses(v);
-                #[allow(clippy::cast_precision_loss)]
-                match kind {
-                    QualityLoss::Misclassified => {
-                        let p = sum / n.max(1) as f64;
-                        Arm { n: n as f64, mean: p, variance: p * (1.0 - p) }
-                    }
-                    QualityLoss::AbsoluteError => Arm::from_sums(n as f64, sum, sq),
-                }
-            };
+            // Requests are the units: a request's rows are not independent draws.
+            let loss = |v: u64| losses(v).arm();
             let metric = match kind {
                 QualityLoss::Misclassified => "misclassified",
                 QualityLoss::AbsoluteError => "absolute_error",
@@ -332,7 +345,8 @@ pub(crate) async fn get_experiment(
     Ok(Json(ExperimentView {
         model: name.as_str().to_owned(),
         id: experiment.revision,
-        since_ms: experiment.since_ms,
+        since_ms,
+        replicas,
         too_few_requests: arms.iter().any(|a| a.requests < 100),
         arms,
         comparisons,
