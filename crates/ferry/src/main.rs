@@ -2,6 +2,7 @@
 //! any error with its whole chain, and exit with a code that means something (0 ok, 1 failed, 2 bad usage).
 
 mod alerts_cmd;
+mod allocator;
 mod client;
 mod config_cmd;
 mod deploy_cmd;
@@ -19,21 +20,6 @@ mod table;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-
-/// mimalloc instead of glibc malloc: request buffers are allocated on the async runtime's threads and freed on the
-/// inference threads (and back), and glibc's arena locks made that cross-thread traffic the top of the profile.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-/// Returns the calling thread's free mimalloc pages to the system, frees the segments ended threads abandoned once
-/// their blocks are all freed, and purges the arenas at once: an instance thread calls it as it ends, the thread
-/// that joins stopped instances after them, and an idle runtime thread now and then, so that a model scaled to zero
-/// or unloaded gives its memory back.
-#[expect(unsafe_code, reason = "mi_collect is a C function; the mimalloc crate has no safe binding for it")]
-pub(crate) fn mimalloc_collect() {
-    // SAFETY: `mi_collect` takes no pointer and only touches mimalloc's own state.
-    unsafe { libmimalloc_sys::mi_collect(true) }
-}
 
 /// ferry — take a trained ONNX model to production and keep it healthy there.
 #[derive(Debug, Parser)]
@@ -93,7 +79,8 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    ferry_serving::set_allocator_release(mimalloc_collect);
+    allocator::configure_malloc();
+    ferry_serving::set_allocator_release(allocator::mimalloc_collect);
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),

@@ -47,7 +47,7 @@ fn collect_when_idle() {
     LAST.with(|last| {
         if last.get().is_none_or(|at| at.elapsed() >= std::time::Duration::from_secs(1)) {
             last.set(Some(std::time::Instant::now()));
-            crate::mimalloc_collect();
+            crate::allocator::mimalloc_collect();
         }
     });
 }
