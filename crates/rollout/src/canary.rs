@@ -210,17 +210,18 @@ impl LossSums {
 }
 
 /// The per-row mean of `y` (Σ y over `rows` rows in `requests` requests, with Σ m², Σ y² and Σ y·m over requests) as
-/// an arm whose units are the requests: the delta-method variance of a ratio of sums, as GrowthBook's ratio metrics.
-/// With one row per request it is the plain sample's (population) variance.
+/// an arm whose units are the requests: the delta-method variance of a ratio of sums, as GrowthBook's ratio metrics,
+/// with their n − 1. With one row per request it is the plain sample variance. Under two requests there is no
+/// spread to estimate: the arm counts as empty (no comparison), however many rows the one request had.
 #[allow(clippy::cast_precision_loss)]
 fn ratio_arm(requests: u64, rows: u64, rows_sq: f64, sum: f64, sum_sq: f64, sum_by_rows: f64) -> Arm {
     let (n, rows) = (requests as f64, rows as f64);
-    if n == 0.0 || rows == 0.0 {
-        return Arm { n: 0.0, mean: 0.0, variance: 0.0 };
+    if n < 2.0 || rows == 0.0 {
+        return Arm { n: 0.0, mean: if rows > 0.0 { sum / rows } else { 0.0 }, variance: 0.0 };
     }
     let mean = sum / rows;
     let variance_of_mean = (sum_sq - 2.0 * mean * sum_by_rows + mean * mean * rows_sq) / (rows * rows);
-    Arm { n, mean, variance: (variance_of_mean * n).max(0.0) }
+    Arm { n, mean, variance: (variance_of_mean * n * n / (n - 1.0)).max(0.0) }
 }
 
 /// Most distinct classes a tally keeps apart; rows of further classes count in `rows` only (a "class" output with
@@ -572,10 +573,12 @@ fn share_check(
 ) -> MetricCheck {
     let enough = p.1 >= min && c.1 >= min;
     let comparison = if enough { sequential_difference(p.0, c.0, alpha, config.n_star) } else { None };
+    // Each arm all bad or all good: the plug-in variance is 0, and the difference is what was seen; none bad passes
+    // only when even three bad units (the rule of three) would stay within tolerance. Any other arm without a spread
+    // (a ratio over fewer than two requests, or requests all alike) proves nothing either way.
+    let all_or_none = |a: &Arm| a.n >= 1.0 && (a.mean == 0.0 || a.mean == 1.0);
     let v = match &comparison {
-        // Each arm all bad or all good: the plug-in variance is 0, and the difference is what was seen; none bad
-        // passes only when even three bad units (the rule of three) would stay within tolerance.
-        None if enough => {
+        None if enough && all_or_none(&p.0) && all_or_none(&c.0) => {
             if c.0.mean - p.0.mean > tolerance {
                 "fail"
             } else if c.0.mean == 0.0 && 3.0 / c.0.n.max(1.0) <= tolerance {
@@ -1009,13 +1012,13 @@ mod tests {
             }
         }
         assert!(rollbacks <= 2, "{rollbacks} of 200 same-distribution pairs called drift");
-        // One row per request: the plain proportion's variance.
+        // One row per request: the plain sample variance (n − 1).
         let mut t = PredictionTally::default();
         for k in [0.0, 1.0, 1.0, 1.0] {
             t.add(&[k], true);
         }
         let a = t.class_arm(1);
-        assert!((a.mean - 0.75).abs() < 1e-12 && (a.variance - 0.75 * 0.25).abs() < 1e-12, "{a:?}");
+        assert!((a.mean - 0.75).abs() < 1e-12 && (a.variance - 0.25).abs() < 1e-12, "{a:?}");
     }
 
     #[test]
@@ -1049,13 +1052,25 @@ mod tests {
         }
         assert!(by_requests <= 2, "{by_requests} of 200 equally accurate pairs were called worse");
         assert!(by_rows > 5 * by_requests.max(2), "rows as units called {by_rows}, requests {by_requests}");
-        // One row per request: the plain proportion's variance.
+        // One row per request: the plain sample variance (n − 1).
         let mut l = LossSums::default();
         for k in [0.0, 1.0, 1.0, 1.0] {
             l.add_request(&[k]);
         }
         let a = l.arm();
-        assert!((a.mean - 0.75).abs() < 1e-12 && (a.variance - 0.75 * 0.25).abs() < 1e-12, "{a:?}");
+        assert!((a.mean - 0.75).abs() < 1e-12 && (a.variance - 0.25).abs() < 1e-12, "{a:?}");
+        // One 50-row request per arm is one unit each: no spread to go by, so no verdict, however the shares differ.
+        let one = |wrong: usize| {
+            let mut a = ArmStats::default();
+            let losses: Vec<f64> = (0..50).map(|i| f64::from(u8::from(i < wrong))).collect();
+            a.loss.add_request(&losses);
+            a
+        };
+        let config = CanaryConfig { min_labelled: 50, ..config };
+        for (p, c) in [(5, 6), (5, 40), (0, 50)] {
+            let check = quality_check(QualityLoss::Misclassified, &one(p), &one(c), &config, 0.05 / 3.0);
+            assert_eq!(check.verdict, "inconclusive", "{p} vs {c} wrong of 50 in one request: {check:?}");
+        }
     }
 
     #[test]

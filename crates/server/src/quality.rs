@@ -318,9 +318,9 @@ impl QualityWatch {
         self.targets.read().contains_key(model)
     }
 
-    /// Per version, over the predictions made since `since_ms` whose ground truth has arrived: how many, and the
-    /// sums of their loss and of its square (misclassified 0/1 for a classifier, |error| for a regressor), for a
-    /// canary's comparison. `None` when `model` is not monitored.
+    /// Per version, over the predictions made since `since_ms` whose ground truth has arrived: their loss
+    /// (misclassified 0/1 for a classifier, |error| for a regressor) summed per request, for a canary's or an
+    /// experiment's comparison with requests as the units. `None` when `model` is not monitored.
     ///
     /// # Errors
     /// Database errors.
@@ -748,8 +748,9 @@ pub fn fresh_request_id() -> String {
                 static COUNTER: AtomicU64 = AtomicU64::new(0);
                 pool.fill(0);
                 for chunk in pool.chunks_exact_mut(16) {
-                    chunk[..8].copy_from_slice(&now_ms().to_le_bytes());
-                    chunk[8..].copy_from_slice(&COUNTER.fetch_add(1, Ordering::Relaxed).to_le_bytes());
+                    // Bytes 9.. are the ones the id keeps whole (the time and the version and variant bits go
+                    // before them).
+                    chunk[9..].copy_from_slice(&COUNTER.fetch_add(1, Ordering::Relaxed).to_be_bytes()[1..]);
                 }
             }
             *used = 0;

@@ -136,13 +136,13 @@ pub struct StartRollout {
 pub struct Controller {
     /// Fresh per process: a replica that restarts publishes under a new id, and its old counts still count.
     replica: String,
-    /// Per model: when this replica last published its counts, and of which revision and request total.
+    /// Per model: when this replica last published its counts, and what it wrote.
     published: parking_lot::Mutex<HashMap<String, Published>>,
     locks: parking_lot::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
-/// When a replica last published a model's counts, and their (revision, requests) mark.
-type Published = (std::time::Instant, (u64, u64));
+/// When a replica last published a model's counts, and what: (revision, since, rows).
+type Published = (std::time::Instant, (u64, i64, Vec<(u64, String)>));
 
 impl Default for Controller {
     fn default() -> Self {
@@ -447,14 +447,16 @@ async fn finish(state: &AppState, ctx: &Arc<RegistryContext>, rollout: &Rollout,
 }
 
 impl Controller {
-    /// Judges every rollout whose interval has ended. Errors are logged; the rollout is judged again next tick.
+    /// Judges every rollout whose interval has ended, and publishes this replica's counts of every experiment. Errors
+    /// are logged; the rollout is judged again next tick.
     pub async fn tick(&self, state: &AppState) {
         let Some(ctx) = state.registry_context().cloned() else { return };
         let all = match ctx.registry.rollouts().await {
             Ok(all) => all,
             Err(e) => {
+                // The experiments' counts below are still published.
                 tracing::warn!(error = %e, "could not read the rollouts");
-                return;
+                Vec::new()
             }
         };
         let now = crate::quality::now_ms();
@@ -508,34 +510,41 @@ impl Controller {
     }
 
     /// Publishes this replica's counts of `name`'s current deployment revision to the registry, at most once per
-    /// [`PUBLISH_EVERY`] unless `now` (about to judge). Errors are logged: the fleet sum then lags by a tick.
+    /// [`PUBLISH_EVERY`] and only when they changed, unless `now` (about to judge). Runs on the controller's tick
+    /// only, one model after another, so two snapshots never race. Errors are logged: the fleet sum then lags.
     async fn publish(&self, ctx: &Arc<RegistryContext>, state: &AppState, name: &str, now: bool) {
         let Some((experiment, counts)) = state.metrics().performance.experiment(name) else { return };
-        // Unchanged counts (an idle model) are not written again, unless a judgement or a reader needs them.
-        let requests: u64 = counts.values().map(|t| t.requests).sum();
-        let mark = (experiment.revision, requests);
+        let mut rows: Vec<(u64, String)> =
+            counts.iter().filter_map(|(&v, t)| Some((v, serde_json::to_string(t).ok()?))).collect();
+        rows.sort();
+        // Counts exactly as last written (an idle model) are not written again, unless a judgement needs them.
+        let mark = (experiment.revision, experiment.since_ms, rows);
         let fresh =
             self.published.lock().get(name).is_some_and(|(at, seen)| at.elapsed() < PUBLISH_EVERY || *seen == mark);
         if fresh && !now {
             return;
         }
-        let rows: Vec<(u64, String)> =
-            counts.iter().filter_map(|(&v, t)| Some((v, serde_json::to_string(t).ok()?))).collect();
-        match ctx
-            .registry
-            .publish_arm_counts(name, &self.replica, experiment.revision, experiment.since_ms, &rows)
-            .await
+        let rows = &mark.2;
+        match ctx.registry.publish_arm_counts(name, &self.replica, experiment.revision, experiment.since_ms, rows).await
         {
             Ok(()) => drop(self.published.lock().insert(name.to_owned(), (std::time::Instant::now(), mark))),
             Err(e) => tracing::warn!(model = %name, error = %e, "could not publish a rollout's counts"),
         }
     }
 
-    /// Every replica's counts of `name`'s deployment `revision`, summed per version.
-    async fn fleet_counts(ctx: &Arc<RegistryContext>, name: &str, revision: u64) -> Result<FleetCounts, ApiError> {
+    /// Every replica's published counts of `name`'s deployment `revision`, summed per version; without `except`'s.
+    async fn fleet_counts(
+        ctx: &Arc<RegistryContext>,
+        name: &str,
+        revision: u64,
+        except: Option<&str>,
+    ) -> Result<FleetCounts, ApiError> {
         let mut fleet = FleetCounts::default();
         let mut replicas = std::collections::HashSet::new();
         for row in ctx.registry.arm_counts(name, revision).await? {
+            if except == Some(row.replica.as_str()) {
+                continue;
+            }
             match serde_json::from_str::<ArmTotals>(&row.totals) {
                 Ok(totals) => {
                     fleet.arms.entry(row.version).or_default().merge(&totals);
@@ -549,8 +558,8 @@ impl Controller {
         Ok(fleet)
     }
 
-    /// `name`'s current experiment as the whole fleet counted it: this replica publishes its own counts first, then
-    /// every replica's counts of the same deployment revision are summed. `None` when this replica counts none.
+    /// `name`'s current experiment as the whole fleet counted it: this replica's counts now, plus every other
+    /// replica's last published counts of the same deployment revision. `None` when this replica counts none.
     ///
     /// # Errors
     /// Registry errors.
@@ -560,9 +569,13 @@ impl Controller {
         state: &AppState,
         name: &str,
     ) -> Result<Option<(crate::performance::Experiment, FleetCounts)>, ApiError> {
-        let Some((experiment, _)) = state.metrics().performance.experiment(name) else { return Ok(None) };
-        self.publish(ctx, state, name, true).await;
-        let fleet = Self::fleet_counts(ctx, name, experiment.revision).await?;
+        let Some((experiment, mine)) = state.metrics().performance.experiment(name) else { return Ok(None) };
+        let mut fleet = Self::fleet_counts(ctx, name, experiment.revision, Some(&self.replica)).await?;
+        for (version, totals) in &mine {
+            fleet.arms.entry(*version).or_default().merge(totals);
+        }
+        fleet.replicas += 1;
+        fleet.since_ms = Some(fleet.since_ms.map_or(experiment.since_ms, |s| s.min(experiment.since_ms)));
         Ok(Some((experiment, fleet)))
     }
 
@@ -579,7 +592,8 @@ impl Controller {
         // just now; every other replica's at most a second ago).
         let Some((experiment, _)) = state.metrics().performance.experiment(&name) else { return Ok(()) };
         let revision = experiment.revision;
-        let FleetCounts { arms: mut fleet, since_ms: since, .. } = Self::fleet_counts(ctx, &name, revision).await?;
+        let FleetCounts { arms: mut fleet, since_ms: since, .. } =
+            Self::fleet_counts(ctx, &name, revision, None).await?;
         let primary = fleet.remove(&rollout.primary).unwrap_or_default();
         let candidate = fleet.remove(&rollout.candidate).unwrap_or_default();
         let last = match &rollout.interval_mark {

@@ -804,7 +804,7 @@ async fn an_experiment_reports_every_replicas_requests() {
             infer(replica, &[]).await;
         }
     }
-    // The other replica publishes its counts on its tick; this one publishes its own as it is asked.
+    // The other replica publishes its counts on its tick; the one asked adds its own as they are now.
     other_ctx.rollouts.tick(&other.state).await;
     let (status, r) = json_call(&env, Method::GET, "/api/v1/models/tiny/experiments/current", Body::empty()).await;
     assert_eq!(status, StatusCode::OK, "{r}");
@@ -812,9 +812,11 @@ async fn an_experiment_reports_every_replicas_requests() {
     let arms = r["arms"].as_array().expect("arms");
     let requests: Vec<u64> = arms.iter().map(|a| a["requests"].as_u64().expect("requests")).collect();
     assert_eq!(requests.iter().sum::<u64>(), 200, "both replicas' requests: {r}");
-    // Asked on the other replica: the same sums.
+    // Asked on the other replica once this one has published on its tick: the same sums.
+    ctx.rollouts.tick(&env.state).await;
     let (_, again) = json_call(&other, Method::GET, "/api/v1/models/tiny/experiments/current", Body::empty()).await;
     let same: Vec<u64> =
         again["arms"].as_array().expect("arms").iter().map(|a| a["requests"].as_u64().unwrap_or(0)).collect();
     assert_eq!(same, requests, "{again}");
+    assert_eq!(again["replicas"], 2, "{again}");
 }

@@ -176,8 +176,9 @@ pub(crate) struct ExperimentView {
     id: u64,
     /// When the earliest replica started counting it (Unix milliseconds).
     since_ms: i64,
-    /// How many replicas' counts are summed (every replica sharing the registry publishes its own about once a
-    /// second; 1 for a server without a registry).
+    /// How many replicas' counts are summed: this one's as they are now, and every other's as last published (when
+    /// they change, at most once a second), including processes that have since stopped, whose requests still
+    /// count; 1 for a server without a registry.
     replicas: usize,
     /// Primary first.
     arms: Vec<ExperimentArm>,
