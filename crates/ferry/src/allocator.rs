@@ -4,6 +4,11 @@
 /// mimalloc instead of glibc malloc for Rust's allocations: request buffers are allocated on the async runtime's
 /// threads and freed on the inference threads (and back), and glibc's arena locks made that cross-thread traffic
 /// the top of the profile.
+///
+/// Built without transparent huge pages (libmimalloc-sys's `no_thp`): mimalloc otherwise asks for them
+/// (`MADV_HUGEPAGE`) on the arena it commits up front, and every 2 MiB region it touched once became resident whole,
+/// however little of it was in use. Measured serving the MLP fixture: 29 MiB of private memory idle and 33 MiB under
+/// load with them, 13 and 16 without, at the same throughput (a request's heap is small; the TLB gains nothing).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
