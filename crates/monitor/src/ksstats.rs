@@ -18,8 +18,35 @@ pub(crate) fn ks_2samp(a: &[f64], b: &[f64]) -> f64 {
     two_sided_p_value(a.len(), b.len(), ks_statistic(a, b))
 }
 
+/// Distinct (sizes, statistic) p-values remembered per thread; past this the memory starts again.
+const MEMO_CAPACITY: usize = 4_096;
+
 /// The two-sided p-value of a K-S statistic `d` between samples of `n1` and `n2` values (NaN when one is empty).
+///
+/// Remembered per thread: live drift tests windows of one size against one reference column again and again, and
+/// the p-value depends on the sizes and `d` alone (exactly: `d` takes at most lcm(n1, n2) + 1 values). The exact
+/// computation walks an n1 × n2 lattice band (0.4 ms for 1,000 rows against 120, on the thread that tests live
+/// windows); a repeated statistic is then a map lookup.
 pub(crate) fn two_sided_p_value(n1: usize, n2: usize, d: f64) -> f64 {
+    thread_local! {
+        static MEMO: std::cell::RefCell<std::collections::HashMap<(usize, usize, u64), f64>> =
+            std::cell::RefCell::default();
+    }
+    let key = (n1, n2, d.to_bits());
+    if let Some(p) = MEMO.with_borrow(|memo| memo.get(&key).copied()) {
+        return p;
+    }
+    let p = compute_two_sided_p_value(n1, n2, d);
+    MEMO.with_borrow_mut(|memo| {
+        if memo.len() >= MEMO_CAPACITY {
+            memo.clear();
+        }
+        memo.insert(key, p);
+    });
+    p
+}
+
+fn compute_two_sided_p_value(n1: usize, n2: usize, d: f64) -> f64 {
     if n1 == 0 || n2 == 0 {
         return f64::NAN;
     }
@@ -837,6 +864,19 @@ fn term_av(n: i64, x: f64, v: i64, cman: Dd, cexpt: i64) -> Dd {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_remembered_p_value_is_the_computed_one() {
+        // The memo is keyed by the sizes and the statistic's bits: the same question answers the same, a different
+        // size or statistic is computed afresh.
+        for (n1, n2, d) in [(1000, 120, 0.09), (1000, 120, 0.25), (999, 120, 0.09), (20_000, 150, 0.05)] {
+            let computed = compute_two_sided_p_value(n1, n2, d);
+            assert_eq!(two_sided_p_value(n1, n2, d).to_bits(), computed.to_bits(), "{n1} {n2} {d}");
+            assert_eq!(two_sided_p_value(n1, n2, d).to_bits(), computed.to_bits(), "again: {n1} {n2} {d}");
+        }
+        assert!(two_sided_p_value(1000, 120, 0.25) < two_sided_p_value(1000, 120, 0.09));
+        assert!(two_sided_p_value(0, 120, 0.1).is_nan());
+    }
 
     #[test]
     fn known_scipy_values() {
