@@ -11,6 +11,7 @@ Needs: wrk (Debian package). Every load loop is bounded in time; every server is
 import argparse
 import json
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -77,42 +78,85 @@ def main():
                                                 "data": [5.1, 3.5, 1.4, 0.2]}]}))
         modes = list(MODES) if args.parts else ["on", "off"]
         results = {(mode, c): [] for mode in modes for c in args.concurrency}
+        dropped = {mode: [] for mode in modes}
         for r in range(args.rounds):
             for mode in (modes if r % 2 == 0 else modes[::-1]):
                 with server(f"monitoring {mode}", data, mode) as s:
                     wrk(s.url, body, None, 8, 2)  # warm-up
                     for c in args.concurrency:
+                        before = cpu_by_thread(s.proc.pid)
                         out = wrk(s.url, body, None, c, args.seconds)
+                        out["cpu"] = {k: (v - before.get(k, 0)) / out["total"] * 1e6
+                                      for k, v in cpu_by_thread(s.proc.pid).items()}
                         if out["errors"]:
                             raise RuntimeError(f"monitoring {mode}: {out['errors']} errors at c={c}")
                         results[(mode, c)].append(out)
+                        cpu = ", ".join(f"{k} {v:.1f}" for k, v in sorted(out["cpu"].items()) if v >= 0.05)
                         print(f"  round {r + 1} monitoring {mode:<13} c={c:<3} {out['rps']:>9.0f} req/s "
-                              f"p50 {out['p50']:.3f} ms p99 {out['p99']:.3f} ms", flush=True)
-                    if mode in ("on", "drift only"):
-                        check_watched(s.url)
+                              f"p50 {out['p50']:.3f} ms p99 {out['p99']:.3f} ms; CPU µs/request: {cpu}", flush=True)
+                    dropped[mode].append(check_watched(s.url, mode))
         print()
-        print("| monitoring | concurrency | req/s (median) | ÷ off | p99 ms (median) |")
-        print("|---|---|---|---|---|")
+        print("| monitoring | concurrency | req/s (median) | ÷ off | p99 ms (median) | server CPU µs/request (median) |")
+        print("|---|---|---|---|---|---|")
+        # What a throughput cannot show: monitoring that kept up, or samples it dropped (whole server runs).
         for mode in modes:
             for c in args.concurrency:
                 rps = statistics.median(x["rps"] for x in results[(mode, c)])
                 off = statistics.median(x["rps"] for x in results[("off", c)])
                 p99 = statistics.median(x["p99"] for x in results[(mode, c)])
-                print(f"| {mode} | {c} | {rps:.0f} | **{rps / off:.3f}** | {p99:.3f} |")
+                cpu = statistics.median(sum(x["cpu"].values()) for x in results[(mode, c)])
+                print(f"| {mode} | {c} | {rps:.0f} | **{rps / off:.3f}** | {p99:.3f} | {cpu:.1f} |")
+        print()
+        for mode in modes:
+            if mode != "off":
+                print(f"monitoring {mode}: dropped per server run (drift rows, predictions kept for feedback): "
+                      + ", ".join(f"{d}/{f}" for d, f in dropped[mode]))
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def check_watched(infer_url):
-    """Monitoring really was on: drift windows completed and no sample was dropped silently."""
+def cpu_by_thread(pid):
+    """CPU seconds the server has used so far, per kind of thread (its name without the trailing number): a cost per
+    request that a busy neighbour on the machine disturbs less than a throughput."""
+    tick = os.sysconf("SC_CLK_TCK")
+    per = {}
+    for stat in Path(f"/proc/{pid}/task").glob("*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:  # the thread ended
+            continue
+        name = re.sub(r"[-\d]+$", "", text[text.index("(") + 1:text.rindex(")")])
+        fields = text[text.rindex(")") + 2:].split()
+        per[name] = per.get(name, 0) + (int(fields[11]) + int(fields[12])) / tick
+    return per
+
+
+def check_watched(infer_url, mode):
+    """Monitoring really was on in `mode`: drift windows completed, predictions were kept; returns the samples it
+    dropped (drift rows, kept predictions), which a throughput alone would hide."""
     base = infer_url.rsplit("/v2/", 1)[0]
-    request = urllib.request.Request(f"{base}/api/v1/models/iris/monitoring",
-                                     headers={"Authorization": f"Bearer {ADMIN_KEY}"})
-    with urllib.request.urlopen(request, timeout=10) as r:
-        m = json.load(r)
-    print(f"    watched: {m['windows_completed']} drift windows, {m['samples_dropped']} samples dropped", flush=True)
-    if not m["windows_completed"]:
-        raise RuntimeError("monitoring on, but no drift window completed")
+    headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    with urllib.request.urlopen(urllib.request.Request(f"{base}/metrics", headers=headers), timeout=10) as r:
+        metrics = r.read().decode()
+
+    def counter(name):
+        m = re.search(rf"^{name} (\d+)$", metrics, re.M)
+        return int(m.group(1)) if m else 0
+
+    drift_dropped = counter("ferry_drift_samples_dropped_total")
+    feedback_dropped = counter("ferry_feedback_samples_dropped_total")
+    if mode in ("on", "drift only"):
+        request = urllib.request.Request(f"{base}/api/v1/models/iris/monitoring", headers=headers)
+        with urllib.request.urlopen(request, timeout=10) as r:
+            m = json.load(r)
+        if not m["windows_completed"]:
+            raise RuntimeError(f"monitoring {mode}, but no drift window completed")
+        print(f"    watched: {m['windows_completed']} drift windows, {drift_dropped} rows dropped", flush=True)
+    if mode in ("on", "feedback only"):
+        if "ferry_feedback_samples_dropped_total" not in metrics:
+            raise RuntimeError(f"monitoring {mode}, but predictions are not kept for feedback")
+        print(f"    kept for feedback: {feedback_dropped} predictions dropped", flush=True)
+    return drift_dropped, feedback_dropped
 
 
 if __name__ == "__main__":

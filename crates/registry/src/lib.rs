@@ -21,7 +21,7 @@ pub use artifacts::{ArtifactStore, Rotation, Staged};
 pub use deployments::{DeploymentRecord, PublishedCounts};
 pub use encryption::MasterKey;
 pub use error::RegistryError;
-pub use outcomes::{Labelled, Outcome, Truth};
+pub use outcomes::{Labelled, Outcome, OutcomeRow, Truth};
 pub use predictions::PredictionRecord;
 pub use security::KeyLimits;
 pub use store::{

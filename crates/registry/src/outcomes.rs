@@ -5,6 +5,120 @@ use sqlx::Row;
 
 use crate::{Registry, RegistryError};
 
+/// The SQLite connection that writes kept predictions, opened on first use.
+///
+/// Its commits do not wait for the disk (`synchronous = NORMAL` in WAL mode: the log is synced at the next
+/// checkpoint, or by the next registry write, whose connections stay `FULL`). Kept predictions are telemetry written
+/// every half second; a power loss or kernel crash (not a crash of ferry) may lose the last moments' rows, whose
+/// feedback then counts as unmatched. The sync per commit was a quarter of the database's work per kept row (perf,
+/// 2026-12-05).
+#[derive(Debug)]
+pub(crate) struct Kept {
+    pub(crate) path: std::path::PathBuf,
+    pub(crate) conn: std::sync::Mutex<Option<rusqlite::Connection>>,
+}
+
+impl Kept {
+    /// Rows per INSERT statement: fewer statements to run, each still quick to bind (7 parameters a row).
+    const ROWS_PER_STATEMENT: usize = 64;
+
+    fn open(path: &std::path::Path) -> Result<rusqlite::Connection, RegistryError> {
+        let fail =
+            |e: rusqlite::Error| RegistryError::Io(format!("cannot open {} to keep predictions: {e}", path.display()));
+        // One thread at a time uses it (behind `conn`'s mutex): SQLite's own locking would be wasted.
+        let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = rusqlite::Connection::open_with_flags(path, flags).map_err(fail)?;
+        // The registry's other connections write too (in WAL mode, one writer at a time): wait for them.
+        conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(fail)?;
+        conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA cache_size = -32768;")
+            .map_err(fail)?;
+        Ok(conn)
+    }
+
+    fn insert(db: &mut rusqlite::Connection, rows: &[OutcomeRow<'_>]) -> rusqlite::Result<u64> {
+        let tx = db.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let mut new = 0;
+        for chunk in rows.chunks(Self::ROWS_PER_STATEMENT) {
+            let mut insert = tx.prepare_cached(&Self::insert_sql(chunk.len()))?;
+            for (i, o) in chunk.iter().enumerate() {
+                let at = i * 7;
+                insert.raw_bind_parameter(at + 1, o.model)?;
+                insert.raw_bind_parameter(at + 2, o.request_id)?;
+                insert.raw_bind_parameter(at + 3, to_i64(o.row))?;
+                insert.raw_bind_parameter(at + 4, to_i64(o.version))?;
+                insert.raw_bind_parameter(at + 5, o.at)?;
+                insert.raw_bind_parameter(at + 6, o.predicted)?;
+                insert.raw_bind_parameter(at + 7, proba_text(o.proba))?;
+            }
+            new += u64::try_from(insert.raw_execute()?).unwrap_or(0);
+        }
+        tx.commit()?;
+        Ok(new)
+    }
+
+    /// The INSERT of `rows` rows (at most two texts are prepared: the full chunk and the last one).
+    fn insert_sql(rows: usize) -> String {
+        let mut sql =
+            String::from("INSERT INTO outcomes (model, request_id, row_index, version, at, predicted, proba) VALUES ");
+        for i in 0..rows {
+            sql.push_str(if i == 0 { "(?,?,?,?,?,?,?)" } else { ",(?,?,?,?,?,?,?)" });
+        }
+        sql.push_str(" ON CONFLICT (model, request_id, row_index) DO NOTHING");
+        sql
+    }
+}
+
+/// One prediction row to keep, borrowing what the server captured (see [`Registry::insert_outcomes_blocking`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct OutcomeRow<'a> {
+    /// Model name.
+    pub model: &'a str,
+    /// The request's id.
+    pub request_id: &'a str,
+    /// Row of the request's batch.
+    pub row: u64,
+    /// Version that answered.
+    pub version: u64,
+    /// Unix milliseconds.
+    pub at: i64,
+    /// The predicted class id or value.
+    pub predicted: f64,
+    /// Class probabilities, column j being class j.
+    pub proba: Option<&'a [f64]>,
+}
+
+impl OutcomeRow<'_> {
+    /// The row as an owned prediction.
+    #[must_use]
+    pub fn to_outcome(&self) -> Outcome {
+        Outcome {
+            model: self.model.to_owned(),
+            request_id: self.request_id.to_owned(),
+            row: self.row,
+            version: self.version,
+            at: self.at,
+            predicted: self.predicted,
+            proba: self.proba.map(<[f64]>::to_vec),
+        }
+    }
+}
+
+impl Outcome {
+    /// This prediction as a row to insert.
+    #[must_use]
+    pub fn as_row(&self) -> OutcomeRow<'_> {
+        OutcomeRow {
+            model: &self.model,
+            request_id: &self.request_id,
+            row: self.row,
+            version: self.version,
+            at: self.at,
+            predicted: self.predicted,
+            proba: self.proba.as_deref(),
+        }
+    }
+}
+
 /// One prediction row, as kept for feedback.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Outcome {
@@ -60,7 +174,7 @@ fn to_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
-fn proba_text(p: Option<&Vec<f64>>) -> Option<String> {
+fn proba_text(p: Option<&[f64]>) -> Option<String> {
     p.map(|v| serde_json::to_string(v).unwrap_or_else(|_| "[]".into()))
 }
 
@@ -78,9 +192,17 @@ impl Registry {
         if outcomes.is_empty() {
             return Ok(0);
         }
-        // The whole batch as one JSON parameter of one statement: the database unpacks it (SQLite's `json_each`,
-        // PostgreSQL's `jsonb_to_recordset`). A statement per row cost most of the time in the driver, and a long
-        // multi-row statement binds slowly (sqlx resolves each SQLite parameter by name, a scan per parameter).
+        if self.kept.is_some() {
+            let registry = self.clone();
+            let outcomes = outcomes.to_vec();
+            return tokio::task::spawn_blocking(move || {
+                registry.insert_outcomes_blocking(&outcomes.iter().map(Outcome::as_row).collect::<Vec<_>>())
+            })
+            .await
+            .map_err(|e| RegistryError::Io(format!("the prediction writer failed: {e}")))?;
+        }
+        // PostgreSQL: the whole batch as one JSON parameter of one statement, unpacked by the server. A statement
+        // per row would cost a round trip per row.
         #[derive(serde::Serialize)]
         struct Row<'a> {
             m: &'a str,
@@ -100,24 +222,49 @@ impl Registry {
                 v: to_i64(o.version),
                 t: o.at,
                 p: o.predicted,
-                q: proba_text(o.proba.as_ref()),
+                q: proba_text(o.proba.as_deref()),
             })
             .collect();
         let rows = serde_json::to_string(&rows).map_err(|e| RegistryError::Invalid(format!("outcome rows: {e}")))?;
-        let sql = if self.backend() == "sqlite" {
-            "INSERT INTO outcomes (model, request_id, row_index, version, at, predicted, proba) \
-             SELECT value ->> '$.m', value ->> '$.r', value ->> '$.i', value ->> '$.v', value ->> '$.t', \
-             value ->> '$.p', value ->> '$.q' FROM json_each($1) WHERE true \
-             ON CONFLICT (model, request_id, row_index) DO NOTHING"
-        } else {
-            "INSERT INTO outcomes (model, request_id, row_index, version, at, predicted, proba) \
+        let sql = "INSERT INTO outcomes (model, request_id, row_index, version, at, predicted, proba) \
              SELECT x.m, x.r, x.i, x.v, x.t, x.p, x.q FROM jsonb_to_recordset($1::jsonb) \
              AS x(m TEXT, r TEXT, i BIGINT, v BIGINT, t BIGINT, p DOUBLE PRECISION, q TEXT) \
-             ON CONFLICT (model, request_id, row_index) DO NOTHING"
+             ON CONFLICT (model, request_id, row_index) DO NOTHING";
+        Ok(sqlx::query(sql).bind(rows).execute(&self.db).await?.rows_affected())
+    }
+
+    /// [`Registry::insert_outcomes`] for a thread outside the async runtime, on SQLite: one transaction of
+    /// prepared inserts on a connection of its own, so that every served prediction costs the serving threads no
+    /// encoding and no hop between tasks (see the `Kept` comment for the durability it trades).
+    ///
+    /// # Errors
+    /// Database errors; [`RegistryError::Invalid`] on PostgreSQL (use the async form there).
+    ///
+    /// # Panics
+    /// On a thread that drives an async runtime (it waits for the registry's write lock).
+    pub fn insert_outcomes_blocking(&self, outcomes: &[OutcomeRow<'_>]) -> Result<u64, RegistryError> {
+        let Some(kept) = &self.kept else {
+            return Err(RegistryError::Invalid("the blocking prediction writer is for SQLite registries".into()));
         };
-        let _writer = self.sqlite_writer().await;
-        let new = sqlx::query(sql).bind(rows).execute(&self.db).await?.rows_affected();
-        Ok(new)
+        if outcomes.is_empty() {
+            return Ok(0);
+        }
+        // Registry writes on SQLite read then write in one transaction; one that meets a commit of this connection
+        // between the two fails at once ("database is locked") instead of waiting, hence the same lock as theirs.
+        let _writer = self.write_lock.blocking_lock();
+        let mut conn = kept.conn.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if conn.is_none() {
+            *conn = Some(Kept::open(&kept.path)?);
+        }
+        let Some(db) = conn.as_mut() else {
+            return Err(RegistryError::Io("the prediction writer has no connection".into()));
+        };
+        let inserted = Kept::insert(db, outcomes);
+        if inserted.is_err() {
+            // A connection in an unknown state is reopened on the next batch.
+            *conn = None;
+        }
+        inserted.map_err(|e| RegistryError::Io(format!("registry database: keeping predictions: {e}")))
     }
 
     /// Joins ground truth to kept predictions of `model`, in one transaction. Returns, per item in order, the
@@ -206,5 +353,91 @@ impl Registry {
     pub async fn expire_outcomes(&self, before: i64) -> Result<u64, RegistryError> {
         let _writer = self.sqlite_writer().await;
         Ok(sqlx::query("DELETE FROM outcomes WHERE at < $1").bind(before).execute(&self.db).await?.rows_affected())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ArtifactStore;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn kept_predictions_written_beside_feedback_joins_and_expiry_all_land() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let artifacts =
+            ArtifactStore::local(&dir.path().join("artifacts"), &dir.path().join("staging")).expect("store");
+        let registry =
+            Registry::open(&Registry::sqlite_url(&dir.path().join("registry.db")), artifacts).await.expect("open");
+        let outcome = |i: u64| Outcome {
+            model: "m".into(),
+            request_id: format!("r{i}"),
+            row: 0,
+            version: 1,
+            at: 1_000 + i64::try_from(i).unwrap_or(0),
+            predicted: 1.0,
+            proba: Some(vec![0.25, 0.75]),
+        };
+        // The prediction writer's own connection and the pool's registry writes share the file: neither may fail
+        // with "database is locked".
+        let writer = {
+            let registry = registry.clone();
+            tokio::task::spawn_blocking(move || {
+                for batch in 0..50_u64 {
+                    let owned: Vec<Outcome> = (batch * 20..batch * 20 + 20).map(outcome).collect();
+                    let rows: Vec<OutcomeRow<'_>> = owned.iter().map(Outcome::as_row).collect();
+                    assert_eq!(registry.insert_outcomes_blocking(&rows).expect("insert"), 20);
+                }
+            })
+        };
+        for i in 0..50_u64 {
+            let truth = Truth { request_id: format!("r{i}"), row: 0, truth: 1.0, at: 5 };
+            registry.join_truth("m", &[truth]).await.expect("join");
+            registry.expire_outcomes(0).await.expect("expire");
+        }
+        writer.await.expect("writer");
+        let joined = registry
+            .join_truth("m", &[Truth { request_id: "r999".into(), row: 0, truth: 0.0, at: 6 }])
+            .await
+            .expect("join");
+        let kept = joined[0].as_ref().expect("the last row was kept");
+        assert_eq!((kept.version, kept.at, kept.proba.as_deref()), (1, 1_999, Some(&[0.25, 0.75][..])));
+        assert_eq!(registry.insert_outcomes(&[outcome(3)]).await.expect("again"), 0, "a repeat keeps the first");
+    }
+
+    #[tokio::test]
+    async fn an_in_memory_sqlite_registry_is_refused_with_the_reason() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let artifacts = ArtifactStore::local(&dir.path().join("a"), &dir.path().join("s")).expect("store");
+        let e = Registry::open("sqlite::memory:", artifacts).await.expect_err("in memory");
+        assert!(e.to_string().contains("must be a file"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn kept_predictions_leave_every_pooled_sqlite_connection_syncing_fully() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let artifacts =
+            ArtifactStore::local(&dir.path().join("artifacts"), &dir.path().join("staging")).expect("store");
+        let registry =
+            Registry::open(&Registry::sqlite_url(&dir.path().join("registry.db")), artifacts).await.expect("open");
+        let outcome = |i: u64| Outcome {
+            model: "m".into(),
+            request_id: format!("r{i}"),
+            row: 0,
+            version: 1,
+            at: 1_000,
+            predicted: 1.0,
+            proba: None,
+        };
+        for i in 0..8 {
+            assert_eq!(registry.insert_outcomes(&[outcome(i)]).await.expect("insert"), 1);
+        }
+        // Hold every connection of the pool at once: each must be back at FULL (2) for the registry's own writes.
+        let mut held = Vec::new();
+        for _ in 0..4 {
+            let mut conn = registry.db.acquire().await.expect("connection");
+            let level: i64 = sqlx::query_scalar("PRAGMA synchronous").fetch_one(&mut *conn).await.expect("pragma");
+            assert_eq!(level, 2, "a pooled connection was left at synchronous = {level}");
+            held.push(conn);
+        }
     }
 }

@@ -168,6 +168,8 @@ pub struct Registry {
     pub(crate) write_lock: std::sync::Arc<tokio::sync::Mutex<()>>,
     artifacts: ArtifactStore,
     backend: &'static str,
+    /// SQLite only: the connection that writes kept predictions.
+    pub(crate) kept: Option<std::sync::Arc<crate::outcomes::Kept>>,
 }
 
 impl Registry {
@@ -209,7 +211,21 @@ impl Registry {
             .await
             .map_err(|e| RegistryError::Io(format!("cannot open the registry database {}: {e}", redact(url))))?;
         MIGRATOR.run(&db).await?;
-        Ok(Self { db, artifacts, backend, write_lock: std::sync::Arc::default() })
+        let kept = if sqlite {
+            // The file the pool opened, however the URL spelled it; an in-memory database ("") has none.
+            let file: String =
+                sqlx::query_scalar("SELECT file FROM pragma_database_list WHERE name = 'main'").fetch_one(&db).await?;
+            if file.is_empty() {
+                return Err(RegistryError::Invalid(format!(
+                    "registry URL {}: the SQLite registry must be a file (sqlite://PATH)",
+                    redact(url)
+                )));
+            }
+            Some(std::sync::Arc::new(crate::outcomes::Kept { path: file.into(), conn: std::sync::Mutex::new(None) }))
+        } else {
+            None
+        };
+        Ok(Self { db, artifacts, backend, kept, write_lock: std::sync::Arc::default() })
     }
 
     /// An SQLite URL for a file, created when missing.

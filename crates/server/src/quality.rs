@@ -5,8 +5,8 @@
 //! beside the package's validation metrics (the baseline) and the relative change; each joined pair also feeds the
 //! concept-drift detectors (DDM, ADWIN, Page-Hinkley with river's defaults) on the per-prediction error stream.
 //!
-//! Capture is off the hot path like drift's: the handler copies a few numbers per row into a bounded channel (a full
-//! channel drops and counts), and a background task writes them in batches.
+//! Capture is off the hot path like drift's: the handler appends a few numbers per row to a bounded buffer (a full
+//! buffer drops and counts), and a background writer takes the buffer on a timer and writes it in batches.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -16,11 +16,10 @@ use std::time::Duration;
 use ferry_monitor::concept::{Adwin, Ddm, DriftDetector, DriftState, PageHinkley};
 use ferry_monitor::{Probabilities, classification_metrics, regression_metrics};
 use ferry_package::{PredictionOutputs, Task};
-use ferry_registry::{Labelled, Outcome, Registry, Truth};
+use ferry_registry::{Labelled, Outcome, OutcomeRow, Registry, Truth};
 use ferry_types::{NamedTensor, TensorData};
 use parking_lot::{Mutex, RwLock};
 use serde::Serialize;
-use tokio::sync::mpsc;
 
 use crate::ApiError;
 
@@ -201,6 +200,116 @@ pub struct ModelQuality {
     pub versions: Vec<VersionQuality>,
 }
 
+/// Predictions captured since the writer last took them, column by column. A request appends under a short lock and,
+/// once the columns have grown, without allocating: the writer swaps them for the ones it has just written, emptied
+/// with their capacity kept. (Values per request and row, allocated on a serving thread and freed on the writer's,
+/// cost the allocator on both sides, and a channel's slots as much again.)
+#[derive(Default)]
+struct Captures {
+    requests: Vec<CapturedRequest>,
+    /// Model names (`CapturedRequest::model` indexes them): a few per server.
+    models: Vec<String>,
+    /// Request ids, end to end.
+    ids: String,
+    /// One prediction per row.
+    predicted: Vec<f64>,
+    /// Class probabilities, row-major.
+    proba: Vec<f64>,
+}
+
+struct CapturedRequest {
+    model: usize,
+    id: std::ops::Range<usize>,
+    version: u64,
+    /// Unix milliseconds.
+    at: i64,
+    predicted: std::ops::Range<usize>,
+    /// Where its probabilities start, and the number of classes (0: none kept).
+    proba: (usize, usize),
+}
+
+impl Captures {
+    /// Rows waiting (bounded by the config's `buffer`).
+    fn rows(&self) -> usize {
+        self.predicted.len()
+    }
+
+    fn push(
+        &mut self,
+        model: &str,
+        id: &str,
+        version: u64,
+        at: i64,
+        predicted: &[f64],
+        proba: Option<(&[f64], usize)>,
+    ) {
+        let model = match self.models.iter().position(|m| m == model) {
+            Some(i) => i,
+            None => {
+                self.models.push(model.to_owned());
+                self.models.len() - 1
+            }
+        };
+        let ids = self.ids.len();
+        self.ids.push_str(id);
+        let first = self.predicted.len();
+        self.predicted.extend_from_slice(predicted);
+        let proba = match proba {
+            Some((values, classes)) => {
+                let start = self.proba.len();
+                self.proba.extend_from_slice(values);
+                (start, classes)
+            }
+            None => (0, 0),
+        };
+        self.requests.push(CapturedRequest {
+            model,
+            id: ids..self.ids.len(),
+            version,
+            at,
+            predicted: first..self.predicted.len(),
+            proba,
+        });
+    }
+
+    /// The rows to keep: a NaN or infinite prediction has nothing to compare a truth with.
+    fn outcome_rows(&self) -> impl Iterator<Item = OutcomeRow<'_>> {
+        self.requests.iter().flat_map(move |r| {
+            let model = self.models.get(r.model).map_or("", String::as_str);
+            let request_id = self.ids.get(r.id.clone()).unwrap_or("");
+            let predicted = self.predicted.get(r.predicted.clone()).unwrap_or(&[]);
+            predicted.iter().enumerate().filter(|(_, p)| p.is_finite()).map(move |(row, &p)| {
+                let (start, k) = r.proba;
+                OutcomeRow {
+                    model,
+                    request_id,
+                    row: row as u64,
+                    version: r.version,
+                    at: r.at,
+                    predicted: p,
+                    proba: (k > 0).then(|| self.proba.get(start + row * k..start + (row + 1) * k)).flatten(),
+                }
+            })
+        })
+    }
+
+    fn clear(&mut self) {
+        self.requests.clear();
+        self.models.clear();
+        self.ids.clear();
+        self.predicted.clear();
+        self.proba.clear();
+    }
+}
+
+/// The capture buffer the serving path fills and the writer empties.
+#[derive(Default)]
+struct Pending {
+    captures: Mutex<Captures>,
+    /// Set when the watch is dropped: the writer writes what is left and ends.
+    closed: std::sync::atomic::AtomicBool,
+}
+
 #[derive(Default)]
 struct Counts {
     matched: AtomicU64,
@@ -211,9 +320,7 @@ struct Counts {
 pub struct QualityWatch {
     config: QualityConfig,
     registry: Registry,
-    tx: mpsc::Sender<Vec<Outcome>>,
-    /// Rows in the channel, bounded by `config.buffer`.
-    queued: Arc<std::sync::atomic::AtomicUsize>,
+    pending: Arc<Pending>,
     dropped: AtomicU64,
     targets: RwLock<HashMap<String, Arc<QualityTarget>>>,
     detectors: Mutex<HashMap<(String, u64), Detectors>>,
@@ -228,48 +335,81 @@ impl std::fmt::Debug for QualityWatch {
     }
 }
 
+impl Drop for QualityWatch {
+    fn drop(&mut self) {
+        self.pending.closed.store(true, Ordering::Release);
+    }
+}
+
+/// Rows per transaction of kept predictions.
+const WRITE_ROWS: usize = 5_000;
+
 impl QualityWatch {
     /// Starts the writer and the retention task on the current runtime.
     #[must_use]
     pub fn start(config: QualityConfig, registry: Registry) -> Arc<Self> {
-        let (tx, mut rx) = mpsc::channel::<Vec<Outcome>>(config.buffer.max(1));
+        let pending = Arc::new(Pending::default());
         let writer = registry.clone();
-        let queued = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let done = queued.clone();
-        tokio::spawn(async move {
-            let mut batch = Vec::new();
-            // Drained on a timer, not woken per request (see the drift watch).
-            let mut tick = tokio::time::interval(crate::watch::DRAIN_EVERY * 5);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
-                // Everything buffered since the last tick, in transactions of up to 5,000 rows.
+        // SQLite: a thread of its own with its own connection (see `Registry::insert_outcomes_blocking`); PostgreSQL:
+        // a task, whose writes are network round trips. Both take the buffer on a timer, not woken per request.
+        let failed = |e: &dyn std::fmt::Display, rows: usize| {
+            tracing::error!(error = %e, rows, "could not keep predictions for feedback");
+        };
+        let shared = pending.clone();
+        if registry.backend() == "sqlite" {
+            let spawned = std::thread::Builder::new().name("ferry-outcomes".into()).spawn(move || {
+                let mut taken = Captures::default();
                 loop {
-                    let mut closed = false;
-                    while batch.len() < 5_000 {
-                        match rx.try_recv() {
-                            Ok(more) => batch.extend(more),
-                            Err(mpsc::error::TryRecvError::Empty) => break,
-                            Err(mpsc::error::TryRecvError::Disconnected) => {
-                                closed = true;
-                                break;
+                    std::thread::sleep(crate::watch::DRAIN_EVERY * 5);
+                    let closed = shared.closed.load(Ordering::Acquire);
+                    // Until the buffer is found empty: writing one take may last while requests fill the next.
+                    loop {
+                        std::mem::swap(&mut *shared.captures.lock(), &mut taken);
+                        if taken.requests.is_empty() {
+                            break;
+                        }
+                        let rows: Vec<OutcomeRow<'_>> = taken.outcome_rows().collect();
+                        for chunk in rows.chunks(WRITE_ROWS) {
+                            if let Err(e) = writer.insert_outcomes_blocking(chunk) {
+                                failed(&e, chunk.len());
+                            }
+                        }
+                        drop(rows);
+                        taken.clear();
+                    }
+                    if closed {
+                        return;
+                    }
+                }
+            });
+            if let Err(e) = spawned {
+                tracing::error!(error = %e, "cannot start the thread that keeps predictions for feedback");
+            }
+        } else {
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(crate::watch::DRAIN_EVERY * 5);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    let closed = shared.closed.load(Ordering::Acquire);
+                    loop {
+                        let taken = std::mem::take(&mut *shared.captures.lock());
+                        if taken.requests.is_empty() {
+                            break;
+                        }
+                        let rows: Vec<Outcome> = taken.outcome_rows().map(|r| r.to_outcome()).collect();
+                        for chunk in rows.chunks(WRITE_ROWS) {
+                            if let Err(e) = writer.insert_outcomes(chunk).await {
+                                failed(&e, chunk.len());
                             }
                         }
                     }
-                    if batch.is_empty() {
-                        if closed {
-                            return;
-                        }
-                        break;
+                    if closed {
+                        return;
                     }
-                    done.fetch_sub(batch.len(), Ordering::Relaxed);
-                    if let Err(e) = writer.insert_outcomes(&batch).await {
-                        tracing::error!(error = %e, rows = batch.len(), "could not keep predictions for feedback");
-                    }
-                    batch.clear();
                 }
-            }
-        });
+            });
+        }
         let expiring = registry.clone();
         let retention = config.retention;
         tokio::spawn(async move {
@@ -287,8 +427,7 @@ impl QualityWatch {
         Arc::new(Self {
             config,
             registry,
-            tx,
-            queued,
+            pending,
             dropped: AtomicU64::new(0),
             targets: RwLock::default(),
             detectors: Mutex::default(),
@@ -413,36 +552,13 @@ impl QualityWatch {
             );
         let at = now_ms();
         // The rows in the buffer are bounded, not the requests: one request may carry thousands of rows.
-        let queued = self.queued.fetch_add(rows, Ordering::Relaxed);
-        if queued + rows > self.config.buffer {
-            self.queued.fetch_sub(rows, Ordering::Relaxed);
+        let mut captures = self.pending.captures.lock();
+        if captures.rows() + rows > self.config.buffer {
+            drop(captures);
             self.dropped.fetch_add(rows as u64, Ordering::Relaxed);
             return;
         }
-        let batch: Vec<Outcome> = values
-            .iter()
-            .enumerate()
-            // A NaN or infinite prediction has nothing to compare a truth with.
-            .filter(|(_, p)| p.is_finite())
-            .map(|(row, &p)| Outcome {
-                model: model.to_owned(),
-                request_id: request_id.to_owned(),
-                row: row as u64,
-                version,
-                at,
-                predicted: p,
-                proba: proba.as_ref().map(|(v, k)| v[row * k..(row + 1) * k].to_vec()),
-            })
-            .collect();
-        let skipped = rows - batch.len();
-        self.queued.fetch_sub(skipped, Ordering::Relaxed);
-        if let Err(e) = self.tx.try_send(batch) {
-            let lost = match e {
-                mpsc::error::TrySendError::Full(b) | mpsc::error::TrySendError::Closed(b) => b.len(),
-            };
-            self.queued.fetch_sub(lost, Ordering::Relaxed);
-            self.dropped.fetch_add(lost as u64, Ordering::Relaxed);
-        }
+        captures.push(model, request_id, version, at, &values, proba.as_ref().map(|(v, k)| (v.as_slice(), *k)));
     }
 
     /// Joins a feedback batch to `model`'s kept predictions and feeds the joined errors to the concept detectors.
@@ -777,6 +893,72 @@ mod tests {
 
     fn pair(predicted: f64, truth: f64, proba: Option<Vec<f64>>) -> Labelled {
         Labelled { first: true, request_id: String::new(), version: 1, at: 0, predicted, proba, truth }
+    }
+
+    #[test]
+    fn captured_requests_come_back_as_their_rows_without_the_unusable_ones() {
+        let mut c = Captures::default();
+        c.push("iris", "r1", 2, 10, &[1.0, f64::NAN, 0.0], Some((&[0.1, 0.9, 0.5, 0.5, 0.8, 0.2], 2)));
+        c.push("fraud", "r2", 7, 20, &[3.5], None);
+        c.push("iris", "r3", 2, 30, &[f64::INFINITY], Some((&[1.0, 0.0], 2)));
+        assert_eq!(c.rows(), 5);
+        let rows: Vec<Outcome> = c.outcome_rows().map(|r| r.to_outcome()).collect();
+        let expected = |model: &str, id: &str, row, version, at, predicted, proba: Option<Vec<f64>>| Outcome {
+            model: model.into(),
+            request_id: id.into(),
+            row,
+            version,
+            at,
+            predicted,
+            proba,
+        };
+        assert_eq!(
+            rows,
+            vec![
+                expected("iris", "r1", 0, 2, 10, 1.0, Some(vec![0.1, 0.9])),
+                expected("iris", "r1", 2, 2, 10, 0.0, Some(vec![0.8, 0.2])),
+                expected("fraud", "r2", 0, 7, 20, 3.5, None),
+            ]
+        );
+        assert_eq!(c.models, ["iris", "fraud"], "model names are kept once");
+        c.clear();
+        assert_eq!((c.rows(), c.outcome_rows().count()), (0, 0));
+    }
+
+    #[tokio::test]
+    async fn a_full_capture_buffer_drops_and_counts_and_the_writer_keeps_the_rest() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let artifacts =
+            ferry_registry::ArtifactStore::local(&dir.path().join("a"), &dir.path().join("s")).expect("store");
+        let registry =
+            Registry::open(&Registry::sqlite_url(&dir.path().join("r.db")), artifacts).await.expect("registry");
+        let config = QualityConfig { buffer: 3, ..QualityConfig::default() };
+        let watch = QualityWatch::start(config, registry.clone());
+        let outputs = PredictionOutputs { predicted: "label".into(), probabilities: None, task: Task::Regression };
+        watch.register("m", QualityTarget { version: 1, outputs, baseline: BTreeMap::new() });
+        let tensor = |rows: usize| {
+            let tensor = ferry_types::Tensor::new(vec![rows], TensorData::Fp32(vec![1.5; rows])).expect("tensor");
+            vec![NamedTensor::new("label", tensor)]
+        };
+        watch.observe("m", 1, "a", &tensor(2), None);
+        watch.observe("m", 1, "b", &tensor(2), None); // 4 rows > 3: dropped whole
+        watch.observe("m", 1, "c", &tensor(1), None);
+        assert_eq!(watch.dropped(), 2);
+        // The writer takes the buffer within a tick or two.
+        let mut joined = Vec::new();
+        for _ in 0..100 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let truth = |id: &str, row| Truth { request_id: id.into(), row, truth: 1.0, at: 0 };
+            joined = registry
+                .join_truth("m", &[truth("a", 0), truth("a", 1), truth("b", 0), truth("c", 0)])
+                .await
+                .expect("join");
+            if joined.iter().filter(|j| j.is_some()).count() == 3 {
+                break;
+            }
+        }
+        let found: Vec<bool> = joined.iter().map(Option::is_some).collect();
+        assert_eq!(found, [true, true, false, true]);
     }
 
     #[test]
