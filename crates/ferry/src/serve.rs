@@ -285,6 +285,10 @@ async fn serve(files: Vec<PathBuf>, settings: Settings) -> anyhow::Result<()> {
 
     http_server.await.context("the HTTP server panicked")?.context("the HTTP server failed")?;
     grpc_server.await.context("the gRPC server panicked")?.context("the gRPC server failed")?;
+    // The predictions kept for feedback that are still buffered are written before the process ends.
+    if let Some(quality) = state.registry_context().and_then(|c| c.quality_watch.clone()) {
+        quality.close().await;
+    }
     // Every request has been answered; stop the instance threads off the async runtime.
     let models = repository.take_all();
     tokio::task::spawn_blocking(move || drop(models)).await.context("stopping model instances")?;

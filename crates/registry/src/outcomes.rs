@@ -9,7 +9,7 @@ use crate::{Registry, RegistryError};
 ///
 /// Its commits do not wait for the disk (`synchronous = NORMAL` in WAL mode: the log is synced at the next
 /// checkpoint, or by the next registry write, whose connections stay `FULL`). Kept predictions are telemetry written
-/// every half second; a power loss or kernel crash (not a crash of ferry) may lose the last moments' rows, whose
+/// every 100 ms; a power loss or kernel crash (not a crash of ferry) may lose the last moments' rows, whose
 /// feedback then counts as unmatched. The sync per commit was a quarter of the database's work per kept row (perf,
 /// 2026-12-05).
 #[derive(Debug)]

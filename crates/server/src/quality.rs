@@ -302,6 +302,12 @@ impl Captures {
     }
 }
 
+/// What writes the kept predictions: a thread (SQLite) or a task (PostgreSQL).
+enum Writer {
+    Thread(std::thread::JoinHandle<()>),
+    Task(tokio::task::JoinHandle<()>),
+}
+
 /// The capture buffer the serving path fills and the writer empties.
 #[derive(Default)]
 struct Pending {
@@ -321,6 +327,8 @@ pub struct QualityWatch {
     config: QualityConfig,
     registry: Registry,
     pending: Arc<Pending>,
+    /// The writer, until `close` waits for it.
+    writer: Mutex<Option<Writer>>,
     dropped: AtomicU64,
     targets: RwLock<HashMap<String, Arc<QualityTarget>>>,
     detectors: Mutex<HashMap<(String, u64), Detectors>>,
@@ -341,6 +349,25 @@ impl Drop for QualityWatch {
     }
 }
 
+impl QualityWatch {
+    /// Stops keeping predictions: the writer writes what the buffer holds and ends (within its 100 ms tick and the
+    /// write). For a server that stops after its last request was answered; later captures are not written.
+    pub async fn close(&self) {
+        self.pending.closed.store(true, Ordering::Release);
+        let writer = self.writer.lock().take();
+        let ended = match writer {
+            Some(Writer::Thread(thread)) => {
+                tokio::task::spawn_blocking(move || thread.join().is_ok()).await.unwrap_or(false)
+            }
+            Some(Writer::Task(task)) => task.await.is_ok(),
+            None => true,
+        };
+        if !ended {
+            tracing::error!("the writer of predictions kept for feedback panicked; its last rows are lost");
+        }
+    }
+}
+
 /// Rows per transaction of kept predictions.
 const WRITE_ROWS: usize = 5_000;
 
@@ -356,7 +383,7 @@ impl QualityWatch {
             tracing::error!(error = %e, rows, "could not keep predictions for feedback");
         };
         let shared = pending.clone();
-        if registry.backend() == "sqlite" {
+        let writer_handle = if registry.backend() == "sqlite" {
             let spawned = std::thread::Builder::new().name("ferry-outcomes".into()).spawn(move || {
                 let mut taken = Captures::default();
                 loop {
@@ -382,11 +409,15 @@ impl QualityWatch {
                     }
                 }
             });
-            if let Err(e) = spawned {
-                tracing::error!(error = %e, "cannot start the thread that keeps predictions for feedback");
+            match spawned {
+                Ok(thread) => Some(Writer::Thread(thread)),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot start the thread that keeps predictions for feedback");
+                    None
+                }
             }
         } else {
-            tokio::spawn(async move {
+            Some(Writer::Task(tokio::spawn(async move {
                 let mut tick = tokio::time::interval(crate::watch::DRAIN_EVERY * 5);
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 loop {
@@ -408,8 +439,8 @@ impl QualityWatch {
                         return;
                     }
                 }
-            });
-        }
+            })))
+        };
         let expiring = registry.clone();
         let retention = config.retention;
         tokio::spawn(async move {
@@ -428,6 +459,7 @@ impl QualityWatch {
             config,
             registry,
             pending,
+            writer: Mutex::new(writer_handle),
             dropped: AtomicU64::new(0),
             targets: RwLock::default(),
             detectors: Mutex::default(),
@@ -550,6 +582,9 @@ impl QualityWatch {
                     _ => None,
                 },
             );
+        if rows == 0 {
+            return;
+        }
         let at = now_ms();
         // The rows in the buffer are bounded, not the requests: one request may carry thousands of rows.
         let mut captures = self.pending.captures.lock();
@@ -959,6 +994,14 @@ mod tests {
         }
         let found: Vec<bool> = joined.iter().map(Option::is_some).collect();
         assert_eq!(found, [true, true, false, true]);
+        // A request of no rows adds nothing, not even to the buffer's bookkeeping.
+        watch.observe("m", 1, "empty", &tensor(0), None);
+        assert_eq!((watch.pending.captures.lock().requests.len(), watch.dropped()), (0, 2));
+        // Closing writes what the buffer holds before it returns.
+        watch.observe("m", 1, "last", &tensor(1), None);
+        watch.close().await;
+        let truth = Truth { request_id: "last".into(), row: 0, truth: 1.0, at: 0 };
+        assert!(registry.join_truth("m", &[truth]).await.expect("join")[0].is_some(), "the last rows were written");
     }
 
     #[test]
