@@ -349,6 +349,9 @@ impl Drop for QualityWatch {
     }
 }
 
+/// Rows per transaction of kept predictions.
+const WRITE_ROWS: usize = 5_000;
+
 impl QualityWatch {
     /// Stops keeping predictions: the writer writes what the buffer holds and ends (within its 100 ms tick and the
     /// write). For a server that stops after its last request was answered; later captures are not written.
@@ -366,12 +369,7 @@ impl QualityWatch {
             tracing::error!("the writer of predictions kept for feedback panicked; its last rows are lost");
         }
     }
-}
 
-/// Rows per transaction of kept predictions.
-const WRITE_ROWS: usize = 5_000;
-
-impl QualityWatch {
     /// Starts the writer and the retention task on the current runtime.
     #[must_use]
     pub fn start(config: QualityConfig, registry: Registry) -> Arc<Self> {
