@@ -17,6 +17,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 import urllib.request
 from pathlib import Path
 
@@ -94,7 +95,7 @@ def main():
                         cpu = ", ".join(f"{k} {v:.1f}" for k, v in sorted(out["cpu"].items()) if v >= 0.05)
                         print(f"  round {r + 1} monitoring {mode:<13} c={c:<3} {out['rps']:>9.0f} req/s "
                               f"p50 {out['p50']:.3f} ms p99 {out['p99']:.3f} ms; CPU µs/request: {cpu}", flush=True)
-                    dropped[mode].append(check_watched(s.url, mode))
+                    dropped[mode].append(check_watched(s.url, mode, s.proc.pid))
         print()
         print("| monitoring | concurrency | req/s (median) | ÷ off | p99 ms (median) | server CPU µs/request (median) |")
         print("|---|---|---|---|---|---|")
@@ -131,17 +132,33 @@ def cpu_by_thread(pid):
     return per
 
 
-def check_watched(infer_url, mode):
+def check_watched(infer_url, mode, pid):
     """Monitoring really was on in `mode`: drift windows completed, predictions were kept; returns the samples it
-    dropped (drift rows, kept predictions), which a throughput alone would hide."""
+    dropped (drift rows, kept predictions), which a throughput alone would hide. With feedback on, also waits for
+    the spool of kept predictions to be indexed and prints the work deferred past the load (backlog, time, CPU)."""
     base = infer_url.rsplit("/v2/", 1)[0]
     headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
-    with urllib.request.urlopen(urllib.request.Request(f"{base}/metrics", headers=headers), timeout=10) as r:
-        metrics = r.read().decode()
 
-    def counter(name):
-        m = re.search(rf"^{name} (\d+)$", metrics, re.M)
+    def scrape():
+        with urllib.request.urlopen(urllib.request.Request(f"{base}/metrics", headers=headers), timeout=10) as r:
+            return r.read().decode()
+
+    metrics = scrape()
+
+    def counter(name, text=None):
+        m = re.search(rf"^{name} (\d+)$", text or metrics, re.M)
         return int(m.group(1)) if m else 0
+
+    if mode in ("on", "feedback only"):
+        backlog = counter("ferry_feedback_spool_backlog_bytes")
+        before, started = cpu_by_thread(pid), time.monotonic()
+        left = backlog
+        while left and time.monotonic() - started < 120:
+            time.sleep(0.2)
+            left = counter("ferry_feedback_spool_backlog_bytes", scrape())
+        cpu = cpu_by_thread(pid).get("ferry-indexer", 0) - before.get("ferry-indexer", 0)
+        print(f"    spool backlog after the load: {backlog / 2**20:.1f} MiB, indexed in "
+              f"{time.monotonic() - started:.1f} s using {cpu:.2f} s of CPU; {left} bytes left", flush=True)
 
     drift_dropped = counter("ferry_drift_samples_dropped_total")
     feedback_dropped = counter("ferry_feedback_samples_dropped_total")

@@ -119,6 +119,7 @@ async fn serve(files: Vec<PathBuf>, settings: Settings) -> anyhow::Result<()> {
             retention: std::time::Duration::from_secs(m.feedback_retention_days.saturating_mul(86_400)),
             buffer: m.buffer,
             min_rows: m.min_feedback_rows,
+            spool_bytes: m.feedback_spool_mb.saturating_mul(1 << 20),
         };
         context.quality_watch = Some(ferry_server::QualityWatch::start(config, context.registry.clone()));
     }

@@ -170,6 +170,10 @@ pub struct MonitoringSettings {
     pub feedback_window: std::time::Duration,
     /// Predictions kept for feedback are deleted after this many days.
     pub feedback_retention_days: u64,
+    /// SQLite registries: MiB the spool of kept predictions may hold on disk (rows appended and not yet indexed into
+    /// the database, which a saturated server does when it has CPU to spare, plus up to 64 MiB already indexed);
+    /// past this, predictions are dropped and counted.
+    pub feedback_spool_mb: u64,
     /// Live latency and throughput cover this much of the recent past.
     #[serde(with = "duration_text")]
     pub performance_window: std::time::Duration,
@@ -194,6 +198,7 @@ impl Default for MonitoringSettings {
             min_feedback_rows: 100,
             feedback_window: Duration::from_secs(86_400),
             feedback_retention_days: 30,
+            feedback_spool_mb: 1024,
             performance_window: Duration::from_secs(60),
             baseline_warmup: Duration::from_secs(600),
             evaluation_interval: Duration::from_secs(15),
@@ -332,8 +337,8 @@ impl Settings {
         if m.window_rows == 0 || m.buffer == 0 {
             bail!("monitoring.window_rows and monitoring.buffer must be at least 1");
         }
-        if m.feedback_retention_days == 0 {
-            bail!("monitoring.feedback_retention_days must be at least 1");
+        if m.feedback_retention_days == 0 || m.feedback_spool_mb == 0 {
+            bail!("monitoring.feedback_retention_days and monitoring.feedback_spool_mb must be at least 1");
         }
         for (name, d) in [
             ("feedback_window", m.feedback_window),

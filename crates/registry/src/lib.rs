@@ -14,6 +14,7 @@ mod error;
 mod outcomes;
 mod predictions;
 pub(crate) mod security;
+mod spool;
 mod store;
 pub mod testing;
 
@@ -24,6 +25,7 @@ pub use error::RegistryError;
 pub use outcomes::{Labelled, Outcome, OutcomeRow, Truth};
 pub use predictions::PredictionRecord;
 pub use security::KeyLimits;
+pub use spool::Spooled;
 pub use store::{
     AliasRecord, AliasUpdate, Event, ModelRecord, Registry, Selector, VersionRecord, redact as redact_url,
 };

@@ -3,7 +3,11 @@
 
 use sqlx::Row;
 
+use crate::spool::Spooled;
 use crate::{Registry, RegistryError};
+
+/// Rows per transaction when draining the spool on demand.
+const DRAIN_ROWS: usize = 20_000;
 
 /// The SQLite connection that writes kept predictions, opened on first use.
 ///
@@ -16,6 +20,8 @@ use crate::{Registry, RegistryError};
 pub(crate) struct Kept {
     pub(crate) path: std::path::PathBuf,
     pub(crate) conn: std::sync::Mutex<Option<rusqlite::Connection>>,
+    /// Where the serving process appends predictions before they are indexed (see [`crate::spool`]).
+    pub(crate) spool: crate::spool::Spool,
 }
 
 impl Kept {
@@ -35,8 +41,20 @@ impl Kept {
         Ok(conn)
     }
 
+    pub(crate) fn new(path: std::path::PathBuf) -> Self {
+        let mut spool = path.clone().into_os_string();
+        spool.push(".kept-predictions");
+        Self { spool: crate::spool::Spool::new(spool.into()), path, conn: std::sync::Mutex::new(None) }
+    }
+
     fn insert(db: &mut rusqlite::Connection, rows: &[OutcomeRow<'_>]) -> rusqlite::Result<u64> {
         let tx = db.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let new = Self::insert_in(&tx, rows)?;
+        tx.commit()?;
+        Ok(new)
+    }
+
+    fn insert_in(tx: &rusqlite::Transaction<'_>, rows: &[OutcomeRow<'_>]) -> rusqlite::Result<u64> {
         let mut new = 0;
         for chunk in rows.chunks(Self::ROWS_PER_STATEMENT) {
             let mut insert = tx.prepare_cached(&Self::insert_sql(chunk.len()))?;
@@ -52,8 +70,64 @@ impl Kept {
             }
             new += u64::try_from(insert.raw_execute()?).unwrap_or(0);
         }
-        tx.commit()?;
         Ok(new)
+    }
+
+    /// Runs `work` on this connection (opened on first use; reopened after an error), under the registry's write
+    /// lock, which the caller holds.
+    fn with_conn<T>(
+        &self,
+        work: impl FnOnce(&mut rusqlite::Connection) -> Result<T, RegistryError>,
+    ) -> Result<T, RegistryError> {
+        let mut conn = self.conn.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if conn.is_none() {
+            *conn = Some(Self::open(&self.path)?);
+        }
+        let Some(db) = conn.as_mut() else {
+            return Err(RegistryError::Io("the prediction writer has no connection".into()));
+        };
+        let done = work(db);
+        if done.is_err() {
+            // A connection in an unknown state is reopened on the next batch.
+            *conn = None;
+        }
+        done
+    }
+
+    /// One indexing pass: moves up to `max_rows` spooled rows into `outcomes`, with the position, in one
+    /// transaction.
+    fn index(&self, db: &mut rusqlite::Connection, max_rows: usize) -> Result<(u64, bool), RegistryError> {
+        let fail = |e: rusqlite::Error| RegistryError::Io(format!("registry database: indexing kept predictions: {e}"));
+        let tx = db.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(fail)?;
+        let from: Option<(i64, i64)> = tx
+            .query_row("SELECT segment, offset_bytes FROM outcome_spool WHERE id = 1", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .map(Some)
+            .or_else(|e| if e == rusqlite::Error::QueryReturnedNoRows { Ok(None) } else { Err(e) })
+            .map_err(fail)?;
+        let from = from.map_or_else(crate::spool::Position::default, |(segment, offset)| crate::spool::Position {
+            segment: u64::try_from(segment).unwrap_or(0),
+            offset: u64::try_from(offset).unwrap_or(0),
+        });
+        let batch = self.spool.read(from, max_rows)?;
+        if batch.next == from {
+            self.spool.remove_before(from);
+            return Ok((0, false));
+        }
+        // A NaN or infinite prediction has nothing to compare a truth with.
+        let rows: Vec<OutcomeRow<'_>> =
+            batch.rows.iter().filter(|o| o.predicted.is_finite()).map(Outcome::as_row).collect();
+        Self::insert_in(&tx, &rows).map_err(fail)?;
+        tx.execute(
+            "INSERT INTO outcome_spool (id, segment, offset_bytes) VALUES (1, ?1, ?2) \
+             ON CONFLICT (id) DO UPDATE SET segment = excluded.segment, offset_bytes = excluded.offset_bytes",
+            (to_i64(batch.next.segment), to_i64(batch.next.offset)),
+        )
+        .map_err(fail)?;
+        tx.commit().map_err(fail)?;
+        self.spool.remove_before(batch.next);
+        Ok((batch.rows.len() as u64, batch.more))
     }
 
     /// The INSERT of `rows` rows (at most two texts are prepared: the full chunk and the last one).
@@ -252,19 +326,66 @@ impl Registry {
         // Registry writes on SQLite read then write in one transaction; one that meets a commit of this connection
         // between the two fails at once ("database is locked") instead of waiting, hence the same lock as theirs.
         let _writer = self.write_lock.blocking_lock();
-        let mut conn = kept.conn.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if conn.is_none() {
-            *conn = Some(Kept::open(&kept.path)?);
-        }
-        let Some(db) = conn.as_mut() else {
-            return Err(RegistryError::Io("the prediction writer has no connection".into()));
+        kept.with_conn(|db| {
+            Kept::insert(db, outcomes)
+                .map_err(|e| RegistryError::Io(format!("registry database: keeping predictions: {e}")))
+        })
+    }
+
+    /// Appends predictions to the spool of an SQLite registry, for [`Registry::index_spooled_blocking`] to insert
+    /// later: a few bytes per row written to a file, no database work, so that keeping every prediction costs a
+    /// saturated server little. Rows are dropped and counted when the spool holds `max_bytes` not yet indexed.
+    /// Once this returns, the rows survive a crash of ferry (not of the machine: the file is not synced).
+    ///
+    /// # Errors
+    /// File errors; [`RegistryError::Invalid`] on PostgreSQL (use [`Registry::insert_outcomes`] there).
+    pub fn spool_outcomes(&self, outcomes: &[OutcomeRow<'_>], max_bytes: u64) -> Result<Spooled, RegistryError> {
+        let Some(kept) = &self.kept else {
+            return Err(RegistryError::Invalid("the prediction spool is for SQLite registries".into()));
         };
-        let inserted = Kept::insert(db, outcomes);
-        if inserted.is_err() {
-            // A connection in an unknown state is reopened on the next batch.
-            *conn = None;
+        kept.spool.append(outcomes, max_bytes)
+    }
+
+    /// Closes the spool segment this process appends to (a later append begins a new one).
+    pub fn close_spool(&self) {
+        if let Some(kept) = &self.kept {
+            kept.spool.close();
         }
-        inserted.map_err(|e| RegistryError::Io(format!("registry database: keeping predictions: {e}")))
+    }
+
+    /// Bytes of spooled predictions not yet indexed (as of this process's last pass); 0 on PostgreSQL.
+    #[must_use]
+    pub fn spool_backlog_bytes(&self) -> u64 {
+        self.kept.as_ref().map_or(0, |k| k.spool.backlog_bytes())
+    }
+
+    /// Moves up to `max_rows` spooled predictions into the database (one transaction, under the write lock).
+    /// Returns how many, and whether more are waiting. Nothing to do on PostgreSQL.
+    ///
+    /// # Errors
+    /// File and database errors.
+    ///
+    /// # Panics
+    /// On a thread that drives an async runtime (it waits for the registry's write lock).
+    pub fn index_spooled_blocking(&self, max_rows: usize) -> Result<(u64, bool), RegistryError> {
+        let Some(kept) = &self.kept else { return Ok((0, false)) };
+        let _pass = kept.spool.indexing.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _writer = self.write_lock.blocking_lock();
+        kept.with_conn(|db| kept.index(db, max_rows))
+    }
+
+    /// Indexes every spooled prediction (what anything reading, joining or deleting kept predictions does first).
+    pub(crate) async fn drain_spool(&self) -> Result<(), RegistryError> {
+        if self.kept.is_none() {
+            return Ok(());
+        }
+        let registry = self.clone();
+        tokio::task::spawn_blocking(move || {
+            while registry.index_spooled_blocking(DRAIN_ROWS)?.1 {}
+            Ok(())
+        })
+        .await
+        .map_err(|e| RegistryError::Io(format!("the prediction indexer failed: {e}")))?
     }
 
     /// Joins ground truth to kept predictions of `model`, in one transaction. Returns, per item in order, the
@@ -274,6 +395,7 @@ impl Registry {
     /// # Errors
     /// Database errors.
     pub async fn join_truth(&self, model: &str, items: &[Truth]) -> Result<Vec<Option<Labelled>>, RegistryError> {
+        self.drain_spool().await?;
         let _writer = self.sqlite_writer().await;
         let mut tx = self.db.begin().await?;
         let mut joined = Vec::with_capacity(items.len());
@@ -351,6 +473,7 @@ impl Registry {
     /// # Errors
     /// Database errors.
     pub async fn expire_outcomes(&self, before: i64) -> Result<u64, RegistryError> {
+        self.drain_spool().await?;
         let _writer = self.sqlite_writer().await;
         Ok(sqlx::query("DELETE FROM outcomes WHERE at < $1").bind(before).execute(&self.db).await?.rows_affected())
     }

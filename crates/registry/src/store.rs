@@ -221,7 +221,7 @@ impl Registry {
                     redact(url)
                 )));
             }
-            Some(std::sync::Arc::new(crate::outcomes::Kept { path: file.into(), conn: std::sync::Mutex::new(None) }))
+            Some(std::sync::Arc::new(crate::outcomes::Kept::new(file.into())))
         } else {
             None
         };
@@ -504,6 +504,8 @@ impl Registry {
     /// [`RegistryError::NotFound`].
     pub async fn delete_model(&self, name: &str, actor: &str) -> Result<(), RegistryError> {
         let versions = self.list_versions(name).await?;
+        // Its spooled predictions too: indexed first, then deleted with the rest.
+        self.drain_spool().await?;
         let writer = self.sqlite_writer().await;
         let mut tx = self.db.begin().await?;
         sqlx::query("DELETE FROM aliases WHERE model = $1").bind(name).execute(&mut *tx).await?;

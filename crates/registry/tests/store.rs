@@ -394,3 +394,93 @@ async fn a_first_rotation_encrypts_plaintext_packages_and_deletion_removes_their
         std::fs::read_dir(&blobs).expect("blobs").filter_map(Result::ok).map(|e| e.file_name()).collect();
     assert!(left.is_empty(), "the package and its key file are gone: {left:?}");
 }
+
+/// SQLite keeps predictions in a spool first (files beside the database): whatever reads, joins or deletes them
+/// indexes the spool first, a new process picks up what an old one spooled, and a record cut short by a crash is
+/// skipped without losing the records before it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spooled_predictions_are_indexed_on_demand_and_survive_a_restart_and_a_cut_record() {
+    use ferry_registry::{Outcome, OutcomeRow, Truth};
+    let env = sqlite().await;
+    let spool_dir = env.dir.path().join("registry.db.kept-predictions");
+    let reopen = || async {
+        let artifacts =
+            ArtifactStore::local(&env.dir.path().join("artifacts"), &env.dir.path().join("staging")).expect("store");
+        Registry::open(&Registry::sqlite_url(&env.dir.path().join("registry.db")), artifacts).await.expect("reopen")
+    };
+    let spool = |r: &Registry, ids: &[&str], max_bytes: u64| {
+        let owned: Vec<Outcome> = ids
+            .iter()
+            .map(|id| Outcome {
+                model: "m".into(),
+                request_id: (*id).into(),
+                row: 0,
+                version: 1,
+                at: 1_000,
+                predicted: 1.0,
+                proba: Some(vec![0.25, 0.75]),
+            })
+            .collect();
+        let rows: Vec<OutcomeRow<'_>> = owned.iter().map(Outcome::as_row).collect();
+        r.spool_outcomes(&rows, max_bytes).expect("spool")
+    };
+    let joined = |r: &Registry, id: &str| {
+        let (r, truth) = (r.clone(), Truth { request_id: id.into(), row: 0, truth: 1.0, at: 9 });
+        async move { r.join_truth("m", &[truth]).await.expect("join").pop().flatten() }
+    };
+    let segments = || {
+        let mut names: Vec<String> = std::fs::read_dir(&spool_dir)
+            .expect("spool directory")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+
+    assert_eq!(spool(&env.registry, &["a", "b"], 1 << 20).rows, 2);
+    assert!(env.registry.spool_backlog_bytes() > 0);
+    // No indexer runs here: the join indexes the spool first.
+    let a = joined(&env.registry, "a").await.expect("a was spooled");
+    assert_eq!((a.version, a.at, a.proba), (1, 1_000, Some(vec![0.25, 0.75])));
+    assert_eq!(env.registry.spool_backlog_bytes(), 0);
+    // Appended to the segment still open after that pass: the next join finds it.
+    spool(&env.registry, &["c"], 1 << 20);
+    assert!(joined(&env.registry, "c").await.is_some());
+
+    // A crash while writing: "d" whole, then a record cut short, then the process gone.
+    spool(&env.registry, &["d"], 1 << 20);
+    env.registry.close_spool();
+    let [first] = segments().try_into().expect("one segment");
+    let mut file = std::fs::OpenOptions::new().append(true).open(spool_dir.join(&first)).expect("segment");
+    std::io::Write::write_all(&mut file, &[40, 0, 0, 0, 1, 2, 3, 4, 5, 6]).expect("cut record");
+    drop(file);
+    let restarted = reopen().await;
+    assert!(joined(&restarted, "d").await.is_some(), "spooled by the old process, indexed by the new one");
+    assert!(joined(&restarted, "b").await.is_some(), "indexed once, still there");
+
+    // The new process appends to a segment of its own; the old one goes once it is wholly indexed.
+    spool(&restarted, &["e"], 1 << 20);
+    assert_eq!(segments().len(), 2);
+    assert!(joined(&restarted, "e").await.is_some());
+    let left = segments();
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert_ne!(left[0], first);
+
+    // Expired rows do not come back from the spool after another restart.
+    assert_eq!(restarted.expire_outcomes(2_000).await.expect("expire"), 5);
+    restarted.close_spool();
+    let again = reopen().await;
+    for id in ["a", "b", "c", "d", "e"] {
+        assert!(joined(&again, id).await.is_none(), "{id} was expired and indexed once only");
+    }
+
+    // Deleting the model deletes its spooled predictions too.
+    publish(&env, "m", package(&env, "m", "a")).await.expect("v1");
+    spool(&again, &["f"], 1 << 20);
+    env.registry.delete_model("m", "t").await.expect("delete");
+    assert!(joined(&again, "f").await.is_none(), "deleted with its model");
+
+    // At its size limit the spool drops and counts instead of growing.
+    let full = spool(&again, &["g", "h"], 1);
+    assert_eq!((full.rows, full.dropped), (0, 2));
+}

@@ -577,9 +577,17 @@ fn model_metric_families(out: &mut String, state: &AppState) {
         }
         let _ = writeln!(
             out,
-            "# HELP ferry_feedback_samples_dropped Predictions not kept for feedback because the buffer was full."
+            "# HELP ferry_feedback_samples_dropped Predictions not kept for feedback: the buffer or the spool was \
+             full, or the write failed."
         );
         let _ = writeln!(out, "# TYPE ferry_feedback_samples_dropped counter");
         let _ = writeln!(out, "ferry_feedback_samples_dropped_total {}", quality.dropped());
+        let _ = writeln!(
+            out,
+            "# HELP ferry_feedback_spool_backlog_bytes Kept predictions appended to the spool and not yet indexed \
+             into the registry database (SQLite)."
+        );
+        let _ = writeln!(out, "# TYPE ferry_feedback_spool_backlog_bytes gauge");
+        let _ = writeln!(out, "ferry_feedback_spool_backlog_bytes {}", quality.spool_backlog_bytes());
     }
 }

@@ -34,6 +34,9 @@ pub struct QualityConfig {
     pub buffer: usize,
     /// Live quality counts (for alerts) only over at least this many feedback pairs.
     pub min_rows: u64,
+    /// SQLite registries: bytes of kept predictions spooled and not yet indexed; past this they are dropped and
+    /// counted.
+    pub spool_bytes: u64,
 }
 
 impl Default for QualityConfig {
@@ -43,6 +46,7 @@ impl Default for QualityConfig {
             retention: Duration::from_secs(30 * 86_400),
             buffer: 10_000,
             min_rows: 100,
+            spool_bytes: 1 << 30,
         }
     }
 }
@@ -302,9 +306,9 @@ impl Captures {
     }
 }
 
-/// What writes the kept predictions: a thread (SQLite) or a task (PostgreSQL).
+/// What writes the kept predictions: threads (SQLite: the spool's writer and its indexer) or a task (PostgreSQL).
 enum Writer {
-    Thread(std::thread::JoinHandle<()>),
+    Threads(Vec<std::thread::JoinHandle<()>>),
     Task(tokio::task::JoinHandle<()>),
 }
 
@@ -314,6 +318,8 @@ struct Pending {
     captures: Mutex<Captures>,
     /// Set when the watch is dropped: the writer writes what is left and ends.
     closed: std::sync::atomic::AtomicBool,
+    /// Rows the writer dropped (the spool at its size limit).
+    dropped: AtomicU64,
 }
 
 #[derive(Default)]
@@ -352,6 +358,48 @@ impl Drop for QualityWatch {
 /// Rows per transaction of kept predictions.
 const WRITE_ROWS: usize = 5_000;
 
+/// Rows per transaction of the background indexer: a few milliseconds holding the registry's write lock.
+const INDEX_ROWS: usize = 2_000;
+
+/// The background indexer waits while the machine's CPUs are at least this busy (with work not niced).
+const INDEX_WHILE_BUSY_BELOW: f64 = 0.8;
+
+/// How busy the machine's CPUs have been between two readings of `/proc/stat` (Linux).
+#[derive(Default)]
+struct CpuUse {
+    last: Option<(u64, u64)>,
+}
+
+impl CpuUse {
+    /// The share of CPU time since the previous call spent on work that is not niced (the indexer itself runs
+    /// niced, so its own work does not count); `None` on the first call or where `/proc/stat` cannot be read.
+    fn busy_share(&mut self) -> Option<f64> {
+        let stat = std::fs::read_to_string("/proc/stat").ok()?;
+        // cpu  user nice system idle iowait irq softirq steal ...
+        let fields: Vec<u64> = stat.lines().next()?.split_whitespace().skip(1).map_while(|f| f.parse().ok()).collect();
+        let total: u64 = fields.iter().take(8).sum();
+        let nice_or_idle = fields.get(1)? + fields.get(3)? + fields.get(4)?;
+        let now = (total.saturating_sub(nice_or_idle), total);
+        let before = self.last.replace(now)?;
+        let elapsed = now.1.saturating_sub(before.1);
+        (elapsed > 0).then(|| now.0.saturating_sub(before.0) as f64 / elapsed as f64)
+    }
+}
+
+/// Puts the calling thread at the lowest scheduling priority (Linux: nice 19, per thread), so that it runs on CPU
+/// the serving threads leave.
+fn lowest_priority() {
+    #[cfg(target_os = "linux")]
+    #[expect(unsafe_code, reason = "setpriority and gettid are C functions; no safe binding exists in std")]
+    // SAFETY: plain system calls on the calling thread's own id, no pointers.
+    unsafe {
+        let tid = libc::gettid();
+        if libc::setpriority(libc::PRIO_PROCESS, u32::try_from(tid).unwrap_or(0), 19) != 0 {
+            tracing::debug!("could not lower the indexer's priority");
+        }
+    }
+}
+
 impl QualityWatch {
     /// Stops keeping predictions: the writer writes what the buffer holds and ends (within its 100 ms tick and the
     /// write). For a server that stops after its last request was answered; later captures are not written.
@@ -359,9 +407,11 @@ impl QualityWatch {
         self.pending.closed.store(true, Ordering::Release);
         let writer = self.writer.lock().take();
         let ended = match writer {
-            Some(Writer::Thread(thread)) => {
-                tokio::task::spawn_blocking(move || thread.join().is_ok()).await.unwrap_or(false)
-            }
+            Some(Writer::Threads(threads)) => tokio::task::spawn_blocking(move || {
+                threads.into_iter().map(std::thread::JoinHandle::join).fold(true, |ok, joined| ok && joined.is_ok())
+            })
+            .await
+            .unwrap_or(false),
             Some(Writer::Task(task)) => task.await.is_ok(),
             None => true,
         };
@@ -370,50 +420,90 @@ impl QualityWatch {
         }
     }
 
+    /// SQLite: a thread that appends the captured predictions to the registry's spool every 100 ms (about 0.1 µs of
+    /// CPU per row), and one at the lowest priority that indexes the spool into the database (about 2 µs per row)
+    /// while the machine's CPUs are less than 80% busy or the spool is half full, so that a saturated server spends
+    /// its CPU on requests and indexes once it has some to spare. Feedback, expiry and deletes index whatever is left
+    /// first, at their own priority.
+    fn start_spool(config: &QualityConfig, registry: &Registry, shared: &Arc<Pending>) -> Option<Writer> {
+        let limit = config.spool_bytes;
+        let (spooler, pending) = (registry.clone(), shared.clone());
+        let writer = std::thread::Builder::new().name("ferry-outcomes".into()).spawn(move || {
+            let mut taken = Captures::default();
+            loop {
+                std::thread::sleep(crate::watch::DRAIN_EVERY * 5);
+                let closed = pending.closed.load(Ordering::Acquire);
+                // Until the buffer is found empty: writing one take may last while requests fill the next.
+                loop {
+                    std::mem::swap(&mut *pending.captures.lock(), &mut taken);
+                    if taken.requests.is_empty() {
+                        break;
+                    }
+                    let rows: Vec<OutcomeRow<'_>> = taken.outcome_rows().collect();
+                    match spooler.spool_outcomes(&rows, limit) {
+                        Ok(done) => {
+                            pending.dropped.fetch_add(done.dropped, Ordering::Relaxed);
+                        }
+                        Err(e) => {
+                            pending.dropped.fetch_add(rows.len() as u64, Ordering::Relaxed);
+                            tracing::error!(error = %e, rows = rows.len(), "could not keep predictions for feedback");
+                        }
+                    }
+                    drop(rows);
+                    taken.clear();
+                }
+                if closed {
+                    spooler.close_spool();
+                    return;
+                }
+            }
+        });
+        let (indexer, pending) = (registry.clone(), shared.clone());
+        let indexing = std::thread::Builder::new().name("ferry-indexer".into()).spawn(move || {
+            lowest_priority();
+            let mut cpu = CpuUse::default();
+            loop {
+                // Deferred while the machine is busy, so that a saturated server spends no CPU (nor a sibling
+                // hyperthread) on it, until the spool is half full; feedback, expiry and deletes index regardless.
+                let busy = cpu.busy_share().is_some_and(|share| share >= INDEX_WHILE_BUSY_BELOW);
+                let more = if busy && indexer.spool_backlog_bytes() < limit / 2 {
+                    false
+                } else {
+                    match indexer.index_spooled_blocking(INDEX_ROWS) {
+                        Ok((_, more)) => more,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "could not index kept predictions (retrying)");
+                            false
+                        }
+                    }
+                };
+                if pending.closed.load(Ordering::Acquire) {
+                    return;
+                }
+                if !more {
+                    std::thread::sleep(crate::watch::DRAIN_EVERY * 5);
+                }
+            }
+        });
+        match (writer, indexing) {
+            (Ok(writer), Ok(indexing)) => Some(Writer::Threads(vec![writer, indexing])),
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::error!(error = %e, "cannot start the threads that keep predictions for feedback");
+                None
+            }
+        }
+    }
+
     /// Starts the writer and the retention task on the current runtime.
     #[must_use]
     pub fn start(config: QualityConfig, registry: Registry) -> Arc<Self> {
         let pending = Arc::new(Pending::default());
         let writer = registry.clone();
-        // SQLite: a thread of its own with its own connection (see `Registry::insert_outcomes_blocking`); PostgreSQL:
-        // a task, whose writes are network round trips. Both take the buffer on a timer, not woken per request.
-        let failed = |e: &dyn std::fmt::Display, rows: usize| {
-            tracing::error!(error = %e, rows, "could not keep predictions for feedback");
-        };
+        // SQLite: the spool (see `start_spool`); PostgreSQL: a task, whose writes are network round trips, one
+        // statement per batch. Both take the buffer on a timer, not woken per request.
         let shared = pending.clone();
         let writer_handle = if registry.backend() == "sqlite" {
-            let spawned = std::thread::Builder::new().name("ferry-outcomes".into()).spawn(move || {
-                let mut taken = Captures::default();
-                loop {
-                    std::thread::sleep(crate::watch::DRAIN_EVERY * 5);
-                    let closed = shared.closed.load(Ordering::Acquire);
-                    // Until the buffer is found empty: writing one take may last while requests fill the next.
-                    loop {
-                        std::mem::swap(&mut *shared.captures.lock(), &mut taken);
-                        if taken.requests.is_empty() {
-                            break;
-                        }
-                        let rows: Vec<OutcomeRow<'_>> = taken.outcome_rows().collect();
-                        for chunk in rows.chunks(WRITE_ROWS) {
-                            if let Err(e) = writer.insert_outcomes_blocking(chunk) {
-                                failed(&e, chunk.len());
-                            }
-                        }
-                        drop(rows);
-                        taken.clear();
-                    }
-                    if closed {
-                        return;
-                    }
-                }
-            });
-            match spawned {
-                Ok(thread) => Some(Writer::Thread(thread)),
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot start the thread that keeps predictions for feedback");
-                    None
-                }
-            }
+            Self::start_spool(&config, &writer, &shared)
         } else {
             Some(Writer::Task(tokio::spawn(async move {
                 let mut tick = tokio::time::interval(crate::watch::DRAIN_EVERY * 5);
@@ -429,7 +519,8 @@ impl QualityWatch {
                         let rows: Vec<Outcome> = taken.outcome_rows().map(|r| r.to_outcome()).collect();
                         for chunk in rows.chunks(WRITE_ROWS) {
                             if let Err(e) = writer.insert_outcomes(chunk).await {
-                                failed(&e, chunk.len());
+                                shared.dropped.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                                tracing::error!(error = %e, rows = chunk.len(), "could not keep predictions for feedback");
                             }
                         }
                     }
@@ -545,7 +636,13 @@ impl QualityWatch {
     /// Prediction rows dropped because the buffer was full.
     #[must_use]
     pub fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
+        self.dropped.load(Ordering::Relaxed) + self.pending.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Bytes of kept predictions spooled and not yet indexed (SQLite registries; 0 on PostgreSQL).
+    #[must_use]
+    pub fn spool_backlog_bytes(&self) -> u64 {
+        self.registry.spool_backlog_bytes()
     }
 
     /// Copies the prediction rows of one answered request (never blocks; a full buffer drops them and counts).
