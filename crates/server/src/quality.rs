@@ -361,8 +361,10 @@ const WRITE_ROWS: usize = 5_000;
 /// Rows per transaction of the background indexer: a few milliseconds holding the registry's write lock.
 const INDEX_ROWS: usize = 2_000;
 
-/// The background indexer waits while the machine's CPUs are at least this busy (with work not niced).
+/// The background indexer waits while the machine's CPUs are at least this busy (with work not niced)...
 const INDEX_WHILE_BUSY_BELOW: f64 = 0.8;
+/// ... unless this many bytes wait (or half the spool's limit, when smaller).
+const INDEX_WHILE_BUSY_PAST: u64 = 64 << 20;
 
 /// How busy the machine's CPUs have been between two readings of `/proc/stat` (Linux).
 #[derive(Default)]
@@ -408,7 +410,9 @@ impl QualityWatch {
         let writer = self.writer.lock().take();
         let ended = match writer {
             Some(Writer::Threads(threads)) => tokio::task::spawn_blocking(move || {
-                threads.into_iter().map(std::thread::JoinHandle::join).fold(true, |ok, joined| ok && joined.is_ok())
+                // Every thread is waited for, whether or not one panicked.
+                let joined: Vec<_> = threads.into_iter().map(std::thread::JoinHandle::join).collect();
+                joined.iter().all(Result::is_ok)
             })
             .await
             .unwrap_or(false),
@@ -421,8 +425,8 @@ impl QualityWatch {
     }
 
     /// SQLite: a thread that appends the captured predictions to the registry's spool every 100 ms (about 0.1 µs of
-    /// CPU per row), and one at the lowest priority that indexes the spool into the database (about 2 µs per row)
-    /// while the machine's CPUs are less than 80% busy or the spool is half full, so that a saturated server spends
+    /// CPU per row), and one at the lowest priority that indexes the spool into the database (about 3 µs per row)
+    /// while the machine's CPUs are less than 80% busy or 64 MiB wait, so that a saturated server spends
     /// its CPU on requests and indexes once it has some to spare. Feedback, expiry and deletes index whatever is left
     /// first, at their own priority.
     fn start_spool(config: &QualityConfig, registry: &Registry, shared: &Arc<Pending>) -> Option<Writer> {
@@ -463,10 +467,12 @@ impl QualityWatch {
             lowest_priority();
             let mut cpu = CpuUse::default();
             loop {
-                // Deferred while the machine is busy, so that a saturated server spends no CPU (nor a sibling
-                // hyperthread) on it, until the spool is half full; feedback, expiry and deletes index regardless.
+                // Deferred while the machine is busy, until the backlog passes 64 MiB (about 650,000 rows, what a
+                // feedback request would otherwise index first, about 2 s): even at nice 19 it ran in every
+                // moment a core idled between requests and cost the serving threads 3-4 us per request (caches,
+                // switches; measured 2026-12-06). Feedback, expiry and deletes index regardless.
                 let busy = cpu.busy_share().is_some_and(|share| share >= INDEX_WHILE_BUSY_BELOW);
-                let more = if busy && indexer.spool_backlog_bytes() < limit / 2 {
+                let more = if busy && indexer.spool_backlog_bytes() < (limit / 2).min(INDEX_WHILE_BUSY_PAST) {
                     false
                 } else {
                     match indexer.index_spooled_blocking(INDEX_ROWS) {
