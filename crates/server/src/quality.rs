@@ -366,25 +366,34 @@ const INDEX_WHILE_BUSY_BELOW: f64 = 0.8;
 /// ... unless this many bytes wait (or half the spool's limit, when smaller).
 const INDEX_WHILE_BUSY_PAST: u64 = 64 << 20;
 
-/// How busy the machine's CPUs have been between two readings of `/proc/stat` (Linux).
+/// How busy the machine's CPUs have been over the last second or so, from `/proc/stat` (Linux). A second, not the
+/// 100 ms between checks: over 100 ms the clock ticks are too few, and a load near the threshold let the indexer in
+/// and out many times a second (measured at 8 connections, 2026-12-06).
 #[derive(Default)]
 struct CpuUse {
-    last: Option<(u64, u64)>,
+    /// (when, busy ticks, all ticks), oldest first.
+    readings: std::collections::VecDeque<(std::time::Instant, u64, u64)>,
 }
 
 impl CpuUse {
-    /// The share of CPU time since the previous call spent on work that is not niced (the indexer itself runs
-    /// niced, so its own work does not count); `None` on the first call or where `/proc/stat` cannot be read.
+    /// The share of CPU time spent on work that is not niced (the indexer itself runs niced, so its own work does not
+    /// count) since the newest reading at least a second old (or the oldest); `None` on the first call or where
+    /// `/proc/stat` cannot be read.
     fn busy_share(&mut self) -> Option<f64> {
         let stat = std::fs::read_to_string("/proc/stat").ok()?;
         // cpu  user nice system idle iowait irq softirq steal ...
         let fields: Vec<u64> = stat.lines().next()?.split_whitespace().skip(1).map_while(|f| f.parse().ok()).collect();
         let total: u64 = fields.iter().take(8).sum();
         let nice_or_idle = fields.get(1)? + fields.get(3)? + fields.get(4)?;
-        let now = (total.saturating_sub(nice_or_idle), total);
-        let before = self.last.replace(now)?;
-        let elapsed = now.1.saturating_sub(before.1);
-        (elapsed > 0).then(|| now.0.saturating_sub(before.0) as f64 / elapsed as f64)
+        let now = std::time::Instant::now();
+        self.readings.push_back((now, total.saturating_sub(nice_or_idle), total));
+        while self.readings.get(1).is_some_and(|(at, _, _)| now.duration_since(*at) >= Duration::from_secs(1)) {
+            self.readings.pop_front();
+        }
+        let (_, busy_then, total_then) = *self.readings.front()?;
+        let elapsed = total.saturating_sub(total_then);
+        let busy = total.saturating_sub(nice_or_idle).saturating_sub(busy_then);
+        (elapsed > 0).then(|| busy as f64 / elapsed as f64)
     }
 }
 
@@ -1103,6 +1112,24 @@ mod tests {
         watch.close().await;
         let truth = Truth { request_id: "last".into(), row: 0, truth: 1.0, at: 0 };
         assert!(registry.join_truth("m", &[truth]).await.expect("join")[0].is_some(), "the last rows were written");
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn cpu_use_is_a_share_over_at_least_a_second_once_a_second_has_passed() {
+        let mut cpu = CpuUse::default();
+        assert_eq!(cpu.busy_share(), None, "one reading is no interval");
+        let start = std::time::Instant::now();
+        let mut shares = Vec::new();
+        while start.elapsed() < Duration::from_millis(1_300) {
+            std::thread::sleep(Duration::from_millis(100));
+            shares.extend(cpu.busy_share());
+        }
+        assert!(!shares.is_empty() && shares.iter().all(|s| (0.0..=1.0).contains(s)), "{shares:?}");
+        // The window slid: it starts at the newest reading at least a second before the last one.
+        let last = cpu.readings.back().map(|(at, _, _)| *at).expect("readings");
+        let ages: Vec<Duration> = cpu.readings.iter().map(|(at, _, _)| last.duration_since(*at)).collect();
+        assert!(ages[0] >= Duration::from_secs(1) && ages[1] < Duration::from_secs(1), "{ages:?}");
     }
 
     #[test]
