@@ -96,7 +96,11 @@ impl Kept {
 
     /// One indexing pass: moves up to `max_rows` spooled rows into `outcomes`, with the position, in one
     /// transaction.
-    fn index(&self, db: &mut rusqlite::Connection, max_rows: usize) -> Result<(u64, bool), RegistryError> {
+    fn index(
+        &self,
+        db: &mut rusqlite::Connection,
+        max_rows: usize,
+    ) -> Result<(u64, bool, crate::spool::Position), RegistryError> {
         let fail = |e: rusqlite::Error| RegistryError::Io(format!("registry database: indexing kept predictions: {e}"));
         let tx = db.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(fail)?;
         let from: Option<(i64, i64)> = tx
@@ -113,7 +117,7 @@ impl Kept {
         let batch = self.spool.read(from, max_rows)?;
         if batch.next == from {
             self.spool.remove_before(from);
-            return Ok((0, false));
+            return Ok((0, false, from));
         }
         // A NaN or infinite prediction has nothing to compare a truth with.
         let rows: Vec<OutcomeRow<'_>> =
@@ -127,7 +131,7 @@ impl Kept {
         .map_err(fail)?;
         tx.commit().map_err(fail)?;
         self.spool.remove_before(batch.next);
-        Ok((batch.rows.len() as u64, batch.more))
+        Ok((batch.rows.len() as u64, batch.more, batch.next))
     }
 
     /// The INSERT of `rows` rows (at most two texts are prepared: the full chunk and the last one).
@@ -368,7 +372,11 @@ impl Registry {
     /// # Panics
     /// On a thread that drives an async runtime (it waits for the registry's write lock).
     pub fn index_spooled_blocking(&self, max_rows: usize) -> Result<(u64, bool), RegistryError> {
-        let Some(kept) = &self.kept else { return Ok((0, false)) };
+        self.index_pass(max_rows).map(|(rows, more, _)| (rows, more))
+    }
+
+    fn index_pass(&self, max_rows: usize) -> Result<(u64, bool, crate::spool::Position), RegistryError> {
+        let Some(kept) = &self.kept else { return Ok((0, false, crate::spool::Position::default())) };
         let _pass = kept.spool.indexing.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let _writer = self.write_lock.blocking_lock();
         kept.with_conn(|db| kept.index(db, max_rows))
@@ -381,8 +389,14 @@ impl Registry {
         }
         let registry = self.clone();
         tokio::task::spawn_blocking(move || {
-            while registry.index_spooled_blocking(DRAIN_ROWS)?.1 {}
-            Ok(())
+            // Up to where the spool ended when asked: appends meanwhile do not keep the caller waiting.
+            let end = registry.kept.as_ref().map(|k| k.spool.end()).unwrap_or_default();
+            loop {
+                let (_, more, next) = registry.index_pass(DRAIN_ROWS)?;
+                if !more || next >= end {
+                    return Ok(());
+                }
+            }
         })
         .await
         .map_err(|e| RegistryError::Io(format!("the prediction indexer failed: {e}")))?

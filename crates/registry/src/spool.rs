@@ -31,7 +31,7 @@ const READ_BYTES: u64 = 8 << 20;
 const SUFFIX: &str = "spool";
 
 /// Where the indexer has come to: the next unread byte of a segment.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
 pub(crate) struct Position {
     pub(crate) segment: u64,
     pub(crate) offset: u64,
@@ -212,11 +212,6 @@ impl Spool {
         self.dir.join(format!("{seq:016}.{SUFFIX}"))
     }
 
-    /// Bytes in the spool's segments.
-    fn bytes(&self) -> Result<u64, RegistryError> {
-        Ok(segments(&self.dir)?.iter().map(|(_, len)| len).sum())
-    }
-
     /// Bytes appended and not yet indexed (as of this process's last indexing pass).
     pub(crate) fn backlog_bytes(&self) -> u64 {
         let at = *self.indexed.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -241,7 +236,10 @@ impl Spool {
             .append(true)
             .open(&staged)
             .map_err(|e| io_error("cannot create", &staged, &e))?;
-        file.lock().map_err(|e| io_error("cannot lock", &staged, &e))?;
+        if let Err(e) = file.lock() {
+            let _ = fs::remove_file(&staged);
+            return Err(io_error("cannot lock", &staged, &e));
+        }
         let mut seq = segments(&self.dir)?.last().map_or(1, |(seq, _)| seq + 1);
         let named = loop {
             let path = self.path(seq);
@@ -261,7 +259,9 @@ impl Spool {
         if rows.is_empty() {
             return Ok(Spooled::default());
         }
-        if self.bytes()? >= max_bytes {
+        // The rows not yet indexed count, not the indexed start of the segment still being appended to (which a
+        // limit below the segment size would otherwise fill for good).
+        if self.backlog_bytes() >= max_bytes {
             return Ok(Spooled { rows: 0, dropped: rows.len() as u64 });
         }
         let mut buf = self.buf.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -304,6 +304,20 @@ impl Spool {
     /// (with a warning) what cannot be read at the end of a final one.
     pub(crate) fn read(&self, from: Position, max_rows: usize) -> Result<Batch, RegistryError> {
         let all = segments(&self.dir)?;
+        let mut from = from;
+        // A segment still being written below the stored position: the position belongs to another spool (the
+        // database restored or copied without this directory, or the directory deleted). Read this one from its
+        // start; rows indexed before are kept once (`ON CONFLICT DO NOTHING`).
+        if let Some(&(seq, _)) = all.iter().find(|&&(seq, _)| seq < from.segment && self.is_live(seq)) {
+            tracing::warn!(
+                directory = %self.dir.display(),
+                stored = from.segment,
+                found = seq,
+                "the kept predictions spool does not match the position stored in the database; reading it from its \
+                 start"
+            );
+            from = Position { segment: seq, offset: 0 };
+        }
         let mut at = from;
         let mut rows = Vec::new();
         let mut bytes = Vec::new();
@@ -366,11 +380,24 @@ impl Spool {
         Ok(Batch { rows, next: at, more: false })
     }
 
-    /// Removes the segments wholly before `to`.
+    /// Whether a process still appends to segment `seq`.
+    fn is_live(&self, seq: u64) -> bool {
+        File::open(self.path(seq)).is_ok_and(|f| matches!(f.try_lock_shared(), Err(std::fs::TryLockError::WouldBlock)))
+    }
+
+    /// Where the spool ends now: what a drain must reach.
+    pub(crate) fn end(&self) -> Position {
+        segments(&self.dir)
+            .ok()
+            .and_then(|all| all.last().copied())
+            .map_or_else(Position::default, |(segment, offset)| Position { segment, offset })
+    }
+
+    /// Removes the segments wholly before `to` (never one a process still appends to).
     pub(crate) fn remove_before(&self, to: Position) {
         *self.indexed.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = to;
         let Ok(all) = segments(&self.dir) else { return };
-        for (seq, _) in all.into_iter().filter(|(seq, _)| *seq < to.segment) {
+        for (seq, _) in all.into_iter().filter(|&(seq, _)| seq < to.segment && !self.is_live(seq)) {
             let path = self.path(seq);
             if let Err(e) = fs::remove_file(&path)
                 && e.kind() != std::io::ErrorKind::NotFound

@@ -480,7 +480,19 @@ async fn spooled_predictions_are_indexed_on_demand_and_survive_a_restart_and_a_c
     env.registry.delete_model("m", "t").await.expect("delete");
     assert!(joined(&again, "f").await.is_none(), "deleted with its model");
 
-    // At its size limit the spool drops and counts instead of growing.
-    let full = spool(&again, &["g", "h"], 1);
-    assert_eq!((full.rows, full.dropped), (0, 2));
+    // The limit is on what waits to be indexed, not on the indexed start of the segment being appended to.
+    assert!(joined(&again, "f").await.is_none(), "a pass of this process's own");
+    assert_eq!(spool(&again, &["g"], 1).rows, 1, "nothing waits: room");
+    let full = spool(&again, &["h", "i"], 1);
+    assert_eq!((full.rows, full.dropped), (0, 2), "at its limit the spool drops and counts instead of growing");
+
+    // The spool's directory lost (or the database restored without it): the position stored in the database is
+    // past every new segment. New predictions are still indexed, and their segment is not removed under the writer.
+    again.close_spool();
+    std::fs::remove_dir_all(&spool_dir).expect("remove the spool");
+    let fresh = reopen().await;
+    spool(&fresh, &["j"], 1 << 20);
+    assert!(joined(&fresh, "j").await.is_some(), "indexed despite the stale position");
+    spool(&fresh, &["k"], 1 << 20);
+    assert!(joined(&fresh, "k").await.is_some(), "the segment being written was kept");
 }

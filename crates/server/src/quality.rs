@@ -360,6 +360,8 @@ const WRITE_ROWS: usize = 5_000;
 
 /// Rows per transaction of the background indexer: a few milliseconds holding the registry's write lock.
 const INDEX_ROWS: usize = 2_000;
+/// ... and on a busy machine, where the niced indexer runs slowly while it holds the lock.
+const INDEX_ROWS_BUSY: usize = 200;
 
 /// The background indexer waits while the machine's CPUs are at least this busy (with work not niced)...
 const INDEX_WHILE_BUSY_BELOW: f64 = 0.8;
@@ -476,15 +478,17 @@ impl QualityWatch {
             lowest_priority();
             let mut cpu = CpuUse::default();
             loop {
-                // Deferred while the machine is busy, until the backlog passes 64 MiB (about 650,000 rows, what a
-                // feedback request would otherwise index first, about 2 s): even at nice 19 it ran in every
+                // Deferred while the machine is busy, until the backlog passes 64 MiB (about 650,000 rows, about 2 s
+                // for a feedback request to index first when the indexer keeps up): even at nice 19 it ran in every
                 // moment a core idled between requests and cost the serving threads 3-4 us per request (caches,
                 // switches; measured 2026-12-06). Feedback, expiry and deletes index regardless.
                 let busy = cpu.busy_share().is_some_and(|share| share >= INDEX_WHILE_BUSY_BELOW);
                 let more = if busy && indexer.spool_backlog_bytes() < (limit / 2).min(INDEX_WHILE_BUSY_PAST) {
                     false
                 } else {
-                    match indexer.index_spooled_blocking(INDEX_ROWS) {
+                    // Short passes on a busy machine: a pass holds the registry's write lock, and at nice 19 among
+                    // busy threads it gets a sliver of a core, so every registry write would wait for a long one.
+                    match indexer.index_spooled_blocking(if busy { INDEX_ROWS_BUSY } else { INDEX_ROWS }) {
                         Ok((_, more)) => more,
                         Err(e) => {
                             tracing::warn!(error = %e, "could not index kept predictions (retrying)");
