@@ -614,7 +614,7 @@ fn chart(h: &Histograms) -> String {
         "<svg class=\"histogram\" xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{}\" role=\"img\">",
         height + 60.0
     );
-    for (i, label) in h.bins.iter().enumerate() {
+    for (i, label) in h.bins.labels().iter().enumerate() {
         #[allow(clippy::cast_precision_loss)]
         let x = pad + slot * i as f64;
         for (k, (share, colour)) in [(h.reference[i], "#4c78a8"), (h.current[i], "#f58518")].into_iter().enumerate() {

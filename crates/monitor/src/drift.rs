@@ -214,11 +214,13 @@ pub fn default_method(reference_rows: usize, kind: ColumnKind, distinct_values: 
 }
 
 /// A column prepared for testing: values sorted, with the union of distinct values and the counts of each side.
-struct Prepared {
+struct Prepared<'a> {
     kind: ColumnKind,
     /// Sorted numerical values (empty for categorical columns).
-    reference: Vec<f64>,
+    reference: &'a [f64],
     current: Vec<f64>,
+    /// Smallest and largest value of both sides (numerical columns).
+    span: (f64, f64),
     /// Distinct values of both sides in a fixed order, with each side's count.
     keys: Vec<Key>,
     reference_counts: Vec<f64>,
@@ -235,26 +237,24 @@ enum Key {
     Label(String),
 }
 
-fn counts_of<K: Ord + Clone>(reference: &[K], current: &[K]) -> (Vec<K>, Vec<f64>, Vec<f64>, usize) {
-    let mut table: BTreeMap<K, (f64, f64)> = BTreeMap::new();
-    for v in reference {
-        table.entry(v.clone()).or_default().0 += 1.0;
-    }
+/// The union of labels in order, with each side's count: the reference's counts as [`PreparedReference`] keeps them.
+fn counts_against(reference: &BTreeMap<String, f64>, current: &[String]) -> (Vec<String>, Vec<f64>, Vec<f64>, usize) {
+    let mut table: BTreeMap<&str, (f64, f64)> = reference.iter().map(|(k, &n)| (k.as_str(), (n, 0.0))).collect();
     let reference_distinct = table.len();
     for v in current {
-        table.entry(v.clone()).or_default().1 += 1.0;
+        table.entry(v.as_str()).or_default().1 += 1.0;
     }
     let mut keys = Vec::with_capacity(table.len());
     let (mut r, mut c) = (Vec::with_capacity(table.len()), Vec::with_capacity(table.len()));
     for (k, (a, b)) in table {
-        keys.push(k);
+        keys.push(k.to_owned());
         r.push(a);
         c.push(b);
     }
     (keys, r, c, reference_distinct)
 }
 
-/// [`counts_of`] for two sorted numerical columns, by merging them in one pass instead of a map: the same keys in the
+/// [`counts_against`] for two sorted numerical columns, by merging them in one pass instead of a map: the same keys in the
 /// same order (-0.0 and 0.0 are one value, kept as the reference's first spelling, as the map keeps its first key).
 fn sorted_counts(reference: &[f64], current: &[f64]) -> (Vec<Ordered>, Vec<f64>, Vec<f64>, usize) {
     let norm = |x: f64| x + 0.0;
@@ -312,22 +312,65 @@ impl Ord for Ordered {
     }
 }
 
-fn prepare(reference: &Column, current: &Column) -> Result<Prepared, DriftError> {
-    match (reference, current) {
-        (Column::Numerical(r), Column::Numerical(c)) => {
-            let clean = |v: &[f64]| {
-                let mut out: Vec<f64> = v.iter().copied().filter(|x| x.is_finite()).collect();
-                out.sort_by(f64::total_cmp);
-                out
-            };
-            let (r, c) = (clean(r), clean(c));
+/// A reference column cleaned and sorted (or counted) once, to test many current samples against: the live watcher
+/// tests a window every 1,000 requests against a reference of up to 100,000 rows, which it would otherwise sort
+/// again each time.
+#[derive(Debug, Clone)]
+pub struct PreparedReference {
+    kind: ColumnKind,
+    /// Numerical columns: the finite values, sorted.
+    sorted: Vec<f64>,
+    /// Categorical columns: the count of each label.
+    labels: BTreeMap<String, f64>,
+    /// Values after cleaning.
+    len: usize,
+}
+
+impl PreparedReference {
+    /// Cleans and sorts (numerical) or counts (categorical) `reference`.
+    #[must_use]
+    pub fn new(reference: &Column) -> Self {
+        match reference {
+            Column::Numerical(v) => {
+                let sorted = clean_sorted(v);
+                Self { kind: ColumnKind::Numerical, len: sorted.len(), sorted, labels: BTreeMap::new() }
+            }
+            Column::Categorical(v) => {
+                let mut labels = BTreeMap::new();
+                for label in v {
+                    *labels.entry(label.clone()).or_insert(0.0) += 1.0;
+                }
+                Self { kind: ColumnKind::Categorical, sorted: Vec::new(), labels, len: v.len() }
+            }
+        }
+    }
+
+    /// Numerical or categorical.
+    #[must_use]
+    pub const fn kind(&self) -> ColumnKind {
+        self.kind
+    }
+}
+
+/// The finite values of `v`, sorted.
+fn clean_sorted(v: &[f64]) -> Vec<f64> {
+    let mut out: Vec<f64> = v.iter().copied().filter(|x| x.is_finite()).collect();
+    // Values equal under `total_cmp` are the same bits: an unstable sort gives the same order, faster.
+    out.sort_unstable_by(f64::total_cmp);
+    out
+}
+
+fn prepare<'a>(reference: &'a PreparedReference, current: &Column) -> Result<Prepared<'a>, DriftError> {
+    match (reference.kind, current) {
+        (ColumnKind::Numerical, Column::Numerical(c)) => {
+            let (r, c) = (reference.sorted.as_slice(), clean_sorted(c));
             check_sizes(r.len(), c.len())?;
             // Both are sorted: the extremes are the ends. A span past the largest float cannot be binned.
             let (lo, hi) = (r[0].min(c[0]), r[r.len() - 1].max(c[c.len() - 1]));
             if !(hi - lo).is_finite() {
                 return Err(DriftError::Range { lo, hi });
             }
-            let (keys, rc, cc, distinct) = sorted_counts(&r, &c);
+            let (keys, rc, cc, distinct) = sorted_counts(r, &c);
             Ok(Prepared {
                 kind: ColumnKind::Numerical,
                 reference_len: r.len(),
@@ -338,24 +381,26 @@ fn prepare(reference: &Column, current: &Column) -> Result<Prepared, DriftError>
                 reference_distinct: distinct,
                 reference: r,
                 current: c,
+                span: (lo, hi),
             })
         }
-        (Column::Categorical(r), Column::Categorical(c)) => {
-            check_sizes(r.len(), c.len())?;
-            let (keys, rc, cc, distinct) = counts_of(r, c);
+        (ColumnKind::Categorical, Column::Categorical(c)) => {
+            check_sizes(reference.len, c.len())?;
+            let (keys, rc, cc, distinct) = counts_against(&reference.labels, c);
             Ok(Prepared {
                 kind: ColumnKind::Categorical,
-                reference_len: r.len(),
+                reference_len: reference.len,
                 current_len: c.len(),
                 keys: keys.into_iter().map(Key::Label).collect(),
                 reference_counts: rc,
                 current_counts: cc,
                 reference_distinct: distinct,
-                reference: Vec::new(),
+                reference: &[],
                 current: Vec::new(),
+                span: (0.0, 0.0),
             })
         }
-        (r, c) => Err(DriftError::KindMismatch { reference: r.kind(), current: c.kind() }),
+        (kind, c) => Err(DriftError::KindMismatch { reference: kind, current: c.kind() }),
     }
 }
 
@@ -379,7 +424,7 @@ pub fn column_drift(
     method: Option<Method>,
     threshold: Option<f64>,
 ) -> Result<ColumnDrift, DriftError> {
-    drift_of(&prepare(reference, current)?, method, threshold)
+    drift_of(&prepare(&PreparedReference::new(reference), current)?, method, threshold)
 }
 
 /// [`column_drift`] and [`histograms`] together, sorting and counting the column once.
@@ -388,6 +433,19 @@ pub fn column_drift(
 /// As [`column_drift`].
 pub fn column_report(
     reference: &Column,
+    current: &Column,
+    method: Option<Method>,
+    threshold: Option<f64>,
+) -> Result<(ColumnDrift, Histograms), DriftError> {
+    column_report_against(&PreparedReference::new(reference), current, method, threshold)
+}
+
+/// [`column_report`] against a reference prepared once.
+///
+/// # Errors
+/// As [`column_drift`].
+pub fn column_report_against(
+    reference: &PreparedReference,
     current: &Column,
     method: Option<Method>,
     threshold: Option<f64>,
@@ -407,10 +465,10 @@ fn drift_of(p: &Prepared, method: Option<Method>, threshold: Option<f64>) -> Res
         return Err(DriftError::BadThreshold(threshold));
     }
     let score = match chosen {
-        Method::Ks => ksstats::ks_2samp(&p.reference, &p.current),
+        Method::Ks => ksstats::ks_2samp(p.reference, &p.current),
         Method::ChiSquare => chi_square(p),
         Method::Z => z_test(p),
-        Method::Wasserstein => wasserstein(&p.reference, &p.current) / population_std(&p.reference).max(0.001),
+        Method::Wasserstein => wasserstein(p.reference, &p.current) / population_std(p.reference).max(0.001),
         Method::JensenShannon => {
             let (r, c) = binned(p, false);
             jensen_shannon(&r, &c)
@@ -440,12 +498,65 @@ fn drift_of(p: &Prepared, method: Option<Method>, threshold: Option<f64>) -> Res
 /// report or a chart.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Histograms {
-    /// One label per bin: `[a, b)` ranges (the last closed) or the values themselves.
-    pub bins: Vec<String>,
+    /// The bins, serialized as one label each.
+    pub bins: Bins,
     /// Share of reference values per bin.
     pub reference: Vec<f64>,
     /// Share of current values per bin.
     pub current: Vec<f64>,
+}
+
+/// A histogram's bins, kept as numbers and written as labels only when shown: the live watcher bins every column of
+/// every window, and formatting the labels cost more than binning.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Bins {
+    /// Equal-width ranges between these edges: `[a, b)`, the last `[a, b]`.
+    Ranges(Vec<f64>),
+    /// One bin per number.
+    Numbers(Vec<f64>),
+    /// One bin per label.
+    Labels(Vec<String>),
+}
+
+impl Bins {
+    /// How many bins.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        match self {
+            Self::Ranges(edges) => edges.len().saturating_sub(1),
+            Self::Numbers(v) => v.len(),
+            Self::Labels(v) => v.len(),
+        }
+    }
+
+    /// Whether there are none.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// One label per bin: `[a, b)` ranges (4 decimals, the last closed) or the values themselves.
+    #[must_use]
+    pub fn labels(&self) -> Vec<String> {
+        match self {
+            Self::Ranges(edges) => {
+                let last = edges.len().saturating_sub(2);
+                edges
+                    .windows(2)
+                    .enumerate()
+                    .map(|(i, w)| format!("[{:.4}, {:.4}{}", w[0], w[1], if i == last { "]" } else { ")" }))
+                    .collect()
+            }
+            Self::Numbers(v) => v.iter().map(|x| format!("{x}")).collect(),
+            Self::Labels(v) => v.clone(),
+        }
+    }
+}
+
+impl Serialize for Bins {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.labels())
+    }
 }
 
 /// Bins both sides of a column for display.
@@ -453,30 +564,19 @@ pub struct Histograms {
 /// # Errors
 /// As [`column_drift`].
 pub fn histograms(reference: &Column, current: &Column) -> Result<Histograms, DriftError> {
-    Ok(histograms_of(&prepare(reference, current)?))
+    Ok(histograms_of(&prepare(&PreparedReference::new(reference), current)?))
 }
 
 fn histograms_of(p: &Prepared) -> Histograms {
-    let (r, c) = binned(p, false);
+    let (reference, current) = binned(p, false);
     let bins = if p.kind == ColumnKind::Numerical && p.reference_distinct > 20 {
-        let combined: Vec<f64> = p.reference.iter().chain(&p.current).copied().collect();
-        let edges = sturges_edges(&combined);
-        let last = edges.len() - 2;
-        edges
-            .windows(2)
-            .enumerate()
-            .map(|(i, w)| format!("[{:.4}, {:.4}{}", w[0], w[1], if i == last { "]" } else { ")" }))
-            .collect()
+        Bins::Ranges(sturges_edges_over(p.span, p.reference_len + p.current_len))
+    } else if p.kind == ColumnKind::Numerical {
+        Bins::Numbers(p.keys.iter().filter_map(|k| if let Key::Number(x) = k { Some(*x) } else { None }).collect())
     } else {
-        p.keys
-            .iter()
-            .map(|k| match k {
-                Key::Number(x) => format!("{x}"),
-                Key::Label(l) => l.clone(),
-            })
-            .collect()
+        Bins::Labels(p.keys.iter().filter_map(|k| if let Key::Label(l) = k { Some(l.clone()) } else { None }).collect())
     };
-    Histograms { bins, reference: r, current: c }
+    Histograms { bins, reference, current }
 }
 
 /// Evidently's dataset verdict: the share of drifted columns, and drift when it reaches `drift_share` (0.5).
@@ -607,7 +707,7 @@ fn hellinger(p: &Prepared) -> f64 {
                 p.keys.iter().filter_map(|k| if let Key::Number(x) = k { Some(*x) } else { None }).collect();
             let edges = sturges_edges(&keys);
             let width = (edges[edges.len() - 1] - edges[0]) / (edges.len() - 1) as f64;
-            let (h1, h2) = (density(&p.reference, &edges), density(&p.current, &edges));
+            let (h1, h2) = (density(p.reference, &edges), density(&p.current, &edges));
             h1.iter().zip(&h2).map(|(a, b)| (a * b).sqrt() * width).sum::<f64>()
         }
     };
@@ -619,10 +719,9 @@ fn binned(p: &Prepared, fill_zeroes: bool) -> (Vec<f64>, Vec<f64>) {
     #[allow(clippy::cast_precision_loss)]
     let (n1, n2) = (p.reference_len as f64, p.current_len as f64);
     let (mut r, mut c) = if p.kind == ColumnKind::Numerical && p.reference_distinct > 20 {
-        let combined: Vec<f64> = p.reference.iter().chain(&p.current).copied().collect();
-        let edges = sturges_edges(&combined);
+        let edges = sturges_edges_over(p.span, p.reference_len + p.current_len);
         let share = |v: &[f64], n: f64| histogram(v, &edges).into_iter().map(|k| k / n).collect::<Vec<_>>();
-        (share(&p.reference, n1), share(&p.current, n2))
+        (share(p.reference, n1), share(&p.current, n2))
     } else {
         (
             p.reference_counts.iter().map(|k| k / n1).collect::<Vec<_>>(),
@@ -650,9 +749,14 @@ fn fill(shares: &mut [f64]) {
 
 /// numpy's `histogram_bin_edges(values, bins="sturges")`.
 fn sturges_edges(values: &[f64]) -> Vec<f64> {
-    let (lo, hi) = values.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &x| (lo.min(x), hi.max(x)));
+    let span = values.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &x| (lo.min(x), hi.max(x)));
+    sturges_edges_over(span, values.len())
+}
+
+/// [`sturges_edges`] of `n` values whose smallest and largest are `(lo, hi)`: all numpy's rule reads of them.
+fn sturges_edges_over((lo, hi): (f64, f64), n: usize) -> Vec<f64> {
     #[allow(clippy::cast_precision_loss)]
-    let width = (hi - lo) / ((values.len() as f64).log2() + 1.0);
+    let width = (hi - lo) / ((n as f64).log2() + 1.0);
     let (first, last) = if lo == hi { (lo - 0.5, hi + 0.5) } else { (lo, hi) };
     #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
     let bins = if width > 0.0 { ((last - first) / width).ceil() as usize } else { 1 };
@@ -745,6 +849,62 @@ mod tests {
         assert!(column_drift(&num(&[1.0]), &num(&[1.0]), None, Some(f64::NAN)).is_err());
         let wide = column_drift(&num(&[-1e308, 0.0]), &num(&[1e308]), Some(Method::Psi), None).expect_err("range");
         assert!(matches!(wide, DriftError::Range { .. }), "{wide}");
+    }
+
+    /// The obvious count, through a map: the oracle of the merge.
+    fn counts_of<K: Ord + Clone>(reference: &[K], current: &[K]) -> (Vec<K>, Vec<f64>, Vec<f64>, usize) {
+        let mut table: BTreeMap<K, (f64, f64)> = BTreeMap::new();
+        for v in reference {
+            table.entry(v.clone()).or_default().0 += 1.0;
+        }
+        let reference_distinct = table.len();
+        for v in current {
+            table.entry(v.clone()).or_default().1 += 1.0;
+        }
+        let (mut keys, mut r, mut c) = (Vec::new(), Vec::new(), Vec::new());
+        for (k, (a, b)) in table {
+            keys.push(k);
+            r.push(a);
+            c.push(b);
+        }
+        (keys, r, c, reference_distinct)
+    }
+
+    #[test]
+    fn a_prepared_reference_gives_the_one_shot_report_window_after_window() {
+        let reference = num(&(0..500).map(|i| f64::from(i % 37) * 0.5 + f64::from(i % 3)).collect::<Vec<_>>());
+        let labels = |v: &[&str]| Column::Categorical(v.iter().map(|s| (*s).to_owned()).collect());
+        let prepared = PreparedReference::new(&reference);
+        for shift in [0.0, 0.7, 3.0] {
+            let current = num(&(0..300).map(|i| f64::from(i % 29) * 0.6 + shift).collect::<Vec<_>>());
+            assert_eq!(
+                column_report_against(&prepared, &current, None, None).expect("report"),
+                column_report(&reference, &current, None, None).expect("report")
+            );
+        }
+        let (reference, current) = (labels(&["a", "b", "b", "c"]), labels(&["b", "d", "d"]));
+        let prepared = PreparedReference::new(&reference);
+        let (drift, hist) = column_report_against(&prepared, &current, None, None).expect("report");
+        assert_eq!((drift, hist.clone()), column_report(&reference, &current, None, None).expect("report"));
+        assert_eq!(hist.bins.labels(), ["a", "b", "c", "d"]);
+        assert!(matches!(
+            column_report_against(&prepared, &num(&[1.0]), None, None),
+            Err(DriftError::KindMismatch { .. })
+        ));
+    }
+
+    #[test]
+    fn bins_are_written_as_labels() {
+        let ranges = Bins::Ranges(vec![0.0, 0.5, 1.0]);
+        assert_eq!(ranges.len(), 2);
+        assert_eq!(
+            serde_json::to_value(&ranges).expect("json"),
+            serde_json::json!(["[0.0000, 0.5000)", "[0.5000, 1.0000]"])
+        );
+        assert_eq!(Bins::Numbers(vec![1.0, 2.5]).labels(), ["1", "2.5"]);
+        let h = histograms(&num(&[1.0, 2.0, 2.0]), &num(&[2.0, 3.0])).expect("histograms");
+        assert_eq!(h.bins.labels(), ["1", "2", "3"]);
+        assert_eq!(h.reference.len(), h.bins.len());
     }
 
     #[test]

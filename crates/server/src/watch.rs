@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use ferry_monitor::drift::{Column, ColumnDrift, Histograms, column_report, dataset_drift};
+use ferry_monitor::drift::{Column, ColumnDrift, Histograms, PreparedReference, column_report_against, dataset_drift};
 use ferry_package::{ColumnKind, Profile};
 use ferry_types::{ModelSignature, NamedTensor, TensorData};
 use parking_lot::{Mutex, RwLock};
@@ -54,13 +54,16 @@ struct Source {
 struct ReferenceColumn {
     name: String,
     source: Source,
-    reference: Column,
+    /// Cleaned and sorted once: every window is tested against it.
+    reference: PreparedReference,
 }
 
 /// What one served version is compared with.
 pub struct Reference {
     version: u64,
     columns: Vec<ReferenceColumn>,
+    /// The columns grouped by the tensor they come from, so that a request looks each tensor up once.
+    tensors: Vec<TensorColumns>,
     /// Requests seen, for this model's sampling.
     seen: AtomicU64,
     /// The window filling now.
@@ -103,8 +106,26 @@ impl Reference {
             columns.push(ReferenceColumn { name: o.name.clone(), source, reference });
         }
         let window = Mutex::new(Filling::empty(&columns));
-        Self { version, columns, seen: AtomicU64::new(0), window }
+        let mut tensors: Vec<TensorColumns> = Vec::new();
+        for (i, c) in columns.iter().enumerate() {
+            let (name, output) = (&c.source.tensor, c.source.output);
+            match tensors.iter_mut().find(|t| t.tensor == *name && t.output == output) {
+                Some(t) => t.columns.push((i, c.source.index)),
+                None => {
+                    tensors.push(TensorColumns { tensor: name.clone(), output, columns: vec![(i, c.source.index)] })
+                }
+            }
+        }
+        Self { version, columns, tensors, seen: AtomicU64::new(0), window }
     }
+}
+
+/// The reference columns one tensor feeds: (column, index in a `[N, k]` tensor).
+#[derive(Debug)]
+struct TensorColumns {
+    tensor: String,
+    output: bool,
+    columns: Vec<(usize, Option<usize>)>,
 }
 
 impl std::fmt::Debug for Reference {
@@ -118,18 +139,15 @@ impl std::fmt::Debug for Reference {
 
 /// The reference column; values bound for a float32 tensor are rounded as the model receives them, so that a CSV's
 /// `5.2` and a request's float32 5.2 are one value (they would otherwise differ in the 8th digit).
-fn column_of(kind: ColumnKind, numbers: Vec<f64>, labels: Vec<String>, float32: bool) -> Column {
+fn column_of(kind: ColumnKind, numbers: Vec<f64>, labels: Vec<String>, float32: bool) -> PreparedReference {
     match kind {
         ColumnKind::Numerical => {
             #[allow(clippy::cast_possible_truncation)]
-            let mut numbers: Vec<f64> =
+            let numbers: Vec<f64> =
                 if float32 { numbers.into_iter().map(|x| f64::from(x as f32)).collect() } else { numbers };
-            // Sorted once here: every window's test sorts its copy of the reference, which is then one pass
-            // (up to 100,000 values per column, every window).
-            numbers.sort_by(f64::total_cmp);
-            Column::Numerical(numbers)
+            PreparedReference::new(&Column::Numerical(numbers))
         }
-        ColumnKind::Categorical => Column::Categorical(labels),
+        ColumnKind::Categorical => PreparedReference::new(&Column::Categorical(labels)),
     }
 }
 
@@ -205,9 +223,9 @@ impl Filling {
     fn empty(columns: &[ReferenceColumn]) -> Self {
         let values = columns
             .iter()
-            .map(|c| match c.reference {
-                Column::Numerical(_) => Values::Numbers(Vec::new()),
-                Column::Categorical(_) => Values::Cells(Vec::new()),
+            .map(|c| match c.reference.kind() {
+                ferry_monitor::drift::ColumnKind::Numerical => Values::Numbers(Vec::new()),
+                ferry_monitor::drift::ColumnKind::Categorical => Values::Cells(Vec::new()),
             })
             .collect();
         Self { values, rows: 0, samples: 0, started_at: 0, ended_at: 0 }
@@ -330,11 +348,11 @@ impl DriftWatch {
             if window.rows == 0 {
                 window.started_at = at;
             }
-            // Each column on its own: an output the client did not ask for leaves only that column short.
-            for (column, values) in reference.columns.iter().zip(window.values.iter_mut()) {
-                let tensors = if column.source.output { outputs } else { inputs };
-                if let Some(t) = tensors.iter().find(|t| t.name == column.source.tensor) {
-                    push_column(values, t, column.source.index, rows);
+            // Each tensor on its own: an output the client did not ask for leaves only its columns short.
+            for group in &reference.tensors {
+                let tensors = if group.output { outputs } else { inputs };
+                if let Some(t) = tensors.iter().find(|t| t.name == group.tensor) {
+                    push_columns(&mut window.values, t, &group.columns, rows);
                 }
             }
             window.rows += rows;
@@ -394,7 +412,7 @@ impl DriftWatch {
                         .collect(),
                 ),
             };
-            let Ok((drift, hist)) = column_report(&column.reference, &current, None, None) else {
+            let Ok((drift, hist)) = column_report_against(&column.reference, &current, None, None) else {
                 continue;
             };
             columns.push(ColumnStatus {
@@ -447,26 +465,40 @@ fn label_of(x: f64) -> String {
     if x.fract() == 0.0 && x.abs() < 1e15 { format!("{x:.0}") } else { x.to_string() }
 }
 
-/// Appends column `index` of the first `rows` rows of `t` (or the whole tensor when it is one column); a tensor
-/// of another shape adds nothing.
-fn push_column(values: &mut Values, t: &NamedTensor, index: Option<usize>, rows: usize) {
+/// Appends, for each `(column, index)`, column `index` of the first `rows` rows of `t` (or the whole tensor when it
+/// is one column) to that column's values; a tensor of another shape adds nothing.
+fn push_columns(values: &mut [Values], t: &NamedTensor, columns: &[(usize, Option<usize>)], rows: usize) {
     let width = match t.tensor.shape() {
         [n] if *n == rows => 1,
         [n, k] if *n == rows => *k,
         _ => return,
     };
-    let j = index.unwrap_or(0);
-    if j >= width {
-        return;
-    }
     let data = t.tensor.data();
     if data.len() < rows * width {
         return;
     }
-    match values {
-        // Text reaching a numerical column is no number: NaN, as a CSV's would be.
-        Values::Numbers(v) => v.extend((0..rows).map(|r| number_at(data, r * width + j).unwrap_or(f64::NAN))),
-        Values::Cells(v) => v.extend((0..rows).filter_map(|r| cell(data, r * width + j))),
+    for &(column, index) in columns {
+        let j = index.unwrap_or(0);
+        let Some(values) = values.get_mut(column).filter(|_| j < width) else { continue };
+        match (values, data) {
+            // The common tensors without a type test per element (plain loops: iterator adapters cost more than the
+            // copy for the usual one row).
+            (Values::Numbers(v), TensorData::Fp32(d)) => {
+                for r in 0..rows {
+                    v.push(d.get(r * width + j).map_or(f64::NAN, |&x| f64::from(x)));
+                }
+            }
+            (Values::Numbers(v), TensorData::Fp64(d)) => {
+                for r in 0..rows {
+                    v.push(d.get(r * width + j).copied().unwrap_or(f64::NAN));
+                }
+            }
+            // Text reaching a numerical column is no number: NaN, as a CSV's would be.
+            (Values::Numbers(v), _) => {
+                v.extend((0..rows).map(|r| number_at(data, r * width + j).unwrap_or(f64::NAN)));
+            }
+            (Values::Cells(v), _) => v.extend((0..rows).filter_map(|r| cell(data, r * width + j))),
+        }
     }
 }
 
@@ -503,4 +535,41 @@ fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferry_types::Tensor;
+
+    fn tensor(shape: Vec<usize>, data: TensorData) -> NamedTensor {
+        NamedTensor::new("t", Tensor::new(shape, data).expect("tensor"))
+    }
+
+    fn numbers(v: &Values) -> Vec<f64> {
+        match v {
+            Values::Numbers(v) => v.clone(),
+            Values::Cells(_) => panic!("cells"),
+        }
+    }
+
+    #[test]
+    fn columns_are_copied_from_their_tensor_positions() {
+        let mut values = vec![Values::Numbers(Vec::new()), Values::Numbers(Vec::new()), Values::Cells(Vec::new())];
+        let matrix = tensor(vec![2, 3], TensorData::Fp32(vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]));
+        push_columns(&mut values, &matrix, &[(0, Some(0)), (1, Some(2)), (2, Some(1))], 2);
+        assert_eq!((numbers(&values[0]), numbers(&values[1])), (vec![1.0, 4.0], vec![3.0, 6.0]));
+        assert!(
+            matches!(&values[2], Values::Cells(c) if matches!(c.as_slice(), [Cell::Number(a), Cell::Number(b)] if *a == 2.0 && *b == 5.0))
+        );
+        // Other element types, a column past the tensor's width, a tensor of another shape, no rows.
+        push_columns(&mut values, &tensor(vec![2], TensorData::Int64(vec![7, 8])), &[(0, None), (1, Some(1))], 2);
+        push_columns(&mut values, &tensor(vec![3], TensorData::Fp64(vec![0.5; 3])), &[(0, None)], 2);
+        push_columns(&mut values, &tensor(vec![0, 3], TensorData::Fp32(Vec::new())), &[(0, Some(2))], 0);
+        push_columns(&mut values, &tensor(vec![1], TensorData::Bytes(vec![b"x".to_vec()])), &[(0, None)], 1);
+        let first = numbers(&values[0]);
+        assert_eq!(first[..4], [1.0, 4.0, 7.0, 8.0]);
+        assert!(first[4].is_nan() && first.len() == 5, "text in a numerical column is NaN: {first:?}");
+        assert_eq!(numbers(&values[1]), vec![3.0, 6.0]);
+    }
 }
