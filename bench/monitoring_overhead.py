@@ -151,6 +151,23 @@ def check_watched(infer_url, mode, pid):
 
     if mode in ("on", "feedback only"):
         backlog = counter("ferry_feedback_spool_backlog_bytes")
+        # A truth for a prediction made behind the load's backlog: what a client sending feedback waits for.
+        request = urllib.request.Request(infer_url, data=json.dumps(
+            {"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": [5.1, 3.5, 1.4, 0.2]}]}
+        ).encode(), headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=10) as r:
+            request_id = json.load(r)["id"]
+        time.sleep(0.3)  # the writer spools the memory buffer every 100 ms
+        request = urllib.request.Request(f"{base}/api/v1/models/iris/feedback",
+                                         data=json.dumps([{"request_id": request_id, "label": 0}]).encode(),
+                                         headers={**headers, "Content-Type": "application/json"})
+        sent = time.monotonic()
+        with urllib.request.urlopen(request, timeout=120) as r:
+            report = json.load(r)
+        if report.get("matched") != 1:
+            raise RuntimeError(f"monitoring {mode}: the feedback did not join its prediction: {report}")
+        print(f"    feedback after the load, {backlog / 2**20:.1f} MiB spooled: answered in "
+              f"{(time.monotonic() - sent) * 1e3:.0f} ms", flush=True)
         before, started = cpu_by_thread(pid), time.monotonic()
         left = backlog
         while left and time.monotonic() - started < 120:

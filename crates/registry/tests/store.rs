@@ -395,8 +395,8 @@ async fn a_first_rotation_encrypts_plaintext_packages_and_deletion_removes_their
     assert!(left.is_empty(), "the package and its key file are gone: {left:?}");
 }
 
-/// SQLite keeps predictions in a spool first (files beside the database): whatever reads, joins or deletes them
-/// indexes the spool first, a new process picks up what an old one spooled, and a record cut short by a crash is
+/// SQLite keeps predictions in a spool first (files beside the database): a join of ground truth finds them there,
+/// whatever deletes them indexes the spool first, a new process picks up what an old one spooled, and a record cut short by a crash is
 /// skipped without losing the records before it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spooled_predictions_are_indexed_on_demand_and_survive_a_restart_and_a_cut_record() {
@@ -428,6 +428,15 @@ async fn spooled_predictions_are_indexed_on_demand_and_survive_a_restart_and_a_c
         let (r, truth) = (r.clone(), Truth { request_id: id.into(), row: 0, truth: 1.0, at: 9 });
         async move { r.join_truth("m", &[truth]).await.expect("join").pop().flatten() }
     };
+    // What the background indexer does, to its end.
+    let index_all = |r: &Registry| {
+        let r = r.clone();
+        async move {
+            tokio::task::spawn_blocking(move || while r.index_spooled_blocking(1_000).expect("index").1 {})
+                .await
+                .expect("indexer");
+        }
+    };
     let segments = || {
         let mut names: Vec<String> = std::fs::read_dir(&spool_dir)
             .expect("spool directory")
@@ -439,10 +448,13 @@ async fn spooled_predictions_are_indexed_on_demand_and_survive_a_restart_and_a_c
 
     assert_eq!(spool(&env.registry, &["a", "b"], 1 << 20).rows, 2);
     assert!(env.registry.spool_backlog_bytes() > 0);
-    // No indexer runs here: the join indexes the spool first.
+    // No indexer runs here: the join finds "a" in the spool and indexes it alone.
     let a = joined(&env.registry, "a").await.expect("a was spooled");
     assert_eq!((a.version, a.at, a.proba), (1, 1_000, Some(vec![0.25, 0.75])));
+    assert!(env.registry.spool_backlog_bytes() > 0, "the join indexed only what it named");
+    index_all(&env.registry).await;
     assert_eq!(env.registry.spool_backlog_bytes(), 0);
+    assert!(joined(&env.registry, "a").await.is_some_and(|a| !a.first), "joined once, its truth kept");
     // Appended to the segment still open after that pass: the next join finds it.
     spool(&env.registry, &["c"], 1 << 20);
     assert!(joined(&env.registry, "c").await.is_some());
@@ -455,13 +467,15 @@ async fn spooled_predictions_are_indexed_on_demand_and_survive_a_restart_and_a_c
     std::io::Write::write_all(&mut file, &[40, 0, 0, 0, 1, 2, 3, 4, 5, 6]).expect("cut record");
     drop(file);
     let restarted = reopen().await;
-    assert!(joined(&restarted, "d").await.is_some(), "spooled by the old process, indexed by the new one");
+    assert!(joined(&restarted, "d").await.is_some(), "spooled by the old process, found by the new one");
     assert!(joined(&restarted, "b").await.is_some(), "indexed once, still there");
 
     // The new process appends to a segment of its own; the old one goes once it is wholly indexed.
     spool(&restarted, &["e"], 1 << 20);
     assert_eq!(segments().len(), 2);
     assert!(joined(&restarted, "e").await.is_some());
+    assert_eq!(segments().len(), 2, "a join does not move the indexer");
+    index_all(&restarted).await;
     let left = segments();
     assert_eq!(left.len(), 1, "{left:?}");
     assert_ne!(left[0], first);
@@ -481,7 +495,7 @@ async fn spooled_predictions_are_indexed_on_demand_and_survive_a_restart_and_a_c
     assert!(joined(&again, "f").await.is_none(), "deleted with its model");
 
     // The limit is on what waits to be indexed, not on the indexed start of the segment being appended to.
-    assert!(joined(&again, "f").await.is_none(), "a pass of this process's own");
+    index_all(&again).await; // a pass of this process's own
     assert_eq!(spool(&again, &["g"], 1).rows, 1, "nothing waits: room");
     let full = spool(&again, &["h", "i"], 1);
     assert_eq!((full.rows, full.dropped), (0, 2), "at its limit the spool drops and counts instead of growing");
@@ -492,7 +506,8 @@ async fn spooled_predictions_are_indexed_on_demand_and_survive_a_restart_and_a_c
     std::fs::remove_dir_all(&spool_dir).expect("remove the spool");
     let fresh = reopen().await;
     spool(&fresh, &["j"], 1 << 20);
-    assert!(joined(&fresh, "j").await.is_some(), "indexed despite the stale position");
+    assert!(joined(&fresh, "j").await.is_some(), "found despite the stale position");
+    index_all(&fresh).await;
     spool(&fresh, &["k"], 1 << 20);
     assert!(joined(&fresh, "k").await.is_some(), "the segment being written was kept");
 }

@@ -244,15 +244,16 @@ impl GrpcInferenceService for GrpcService {
         }
         // As over HTTP: a monitored model's predictions are kept for feedback under the request's (or a fresh) id.
         let mut request_id = decoded.id;
-        if let Some(quality) = self
+        if let Some((quality, target)) = self
             .state
             .registry_context()
             .and_then(|c| c.quality_watch.as_ref())
-            .filter(|q| q.wants(model.name(), model.version()))
+            .and_then(|q| Some((q, q.target(model.name())?)))
         {
             let arm = routed.then(|| self.state.metrics().performance.arm_recorder(model.name(), model.version()));
             crate::quality::keep_for_feedback(
                 quality,
+                &target,
                 model.name(),
                 model.version(),
                 &mut request_id,

@@ -238,14 +238,16 @@ impl Captures {
         self.predicted.len()
     }
 
+    /// Appends one request's predictions (and probabilities, `[rows, k]` row-major), converted to `f64` straight into
+    /// the columns: no copy per request on the way.
     fn push(
         &mut self,
         model: &str,
         id: &str,
         version: u64,
         at: i64,
-        predicted: &[f64],
-        proba: Option<(&[f64], usize)>,
+        predicted: &TensorData,
+        proba: Option<(&TensorData, usize)>,
     ) {
         let model = match self.models.iter().position(|m| m == model) {
             Some(i) => i,
@@ -257,11 +259,11 @@ impl Captures {
         let ids = self.ids.len();
         self.ids.push_str(id);
         let first = self.predicted.len();
-        self.predicted.extend_from_slice(predicted);
+        extend_numbers(&mut self.predicted, predicted);
         let proba = match proba {
             Some((values, classes)) => {
                 let start = self.proba.len();
-                self.proba.extend_from_slice(values);
+                extend_numbers(&mut self.proba, values);
                 (start, classes)
             }
             None => (0, 0),
@@ -363,10 +365,9 @@ const INDEX_ROWS: usize = 2_000;
 /// ... and on a busy machine, where the niced indexer runs slowly while it holds the lock.
 const INDEX_ROWS_BUSY: usize = 200;
 
-/// The background indexer waits while the machine's CPUs are at least this busy (with work not niced)...
+/// The background indexer waits while the machine's CPUs are at least this busy (with work not niced), unless half
+/// the spool's limit waits.
 const INDEX_WHILE_BUSY_BELOW: f64 = 0.8;
-/// ... unless this many bytes wait (or half the spool's limit, when smaller).
-const INDEX_WHILE_BUSY_PAST: u64 = 64 << 20;
 
 /// How busy the machine's CPUs have been over the last second or so, from `/proc/stat` (Linux). A second, not the
 /// 100 ms between checks: over 100 ms the clock ticks are too few, and a load near the threshold let the indexer in
@@ -437,9 +438,9 @@ impl QualityWatch {
 
     /// SQLite: a thread that appends the captured predictions to the registry's spool every 100 ms (about 0.1 µs of
     /// CPU per row), and one at the lowest priority that indexes the spool into the database (about 3 µs per row)
-    /// while the machine's CPUs are less than 80% busy or 64 MiB wait, so that a saturated server spends
-    /// its CPU on requests and indexes once it has some to spare. Feedback, expiry and deletes index whatever is left
-    /// first, at their own priority.
+    /// while the machine's CPUs are less than 80% busy or half the spool's limit waits, so that a saturated server
+    /// spends its CPU on requests and indexes once it has some to spare. Feedback indexes the predictions it names
+    /// first; expiry and deletes index whatever is left first, at their own priority.
     fn start_spool(config: &QualityConfig, registry: &Registry, shared: &Arc<Pending>) -> Option<Writer> {
         let limit = config.spool_bytes;
         let (spooler, pending) = (registry.clone(), shared.clone());
@@ -478,12 +479,14 @@ impl QualityWatch {
             lowest_priority();
             let mut cpu = CpuUse::default();
             loop {
-                // Deferred while the machine is busy, until the backlog passes 64 MiB (about 650,000 rows, about 2 s
-                // for a feedback request to index first when the indexer keeps up): even at nice 19 it ran in every
-                // moment a core idled between requests and cost the serving threads 3-4 us per request (caches,
-                // switches; measured 2026-12-06). Feedback, expiry and deletes index regardless.
+                // Deferred while the machine is busy, until half the spool's limit waits (512 MiB by default, about
+                // 5 million rows: 80 s of a saturated 2-core server): even at nice 19 it ran in every moment a core
+                // idled between requests and cost the serving threads 3-4 us per request (caches, switches;
+                // measured 2026-12-06). Feedback finds its predictions in the spool, so a backlog does not delay it;
+                // expiry and deletes index regardless. Half, not all: the rest is room to index into while the
+                // load lasts before rows are dropped.
                 let busy = cpu.busy_share().is_some_and(|share| share >= INDEX_WHILE_BUSY_BELOW);
-                let more = if busy && indexer.spool_backlog_bytes() < (limit / 2).min(INDEX_WHILE_BUSY_PAST) {
+                let more = if busy && indexer.spool_backlog_bytes() < limit / 2 {
                     false
                 } else {
                     // Short passes on a busy machine: a pass holds the registry's write lock, and at nice 19 among
@@ -590,11 +593,11 @@ impl QualityWatch {
         self.counts.write().remove(model);
     }
 
-    /// Whether predictions of `model` at `version` are kept (a map lookup): every version a monitored model serves,
+    /// What predictions of `model` are kept by, when they are (a map lookup): every version a monitored model serves,
     /// so that a candidate in a deployment or canary has its own live quality beside the primary's.
     #[must_use]
-    pub fn wants(&self, model: &str, _version: u64) -> bool {
-        self.targets.read().contains_key(model)
+    pub fn target(&self, model: &str) -> Option<Arc<QualityTarget>> {
+        self.targets.read().get(model).cloned()
     }
 
     /// Per version, over the predictions made since `since_ms` whose ground truth has arrived: their loss
@@ -665,9 +668,7 @@ impl QualityWatch {
     }
 
     /// Copies the prediction rows of one answered request (never blocks; a full buffer drops them and counts).
-    ///
-    /// A request the deployment routed (`arm`: its version's arm) also counts its predictions in the arm, for a
-    /// canary's prediction-drift comparison; counted before the buffer can drop anything.
+    /// Looks `model` up; the serving path, which has looked it up already, calls [`Self::observe_target`].
     pub fn observe(
         &self,
         model: &str,
@@ -676,23 +677,42 @@ impl QualityWatch {
         outputs: &[NamedTensor],
         arm: Option<&crate::performance::Recorder>,
     ) {
+        if let Some(target) = self.target(model) {
+            self.observe_target(&target, model, version, request_id, outputs, arm);
+        }
+    }
+
+    /// [`Self::observe`] with `model`'s target at hand.
+    ///
+    /// A request the deployment routed (`arm`: its version's arm) also counts its predictions in the arm, for a
+    /// canary's prediction-drift comparison; counted before the buffer can drop anything.
+    pub fn observe_target(
+        &self,
+        target: &QualityTarget,
+        model: &str,
+        version: u64,
+        request_id: &str,
+        outputs: &[NamedTensor],
+        arm: Option<&crate::performance::Recorder>,
+    ) {
         // Every version's predictions (a canary's candidate is judged on its own); the served version's outputs name
-        // the prediction.
-        let Some(target) = self.targets.read().get(model).cloned() else { return };
-        // A client that asked for other outputs only gives nothing to join to.
+        // the prediction. A client that asked for other outputs only gives nothing to join to.
         let Some(predicted) = outputs.iter().find(|t| t.name == target.outputs.predicted) else { return };
-        let Some(values) = numbers(predicted.tensor.data()) else { return };
+        let values = predicted.tensor.data();
         let rows = predicted.tensor.shape().first().copied().unwrap_or(0);
-        if values.len() != rows {
+        if values.len() != rows || matches!(values, TensorData::Bytes(_)) {
             return;
         }
-        if let Some(arm) = arm {
+        if let Some(arm) = arm
+            && let Some(values) = numbers(values)
+        {
             arm.tally(&values, target.outputs.task == Task::Classification);
         }
         let proba =
             target.outputs.probabilities.as_ref().and_then(|name| outputs.iter().find(|t| t.name == *name)).and_then(
-                |t| match t.tensor.shape() {
-                    [n, k] if *n == rows && *k >= 2 => numbers(t.tensor.data()).map(|v| (v, *k)),
+                |t| match (t.tensor.shape(), t.tensor.data()) {
+                    (_, TensorData::Bytes(_)) => None,
+                    ([n, k], data) if *n == rows && *k >= 2 && data.len() == rows * *k => Some((data, *k)),
                     _ => None,
                 },
             );
@@ -707,7 +727,7 @@ impl QualityWatch {
             self.dropped.fetch_add(rows as u64, Ordering::Relaxed);
             return;
         }
-        captures.push(model, request_id, version, at, &values, proba.as_ref().map(|(v, k)| (v.as_slice(), *k)));
+        captures.push(model, request_id, version, at, values, proba);
     }
 
     /// Joins a feedback batch to `model`'s kept predictions and feeds the joined errors to the concept detectors.
@@ -953,29 +973,37 @@ pub(crate) fn relative_change(live: &BTreeMap<String, f64>, baseline: &BTreeMap<
 
 /// A tensor's values as numbers (none for strings).
 pub(crate) fn numbers(data: &TensorData) -> Option<Vec<f64>> {
+    let mut out = Vec::with_capacity(data.len());
+    extend_numbers(&mut out, data).then_some(out)
+}
+
+/// Appends a tensor's values as numbers; false (nothing appended) for strings.
+fn extend_numbers(out: &mut Vec<f64>, data: &TensorData) -> bool {
     #[allow(clippy::cast_precision_loss)]
-    Some(match data {
-        TensorData::Bool(v) => v.iter().map(|&b| f64::from(u8::from(b))).collect(),
-        TensorData::Uint8(v) => v.iter().map(|&x| f64::from(x)).collect(),
-        TensorData::Uint16(v) => v.iter().map(|&x| f64::from(x)).collect(),
-        TensorData::Uint32(v) => v.iter().map(|&x| f64::from(x)).collect(),
-        TensorData::Uint64(v) => v.iter().map(|&x| x as f64).collect(),
-        TensorData::Int8(v) => v.iter().map(|&x| f64::from(x)).collect(),
-        TensorData::Int16(v) => v.iter().map(|&x| f64::from(x)).collect(),
-        TensorData::Int32(v) => v.iter().map(|&x| f64::from(x)).collect(),
-        TensorData::Int64(v) => v.iter().map(|&x| x as f64).collect(),
-        TensorData::Fp16(v) => v.iter().map(|x| f64::from(x.to_f32())).collect(),
-        TensorData::Bf16(v) => v.iter().map(|x| f64::from(x.to_f32())).collect(),
-        TensorData::Fp32(v) => v.iter().map(|&x| f64::from(x)).collect(),
-        TensorData::Fp64(v) => v.clone(),
-        TensorData::Bytes(_) => return None,
-    })
+    match data {
+        TensorData::Bool(v) => out.extend(v.iter().map(|&b| f64::from(u8::from(b)))),
+        TensorData::Uint8(v) => out.extend(v.iter().map(|&x| f64::from(x))),
+        TensorData::Uint16(v) => out.extend(v.iter().map(|&x| f64::from(x))),
+        TensorData::Uint32(v) => out.extend(v.iter().map(|&x| f64::from(x))),
+        TensorData::Uint64(v) => out.extend(v.iter().map(|&x| x as f64)),
+        TensorData::Int8(v) => out.extend(v.iter().map(|&x| f64::from(x))),
+        TensorData::Int16(v) => out.extend(v.iter().map(|&x| f64::from(x))),
+        TensorData::Int32(v) => out.extend(v.iter().map(|&x| f64::from(x))),
+        TensorData::Int64(v) => out.extend(v.iter().map(|&x| x as f64)),
+        TensorData::Fp16(v) => out.extend(v.iter().map(|x| f64::from(x.to_f32()))),
+        TensorData::Bf16(v) => out.extend(v.iter().map(|x| f64::from(x.to_f32()))),
+        TensorData::Fp32(v) => out.extend(v.iter().map(|&x| f64::from(x))),
+        TensorData::Fp64(v) => out.extend_from_slice(v),
+        TensorData::Bytes(_) => return false,
+    }
+    true
 }
 
 /// Keeps a monitored model's prediction under the request's id; a request without one (or with an empty one) gets a
 /// fresh id, which the response returns. An id longer than feedback accepts is answered as is but not kept.
 pub(crate) fn keep_for_feedback(
     quality: &QualityWatch,
+    target: &QualityTarget,
     model: &str,
     version: u64,
     request_id: &mut Option<String>,
@@ -987,7 +1015,7 @@ pub(crate) fn keep_for_feedback(
     }
     let id = request_id.get_or_insert_with(fresh_request_id);
     if id.len() <= MAX_REQUEST_ID {
-        quality.observe(model, version, id, outputs, arm);
+        quality.observe_target(target, model, version, id, outputs, arm);
     }
 }
 
@@ -1027,7 +1055,14 @@ pub fn fresh_request_id() -> String {
     bytes[..6].copy_from_slice(&ms.to_be_bytes()[2..]);
     bytes[6] = 0x70 | (bytes[6] & 0x0f);
     bytes[8] = 0x80 | (bytes[8] & 0x3f);
-    hex::encode(bytes)
+    // By hand: `hex::encode` goes through a `char` iterator, and cost more than the rest of the id together.
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut text = [0u8; 32];
+    for (pair, b) in text.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = DIGITS[usize::from(b >> 4)];
+        pair[1] = DIGITS[usize::from(b & 0x0f)];
+    }
+    String::from_utf8(text.to_vec()).unwrap_or_default()
 }
 
 pub(crate) fn now_ms() -> i64 {
@@ -1047,9 +1082,17 @@ mod tests {
     #[test]
     fn captured_requests_come_back_as_their_rows_without_the_unusable_ones() {
         let mut c = Captures::default();
-        c.push("iris", "r1", 2, 10, &[1.0, f64::NAN, 0.0], Some((&[0.1, 0.9, 0.5, 0.5, 0.8, 0.2], 2)));
-        c.push("fraud", "r2", 7, 20, &[3.5], None);
-        c.push("iris", "r3", 2, 30, &[f64::INFINITY], Some((&[1.0, 0.0], 2)));
+        let (fp64, fp32) = (TensorData::Fp64, TensorData::Fp32);
+        c.push(
+            "iris",
+            "r1",
+            2,
+            10,
+            &fp64(vec![1.0, f64::NAN, 0.0]),
+            Some((&fp32(vec![0.1, 0.9, 0.5, 0.5, 0.8, 0.2]), 2)),
+        );
+        c.push("fraud", "r2", 7, 20, &TensorData::Int64(vec![3]), None);
+        c.push("iris", "r3", 2, 30, &fp64(vec![f64::INFINITY]), Some((&fp64(vec![1.0, 0.0]), 2)));
         assert_eq!(c.rows(), 5);
         let rows: Vec<Outcome> = c.outcome_rows().map(|r| r.to_outcome()).collect();
         let expected = |model: &str, id: &str, row, version, at, predicted, proba: Option<Vec<f64>>| Outcome {
@@ -1064,9 +1107,9 @@ mod tests {
         assert_eq!(
             rows,
             vec![
-                expected("iris", "r1", 0, 2, 10, 1.0, Some(vec![0.1, 0.9])),
-                expected("iris", "r1", 2, 2, 10, 0.0, Some(vec![0.8, 0.2])),
-                expected("fraud", "r2", 0, 7, 20, 3.5, None),
+                expected("iris", "r1", 0, 2, 10, 1.0, Some(vec![f64::from(0.1f32), f64::from(0.9f32)])),
+                expected("iris", "r1", 2, 2, 10, 0.0, Some(vec![f64::from(0.8f32), f64::from(0.2f32)])),
+                expected("fraud", "r2", 0, 7, 20, 3.0, None),
             ]
         );
         assert_eq!(c.models, ["iris", "fraud"], "model names are kept once");
@@ -1143,6 +1186,7 @@ mod tests {
         let ids: Vec<String> = (0..100).map(|_| fresh_request_id()).collect();
         for id in &ids {
             assert_eq!(id.len(), 32, "{id}");
+            assert!(id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)), "lowercase hex: {id}");
             assert_eq!(&id[12..13], "7", "version 7: {id}");
             assert!(matches!(&id[16..17], "8" | "9" | "a" | "b"), "RFC 9562 variant: {id}");
             assert!(*id > first, "made later, sorts later: {id} vs {first}");

@@ -234,14 +234,13 @@ async fn run_infer(
     // A monitored model's predictions are kept for feedback under the request's id; without one, ferry makes one
     // and returns it, so that the client can send the ground truth later.
     let mut request_id = request.id;
-    if let Some(quality) = state
-        .registry_context()
-        .and_then(|c| c.quality_watch.as_ref())
-        .filter(|q| q.wants(model.name(), model.version()))
+    if let Some((quality, target)) =
+        state.registry_context().and_then(|c| c.quality_watch.as_ref()).and_then(|q| Some((q, q.target(model.name())?)))
     {
         let arm = routed.then(|| state.metrics().performance.arm_recorder(model.name(), model.version()));
         crate::quality::keep_for_feedback(
             quality,
+            &target,
             model.name(),
             model.version(),
             &mut request_id,
