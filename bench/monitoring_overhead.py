@@ -5,6 +5,7 @@ machine state. The target is throughput with monitoring on >= 95% of off.
 
 Usage (from the repository root, after `cargo build --release`):
     python3 bench/monitoring_overhead.py [--seconds 10] [--rounds 3] [--concurrency 8 32]
+    python3 bench/monitoring_overhead.py --paired 20 --seconds 3   # both servers at once, loaded in turn
 Needs: wrk (Debian package). Every load loop is bounded in time; every server is stopped at the end.
 """
 
@@ -56,6 +57,9 @@ def main():
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[8, 32])
     parser.add_argument("--parts", action="store_true", help="also measure drift capture and feedback capture alone")
+    parser.add_argument("--paired", type=int, default=0, metavar="N",
+                        help="instead: both servers up at once, loaded in turn, N slices of --seconds each per mode "
+                             "and concurrency")
     args = parser.parse_args()
     if not shutil.which("wrk"):
         sys.exit("wrk is needed: apt-get install wrk")
@@ -77,6 +81,9 @@ def main():
         body = work / "request.json"
         body.write_text(json.dumps({"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32",
                                                 "data": [5.1, 3.5, 1.4, 0.2]}]}))
+        if args.paired:
+            paired(args, data, body)
+            return
         modes = list(MODES) if args.parts else ["on", "off"]
         results = {(mode, c): [] for mode in modes for c in args.concurrency}
         dropped = {mode: [] for mode in modes}
@@ -114,6 +121,32 @@ def main():
                       + ", ".join(f"{d}/{f}" for d, f in dropped[mode]))
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def paired(args, data, body):
+    """Both servers up at once (on, and off on a copy of the registry), loaded in turn in short slices, the order
+    swapped every pair: a slow stretch of the shared host, which lasts longer than a slice, falls on both modes alike.
+    The ratio is the median of each pair's on ÷ off."""
+    off_data = data.parent / "data-off"
+    shutil.copytree(data, off_data)
+    with server("monitoring on", data, "on") as on, server("monitoring off", off_data, "off") as off:
+        for s in (on, off):
+            wrk(s.url, body, None, 8, 2)  # warm-up
+        print("| concurrency | on req/s (median) | off req/s (median) | on ÷ off (median of pairs) | pairs' range |")
+        print("|---|---|---|---|---|")
+        for c in args.concurrency:
+            ratios, rps = [], {"on": [], "off": []}
+            for i in range(args.paired):
+                for mode, s in ([("on", on), ("off", off)] if i % 2 == 0 else [("off", off), ("on", on)]):
+                    out = wrk(s.url, body, None, c, args.seconds)
+                    if out["errors"]:
+                        raise RuntimeError(f"monitoring {mode}: {out['errors']} errors at c={c}")
+                    rps[mode].append(out["rps"])
+                ratios.append(rps["on"][-1] / rps["off"][-1])
+            print(f"| {c} | {statistics.median(rps['on']):.0f} | {statistics.median(rps['off']):.0f} | "
+                  f"**{statistics.median(ratios):.3f}** | {min(ratios):.3f}–{max(ratios):.3f} |", flush=True)
+        print()
+        check_watched(on.url, "on", on.proc.pid)
 
 
 def cpu_by_thread(pid):

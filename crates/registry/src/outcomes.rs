@@ -408,9 +408,9 @@ impl Registry {
     }
 
     /// Indexes, ahead of the rest of the spool, the spooled predictions of `model` that `items` name: what a join of
-    /// ground truth needs, without waiting for the whole backlog to be indexed (about 3 µs per row: seconds after a
-    /// saturated burst, while reading the spool costs a few hundred ns per row). The indexer reaches them later and
-    /// keeps the rows already there, truth and all (`ON CONFLICT DO NOTHING`).
+    /// ground truth needs, without waiting for the whole backlog to be indexed (about 2 µs per row: seconds after a
+    /// saturated burst, where reading the spool took about 0.15 µs per row; BENCHMARKS.md). The indexer reaches them
+    /// later and keeps the rows already there, truth and all (`ON CONFLICT DO NOTHING`).
     async fn index_for_join(&self, model: &str, items: &[Truth]) -> Result<(), RegistryError> {
         if self.kept.is_none() || items.is_empty() {
             return Ok(());

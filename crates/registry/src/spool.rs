@@ -1,8 +1,9 @@
 //! The spool of kept predictions (SQLite registries): the serving process appends each batch of predictions to a
 //! segment file, a few bytes per row and no database work, and [`crate::Registry::index_spooled_blocking`] moves
 //! them into the `outcomes` table later, at a low priority; a join of ground truth indexes the predictions it names
-//! first, and anything deleting kept predictions indexes all of them first. Inserting into SQLite's indexes costs 2-4 µs of CPU per row, taken from a saturated server's serving
-//! cores; appending here costs about a twentieth of that (BENCHMARKS.md, "Monitoring overhead").
+//! first, and anything deleting kept predictions indexes all of them first. Inserting into SQLite's indexes costs
+//! 2-4 µs of CPU per row, taken from a saturated server's serving cores; appending here costs about a twentieth of
+//! that (BENCHMARKS.md, "Monitoring overhead").
 //!
 //! A segment is `NNNNNNNNNNNNNNNN.spool` (its sequence number) in a directory beside the database file, a run of
 //! records `[u32 length][u32 CRC-32 of the payload][payload]`, little-endian. The process appending to a segment

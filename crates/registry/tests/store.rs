@@ -396,8 +396,8 @@ async fn a_first_rotation_encrypts_plaintext_packages_and_deletion_removes_their
 }
 
 /// SQLite keeps predictions in a spool first (files beside the database): a join of ground truth finds them there,
-/// whatever deletes them indexes the spool first, a new process picks up what an old one spooled, and a record cut short by a crash is
-/// skipped without losing the records before it.
+/// whatever deletes them indexes the spool first, a new process picks up what an old one spooled, and a record cut
+/// short by a crash is skipped without losing the records before it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spooled_predictions_are_indexed_on_demand_and_survive_a_restart_and_a_cut_record() {
     use ferry_registry::{Outcome, OutcomeRow, Truth};
