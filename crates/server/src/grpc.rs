@@ -239,8 +239,10 @@ impl GrpcInferenceService for GrpcService {
         if let Some((admitted, inputs)) = shadow {
             self.state.metrics().shadows.run(admitted, inputs, response.outputs.clone());
         }
+        // One clock read for the drift window, the kept prediction and a fresh id.
+        let answered_at = crate::quality::now_ms();
         if let (Some((watch, reference)), Some(inputs)) = (&watch, &watched_inputs) {
-            watch.observe(model.name(), reference, inputs, &response.outputs);
+            watch.observe(model.name(), reference, inputs, &response.outputs, answered_at);
         }
         // As over HTTP: a monitored model's predictions are kept for feedback under the request's (or a fresh) id.
         let mut request_id = decoded.id;
@@ -259,6 +261,7 @@ impl GrpcInferenceService for GrpcService {
                 &mut request_id,
                 &response.outputs,
                 arm.as_deref(),
+                answered_at,
             );
         }
         let mut answer =

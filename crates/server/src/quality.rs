@@ -338,7 +338,8 @@ pub struct QualityWatch {
     /// The writer, until `close` waits for it.
     writer: Mutex<Option<Writer>>,
     dropped: AtomicU64,
-    targets: RwLock<HashMap<String, Arc<QualityTarget>>>,
+    /// By model name; looked up on every request, so with a fast hash (the names are the operator's, not a client's).
+    targets: RwLock<foldhash::HashMap<String, Arc<QualityTarget>>>,
     detectors: Mutex<HashMap<(String, u64), Detectors>>,
     counts: RwLock<HashMap<String, Arc<Counts>>>,
     /// The latest computed quality per model, for alerts and `/metrics`.
@@ -678,14 +679,15 @@ impl QualityWatch {
         arm: Option<&crate::performance::Recorder>,
     ) {
         if let Some(target) = self.target(model) {
-            self.observe_target(&target, model, version, request_id, outputs, arm);
+            self.observe_target(&target, model, version, request_id, outputs, arm, now_ms());
         }
     }
 
-    /// [`Self::observe`] with `model`'s target at hand.
+    /// [`Self::observe`] with `model`'s target at hand, for a request answered at `at` (Unix ms).
     ///
     /// A request the deployment routed (`arm`: its version's arm) also counts its predictions in the arm, for a
     /// canary's prediction-drift comparison; counted before the buffer can drop anything.
+    #[allow(clippy::too_many_arguments)]
     pub fn observe_target(
         &self,
         target: &QualityTarget,
@@ -694,6 +696,7 @@ impl QualityWatch {
         request_id: &str,
         outputs: &[NamedTensor],
         arm: Option<&crate::performance::Recorder>,
+        at: i64,
     ) {
         // Every version's predictions (a canary's candidate is judged on its own); the served version's outputs name
         // the prediction. A client that asked for other outputs only gives nothing to join to.
@@ -719,7 +722,6 @@ impl QualityWatch {
         if rows == 0 {
             return;
         }
-        let at = now_ms();
         // The rows in the buffer are bounded, not the requests: one request may carry thousands of rows.
         let mut captures = self.pending.captures.lock();
         if captures.rows() + rows > self.config.buffer {
@@ -999,8 +1001,10 @@ fn extend_numbers(out: &mut Vec<f64>, data: &TensorData) -> bool {
     true
 }
 
-/// Keeps a monitored model's prediction under the request's id; a request without one (or with an empty one) gets a
-/// fresh id, which the response returns. An id longer than feedback accepts is answered as is but not kept.
+/// Keeps a monitored model's prediction, answered at `at` (Unix ms), under the request's id; a request without one (or
+/// with an empty one) gets a fresh id, which the response returns. An id longer than feedback accepts is answered as
+/// is but not kept.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn keep_for_feedback(
     quality: &QualityWatch,
     target: &QualityTarget,
@@ -1009,13 +1013,14 @@ pub(crate) fn keep_for_feedback(
     request_id: &mut Option<String>,
     outputs: &[NamedTensor],
     arm: Option<&crate::performance::Recorder>,
+    at: i64,
 ) {
     if request_id.as_ref().is_some_and(String::is_empty) {
         *request_id = None;
     }
-    let id = request_id.get_or_insert_with(fresh_request_id);
+    let id = request_id.get_or_insert_with(|| fresh_request_id_at(at));
     if id.len() <= MAX_REQUEST_ID {
-        quality.observe_target(target, model, version, id, outputs, arm);
+        quality.observe_target(target, model, version, id, outputs, arm, at);
     }
 }
 
@@ -1028,6 +1033,11 @@ const MAX_REQUEST_ID: usize = 256;
 /// per kept row, measured with SQLite, and growing with the table).
 #[must_use]
 pub fn fresh_request_id() -> String {
+    fresh_request_id_at(now_ms())
+}
+
+/// [`fresh_request_id`] made at `ms` (Unix milliseconds), for a caller that has read the clock already.
+fn fresh_request_id_at(ms: i64) -> String {
     // Drawn from a per-thread block of OS randomness: a system call per request cost more than the rest of the
     // id's work together.
     thread_local! {
@@ -1051,7 +1061,7 @@ pub fn fresh_request_id() -> String {
         bytes.copy_from_slice(&pool[*used..*used + 16]);
         *used += 16;
     });
-    let ms = u64::try_from(now_ms()).unwrap_or(0);
+    let ms = u64::try_from(ms).unwrap_or(0);
     bytes[..6].copy_from_slice(&ms.to_be_bytes()[2..]);
     bytes[6] = 0x70 | (bytes[6] & 0x0f);
     bytes[8] = 0x80 | (bytes[8] & 0x3f);

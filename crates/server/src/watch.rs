@@ -252,7 +252,8 @@ pub struct DriftWatch {
     /// counted.
     evaluator: std::sync::mpsc::SyncSender<Closed>,
     dropped: AtomicU64,
-    references: RwLock<HashMap<String, Arc<Reference>>>,
+    /// By model name; looked up on every request, so with a fast hash (the names are the operator's, not a client's).
+    references: RwLock<foldhash::HashMap<String, Arc<Reference>>>,
     status: RwLock<HashMap<String, ModelDrift>>,
 }
 
@@ -338,11 +339,17 @@ impl DriftWatch {
         (now.floor() > before.floor()).then_some(reference)
     }
 
-    /// Adds one request's rows to its version's window (never waits for the tests: a full window goes to the
-    /// evaluator, or is dropped and counted when the evaluator is behind).
-    pub fn observe(&self, model: &str, reference: &Arc<Reference>, inputs: &[NamedTensor], outputs: &[NamedTensor]) {
+    /// Adds one request's rows, answered at `at` (Unix ms), to its version's window (never waits for the tests: a full
+    /// window goes to the evaluator, or is dropped and counted when the evaluator is behind).
+    pub fn observe(
+        &self,
+        model: &str,
+        reference: &Arc<Reference>,
+        inputs: &[NamedTensor],
+        outputs: &[NamedTensor],
+        at: i64,
+    ) {
         let Some(rows) = inputs.first().and_then(|t| t.tensor.shape().first().copied()) else { return };
-        let at = now_ms();
         let full = {
             let mut window = reference.window.lock();
             if window.rows == 0 {
@@ -529,12 +536,6 @@ fn number_at(data: &TensorData, i: usize) -> Option<f64> {
         TensorData::Bf16(v) => f64::from(v.get(i)?.to_f32()),
         TensorData::Bytes(_) => return None,
     })
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 #[cfg(test)]

@@ -228,8 +228,10 @@ async fn run_infer(
     if let Some((admitted, inputs)) = shadow {
         state.metrics().shadows.run(admitted, inputs, response.outputs.clone());
     }
+    // One clock read for the drift window, the kept prediction and a fresh id.
+    let answered_at = crate::quality::now_ms();
     if let (Some((watch, reference)), Some(inputs)) = (&watch, &watched_inputs) {
-        watch.observe(model.name(), reference, inputs, &response.outputs);
+        watch.observe(model.name(), reference, inputs, &response.outputs, answered_at);
     }
     // A monitored model's predictions are kept for feedback under the request's id; without one, ferry makes one
     // and returns it, so that the client can send the ground truth later.
@@ -246,6 +248,7 @@ async fn run_infer(
             &mut request_id,
             &response.outputs,
             arm.as_deref(),
+            answered_at,
         );
     }
     let timing = (response.queue, response.compute);
