@@ -69,7 +69,13 @@ pub struct DecodedRequest {
     pub timeout: Option<Duration>,
 }
 
-fn param_bool(params: Option<&Map<String, Value>>, key: &str, at: &str) -> Result<Option<bool>, ProtocolError> {
+// `at` names where the parameter is, written only into an error (formatting it for every request cost more than the
+// rest of decoding a small request's parameters).
+fn param_bool(
+    params: Option<&Map<String, Value>>,
+    key: &str,
+    at: &dyn std::fmt::Display,
+) -> Result<Option<bool>, ProtocolError> {
     match params.and_then(|p| p.get(key)) {
         None => Ok(None),
         Some(Value::Bool(b)) => Ok(Some(*b)),
@@ -79,7 +85,11 @@ fn param_bool(params: Option<&Map<String, Value>>, key: &str, at: &str) -> Resul
     }
 }
 
-fn param_u64(params: Option<&Map<String, Value>>, key: &str, at: &str) -> Result<Option<u64>, ProtocolError> {
+fn param_u64(
+    params: Option<&Map<String, Value>>,
+    key: &str,
+    at: &dyn std::fmt::Display,
+) -> Result<Option<u64>, ProtocolError> {
     match params.and_then(|p| p.get(key)) {
         None => Ok(None),
         Some(v) => v.as_u64().map(Some).ok_or_else(|| ProtocolError::Request {
@@ -107,8 +117,8 @@ pub fn decode_infer_request(json_len: Option<usize>, body: &[u8]) -> Result<Deco
     };
     let req: RequestJson<'_> = serde_json::from_slice(json).map_err(|source| ProtocolError::Json { source })?;
     let params = req.parameters.as_ref();
-    let binary_data_output = param_bool(params, "binary_data_output", "")?.unwrap_or(false);
-    let timeout = param_u64(params, "timeout", "")?.map(Duration::from_micros);
+    let binary_data_output = param_bool(params, "binary_data_output", &"")?.unwrap_or(false);
+    let timeout = param_u64(params, "timeout", &"")?.map(Duration::from_micros);
     if req.inputs.is_empty() {
         return Err(ProtocolError::Request { message: "the request has no inputs".into() });
     }
@@ -131,7 +141,7 @@ pub fn decode_infer_request(json_len: Option<usize>, body: &[u8]) -> Result<Deco
             input: input.name.clone(),
             message: format!("shape {shape:?} is too large"),
         })?;
-        let at = format!("input {:?}: ", input.name);
+        let at = format_args!("input {:?}: ", input.name);
         let binary_size = param_u64(input.parameters.as_ref(), "binary_data_size", &at)?;
         let data = match (binary_size, input.data) {
             (Some(_), Some(_)) => {
@@ -182,7 +192,7 @@ pub fn decode_infer_request(json_len: Option<usize>, body: &[u8]) -> Result<Deco
                 message: format!("output {:?} is requested more than once", out.name),
             });
         }
-        let at = format!("output {:?}: ", out.name);
+        let at = format_args!("output {:?}: ", out.name);
         if out.parameters.as_ref().is_some_and(|p| p.contains_key("classification")) {
             return Err(ProtocolError::Request {
                 message: format!("{at}the classification extension is not supported; request the raw output"),
@@ -247,6 +257,20 @@ impl Serialize for JsonData<'_> {
     }
 }
 
+/// Roughly the bytes one output takes in the response's JSON (a little over, for most data).
+fn json_size_hint(t: &NamedTensor, binary: bool) -> usize {
+    let fixed = 96 + t.name.len() + 8 * t.tensor.shape().len();
+    if binary {
+        return fixed;
+    }
+    // A float's shortest round-trip text is at most 24 bytes with its comma; integers and booleans take less.
+    fixed
+        + match t.tensor.data() {
+            TensorData::Bytes(v) => v.iter().map(|b| b.len() + 3).sum(),
+            data => data.len() * 24,
+        }
+}
+
 /// An encoded response body; `json_len` is set when binary tensor data follows the JSON.
 #[derive(Debug)]
 pub struct EncodedResponse {
@@ -296,7 +320,14 @@ pub fn encode_infer_response(
         }
     }
     let response = ResponseJson { model_name, model_version, id, outputs: json_outputs };
-    let mut body = Vec::with_capacity(256 + raw.len());
+    // Sized for the whole answer up front: growing it past a guess (a request id, a few more floats) cost a copy.
+    let estimate = 96
+        + model_name.len()
+        + model_version.len()
+        + id.map_or(0, str::len)
+        + outputs.iter().map(|(t, binary)| json_size_hint(t, *binary)).sum::<usize>()
+        + raw.len();
+    let mut body = Vec::with_capacity(estimate);
     serde_json::to_writer(&mut body, &response).map_err(|source| ProtocolError::Json { source })?;
     if raw.is_empty() && !outputs.iter().any(|(_, b)| *b) {
         return Ok(EncodedResponse { body, json_len: None });

@@ -210,10 +210,22 @@ impl GrpcInferenceService for GrpcService {
             .registry_context()
             .and_then(|c| c.drift_watch.clone())
             .and_then(|w| w.watching(model.name(), model.version()).map(|r| (w, r)));
-        let watched_inputs = watch.as_ref().map(|_| decoded.inputs.clone());
+        let watched_inputs =
+            watch.as_ref().map(|(_, reference)| crate::watch::DriftWatch::capture(reference, &decoded.inputs));
         // As over HTTP: a request drawn for the deployment's shadow keeps a copy of its inputs, when there is room.
         let shadow = shadow.and_then(|m| self.state.metrics().shadows.admit(m)).map(|a| (a, decoded.inputs.clone()));
-        let result = model.infer(InferRequest { inputs: decoded.inputs, outputs, timeout }).await;
+        // As over HTTP: a monitored model's predictions are kept for feedback under the request's (or a fresh) id,
+        // settled while the model computes.
+        let mut request_id = decoded.id;
+        let inference = model.infer(InferRequest { inputs: decoded.inputs, outputs, timeout });
+        let (result, feedback) = crate::meanwhile(inference, || {
+            let quality = self.state.registry_context()?.quality_watch.as_ref()?;
+            let target = quality.target(model.name())?;
+            crate::quality::settle_request_id(&mut request_id);
+            let arm = routed.then(|| self.state.metrics().performance.arm_recorder(model.name(), model.version()));
+            Some((quality, target, arm))
+        })
+        .await;
         let (metrics, elapsed) = (self.state.metrics(), started.elapsed());
         match &result {
             Ok(r) => {
@@ -239,26 +251,18 @@ impl GrpcInferenceService for GrpcService {
         if let Some((admitted, inputs)) = shadow {
             self.state.metrics().shadows.run(admitted, inputs, response.outputs.clone());
         }
-        // One clock read for the drift window, the kept prediction and a fresh id.
+        // One clock read for the drift window and the kept prediction.
         let answered_at = crate::quality::now_ms();
         if let (Some((watch, reference)), Some(inputs)) = (&watch, &watched_inputs) {
             watch.observe(model.name(), reference, inputs, &response.outputs, answered_at);
         }
-        // As over HTTP: a monitored model's predictions are kept for feedback under the request's (or a fresh) id.
-        let mut request_id = decoded.id;
-        if let Some((quality, target)) = self
-            .state
-            .registry_context()
-            .and_then(|c| c.quality_watch.as_ref())
-            .and_then(|q| Some((q, q.target(model.name())?)))
-        {
-            let arm = routed.then(|| self.state.metrics().performance.arm_recorder(model.name(), model.version()));
+        if let Some((quality, target, arm)) = &feedback {
             crate::quality::keep_for_feedback(
                 quality,
-                &target,
+                target,
                 model.name(),
                 model.version(),
-                &mut request_id,
+                request_id.as_deref(),
                 &response.outputs,
                 arm.as_deref(),
                 answered_at,

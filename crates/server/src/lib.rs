@@ -42,6 +42,21 @@ pub use state::{AppState, ServerLimits};
 pub use tls::{TlsError, TlsFiles};
 pub use watch::{DriftWatch, DriftWatchConfig, ModelDrift};
 
+/// Runs `work` while `inference` is under way: `inference` is polled once first, which queues the job for the model,
+/// so that the model computes while this task does `work` (bookkeeping that needs no outputs, such as making a
+/// request id), instead of after the answer, where it delayed the response and, under load, left the model smaller
+/// batches.
+pub(crate) async fn meanwhile<F: Future, T>(inference: F, work: impl FnOnce() -> T) -> (F::Output, T) {
+    let mut inference = std::pin::pin!(inference);
+    let first = std::future::poll_fn(|cx| std::task::Poll::Ready(inference.as_mut().poll(cx))).await;
+    let done = work();
+    let output = match first {
+        std::task::Poll::Ready(output) => output,
+        std::task::Poll::Pending => inference.await,
+    };
+    (output, done)
+}
+
 /// Protocol extensions ferry implements, as `GET /v2` lists them.
 pub const EXTENSIONS: &[&str] = &["binary_tensor_data", "statistics", "model_repository"];
 
@@ -86,4 +101,33 @@ pub async fn serve_tls(
         .handle(handle)
         .serve(app(state).into_make_service_with_connect_info::<std::net::SocketAddr>())
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[tokio::test]
+    async fn meanwhile_queues_the_inference_before_the_work_and_returns_both() {
+        // An "inference" that is queued on its first poll and answers once the work has run.
+        let polls = Arc::new(AtomicUsize::new(0));
+        let (tx, rx) = tokio::sync::oneshot::channel::<u32>();
+        let inference = {
+            let polls = polls.clone();
+            async move {
+                polls.fetch_add(1, Ordering::SeqCst);
+                rx.await.unwrap_or(0)
+            }
+        };
+        let (answer, work) = crate::meanwhile(inference, || {
+            let queued_first = polls.load(Ordering::SeqCst) == 1;
+            tx.send(7).map(|()| queued_first)
+        })
+        .await;
+        assert_eq!((answer, work), (7, Ok(true)), "the work ran after the inference was queued");
+        // An inference ready at once is not polled again.
+        let (answer, work) = crate::meanwhile(async { 3 }, || "done").await;
+        assert_eq!((answer, work), (3, "done"));
+    }
 }

@@ -1001,25 +1001,28 @@ fn extend_numbers(out: &mut Vec<f64>, data: &TensorData) -> bool {
     true
 }
 
-/// Keeps a monitored model's prediction, answered at `at` (Unix ms), under the request's id; a request without one (or
-/// with an empty one) gets a fresh id, which the response returns. An id longer than feedback accepts is answered as
-/// is but not kept.
+/// Gives a request that came without an id (or with an empty one) a fresh one, which the response returns, so that a
+/// monitored model's prediction can be kept under it and the client can send the ground truth later.
+pub(crate) fn settle_request_id(request_id: &mut Option<String>) {
+    if request_id.as_ref().is_none_or(String::is_empty) {
+        *request_id = Some(fresh_request_id());
+    }
+}
+
+/// Keeps a monitored model's prediction, answered at `at` (Unix ms), under the request's id (settled by
+/// [`settle_request_id`]). An id longer than feedback accepts is answered as is but not kept.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn keep_for_feedback(
     quality: &QualityWatch,
     target: &QualityTarget,
     model: &str,
     version: u64,
-    request_id: &mut Option<String>,
+    request_id: Option<&str>,
     outputs: &[NamedTensor],
     arm: Option<&crate::performance::Recorder>,
     at: i64,
 ) {
-    if request_id.as_ref().is_some_and(String::is_empty) {
-        *request_id = None;
-    }
-    let id = request_id.get_or_insert_with(|| fresh_request_id_at(at));
-    if id.len() <= MAX_REQUEST_ID {
+    if let Some(id) = request_id.filter(|id| !id.is_empty() && id.len() <= MAX_REQUEST_ID) {
         quality.observe_target(target, model, version, id, outputs, arm, at);
     }
 }
@@ -1033,11 +1036,6 @@ const MAX_REQUEST_ID: usize = 256;
 /// per kept row, measured with SQLite, and growing with the table).
 #[must_use]
 pub fn fresh_request_id() -> String {
-    fresh_request_id_at(now_ms())
-}
-
-/// [`fresh_request_id`] made at `ms` (Unix milliseconds), for a caller that has read the clock already.
-fn fresh_request_id_at(ms: i64) -> String {
     // Drawn from a per-thread block of OS randomness: a system call per request cost more than the rest of the
     // id's work together.
     thread_local! {
@@ -1061,7 +1059,7 @@ fn fresh_request_id_at(ms: i64) -> String {
         bytes.copy_from_slice(&pool[*used..*used + 16]);
         *used += 16;
     });
-    let ms = u64::try_from(ms).unwrap_or(0);
+    let ms = u64::try_from(now_ms()).unwrap_or(0);
     bytes[..6].copy_from_slice(&ms.to_be_bytes()[2..]);
     bytes[6] = 0x70 | (bytes[6] & 0x0f);
     bytes[8] = 0x80 | (bytes[8] & 0x3f);

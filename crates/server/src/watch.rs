@@ -1,9 +1,10 @@
 //! Live drift of served models. For every registry model whose package carries a reference profile, a sampled
-//! request copies its inputs' and outputs' columns into its version's tumbling window (a short lock, no allocation
-//! per column: the copy is the only cost a request pays); a full window goes to an evaluator thread of its own,
-//! which tests every feature and output against the reference with `ferry_monitor::drift` (Evidently's tests and
-//! verdicts). When the evaluator is behind, a bounded number of full windows wait and further ones are dropped and
-//! their samples counted: a request never waits for the tests. The latest window of each model is served at `/api/v1/models/{name}/monitoring` and as
+//! request copies the watched columns of its inputs (before the model takes them, into a small buffer on the stack)
+//! and of its outputs into its version's tumbling window (a short lock, no allocation per column: the copy is the
+//! only cost a request pays); a full window goes to an evaluator thread of its own, which tests every feature and
+//! output against the reference with `ferry_monitor::drift` (Evidently's tests and verdicts). When the evaluator is
+//! behind, a bounded number of full windows wait and further ones are dropped and their samples counted: a request
+//! never waits for the tests. The latest window of each model is served at `/api/v1/models/{name}/monitoring` and as
 //! `ferry_drift_score` / `ferry_drift_detected` on `/metrics`.
 
 use std::collections::HashMap;
@@ -15,6 +16,7 @@ use ferry_package::{ColumnKind, Profile};
 use ferry_types::{ModelSignature, NamedTensor, TensorData};
 use parking_lot::{Mutex, RwLock};
 use serde::Serialize;
+use smallvec::SmallVec;
 
 /// How often background writers (the feedback writer) drain their buffers: a wake-up per request (a cross-thread
 /// futex call) cost more than the copy itself.
@@ -339,27 +341,55 @@ impl DriftWatch {
         (now.floor() > before.floor()).then_some(reference)
     }
 
-    /// Adds one request's rows, answered at `at` (Unix ms), to its version's window (never waits for the tests: a full
-    /// window goes to the evaluator, or is dropped and counted when the evaluator is behind).
+    /// Copies a sampled request's input columns for its window, before the inputs go to the model (which takes them):
+    /// only the watched columns' values, on the stack for the usual few features, where a copy of the tensors cost
+    /// four allocations.
+    #[must_use]
+    pub fn capture(reference: &Reference, inputs: &[NamedTensor]) -> CapturedInputs {
+        let rows = inputs.first().and_then(|t| t.tensor.shape().first().copied());
+        let mut captured = CapturedInputs { rows, numbers: SmallVec::new(), cells: Vec::new() };
+        if let Some(rows) = rows {
+            for group in reference.tensors.iter().filter(|g| !g.output) {
+                if let Some(t) = inputs.iter().find(|t| t.name == group.tensor) {
+                    copy_columns(&mut captured, &reference.columns, t, &group.columns, rows);
+                }
+            }
+        }
+        captured
+    }
+
+    /// Adds one request's rows (its inputs [captured](Self::capture) before inference, and its outputs), answered at
+    /// `at` (Unix ms), to its version's window (never waits for the tests: a full window goes to the evaluator, or is
+    /// dropped and counted when the evaluator is behind).
     pub fn observe(
         &self,
         model: &str,
         reference: &Arc<Reference>,
-        inputs: &[NamedTensor],
+        inputs: &CapturedInputs,
         outputs: &[NamedTensor],
         at: i64,
     ) {
-        let Some(rows) = inputs.first().and_then(|t| t.tensor.shape().first().copied()) else { return };
+        let Some(rows) = inputs.rows else { return };
         let full = {
             let mut window = reference.window.lock();
             if window.rows == 0 {
                 window.started_at = at;
             }
+            let values = &mut window.values;
+            for &(column, x) in &inputs.numbers {
+                if let Some(Values::Numbers(v)) = values.get_mut(column) {
+                    v.push(x);
+                }
+            }
+            for (column, c) in &inputs.cells {
+                if let Some(Values::Cells(v)) = values.get_mut(*column) {
+                    v.push(c.clone());
+                }
+            }
             // Each tensor on its own: an output the client did not ask for leaves only its columns short.
-            for group in &reference.tensors {
-                let tensors = if group.output { outputs } else { inputs };
-                if let Some(t) = tensors.iter().find(|t| t.name == group.tensor) {
-                    push_columns(&mut window.values, t, &group.columns, rows);
+            for group in reference.tensors.iter().filter(|g| g.output) {
+                if let Some(t) = outputs.iter().find(|t| t.name == group.tensor) {
+                    copy_columns(&mut WindowColumns(values), &reference.columns, t, &group.columns, rows);
                 }
             }
             window.rows += rows;
@@ -472,9 +502,61 @@ fn label_of(x: f64) -> String {
     if x.fract() == 0.0 && x.abs() < 1e15 { format!("{x:.0}") } else { x.to_string() }
 }
 
-/// Appends, for each `(column, index)`, column `index` of the first `rows` rows of `t` (or the whole tensor when it
-/// is one column) to that column's values; a tensor of another shape adds nothing.
-fn push_columns(values: &mut [Values], t: &NamedTensor, columns: &[(usize, Option<usize>)], rows: usize) {
+/// Where copied column values go: a window's columns, or a request's capture.
+trait ColumnSink {
+    fn number(&mut self, column: usize, x: f64);
+    fn cell(&mut self, column: usize, c: Cell);
+}
+
+/// A window's columns, each taking the values of its kind.
+struct WindowColumns<'a>(&'a mut [Values]);
+
+impl ColumnSink for WindowColumns<'_> {
+    fn number(&mut self, column: usize, x: f64) {
+        if let Some(Values::Numbers(v)) = self.0.get_mut(column) {
+            v.push(x);
+        }
+    }
+
+    fn cell(&mut self, column: usize, c: Cell) {
+        if let Some(Values::Cells(v)) = self.0.get_mut(column) {
+            v.push(c);
+        }
+    }
+}
+
+/// A sampled request's input columns, copied by [`DriftWatch::capture`] while the request's tensors go to the model.
+#[derive(Debug)]
+pub struct CapturedInputs {
+    /// Rows of the request (of its first input); `None` for a request without inputs.
+    rows: Option<usize>,
+    /// (reference column, value) of the numerical columns, in the order they are added to the window (a column and a
+    /// value each, measured cheaper for the usual one row than runs of values per column).
+    numbers: SmallVec<[(usize, f64); 16]>,
+    /// (reference column, value) of the categorical columns (rare: a model's inputs are mostly numbers).
+    cells: Vec<(usize, Cell)>,
+}
+
+impl ColumnSink for CapturedInputs {
+    fn number(&mut self, column: usize, x: f64) {
+        self.numbers.push((column, x));
+    }
+
+    fn cell(&mut self, column: usize, c: Cell) {
+        self.cells.push((column, c));
+    }
+}
+
+/// Copies, for each `(column, index)`, column `index` of the first `rows` rows of `t` (or the whole tensor when it is
+/// one column) into `sink`, as numbers for a numerical reference column and as cells for a categorical one; a tensor
+/// of another shape adds nothing.
+fn copy_columns(
+    sink: &mut impl ColumnSink,
+    reference: &[ReferenceColumn],
+    t: &NamedTensor,
+    columns: &[(usize, Option<usize>)],
+    rows: usize,
+) {
     let width = match t.tensor.shape() {
         [n] if *n == rows => 1,
         [n, k] if *n == rows => *k,
@@ -486,25 +568,33 @@ fn push_columns(values: &mut [Values], t: &NamedTensor, columns: &[(usize, Optio
     }
     for &(column, index) in columns {
         let j = index.unwrap_or(0);
-        let Some(values) = values.get_mut(column).filter(|_| j < width) else { continue };
-        match (values, data) {
+        let Some(kind) = reference.get(column).map(|c| c.reference.kind()).filter(|_| j < width) else { continue };
+        match (kind, data) {
             // The common tensors without a type test per element (plain loops: iterator adapters cost more than the
             // copy for the usual one row).
-            (Values::Numbers(v), TensorData::Fp32(d)) => {
+            (ferry_monitor::drift::ColumnKind::Numerical, TensorData::Fp32(d)) => {
                 for r in 0..rows {
-                    v.push(d.get(r * width + j).map_or(f64::NAN, |&x| f64::from(x)));
+                    sink.number(column, d.get(r * width + j).map_or(f64::NAN, |&x| f64::from(x)));
                 }
             }
-            (Values::Numbers(v), TensorData::Fp64(d)) => {
+            (ferry_monitor::drift::ColumnKind::Numerical, TensorData::Fp64(d)) => {
                 for r in 0..rows {
-                    v.push(d.get(r * width + j).copied().unwrap_or(f64::NAN));
+                    sink.number(column, d.get(r * width + j).copied().unwrap_or(f64::NAN));
                 }
             }
             // Text reaching a numerical column is no number: NaN, as a CSV's would be.
-            (Values::Numbers(v), _) => {
-                v.extend((0..rows).map(|r| number_at(data, r * width + j).unwrap_or(f64::NAN)));
+            (ferry_monitor::drift::ColumnKind::Numerical, _) => {
+                for r in 0..rows {
+                    sink.number(column, number_at(data, r * width + j).unwrap_or(f64::NAN));
+                }
             }
-            (Values::Cells(v), _) => v.extend((0..rows).filter_map(|r| cell(data, r * width + j))),
+            (ferry_monitor::drift::ColumnKind::Categorical, _) => {
+                for r in 0..rows {
+                    if let Some(c) = cell(data, r * width + j) {
+                        sink.cell(column, c);
+                    }
+                }
+            }
         }
     }
 }
@@ -554,25 +644,99 @@ mod tests {
         }
     }
 
+    fn reference_column(name: &str, kind: &str) -> ReferenceColumn {
+        let reference = match kind {
+            "numbers" => PreparedReference::new(&Column::Numerical(vec![1.0, 2.0, 3.0])),
+            _ => PreparedReference::new(&Column::Categorical(vec!["a".into(), "b".into()])),
+        };
+        ReferenceColumn {
+            name: name.into(),
+            source: Source { tensor: "t".into(), index: None, output: false },
+            reference,
+        }
+    }
+
     #[test]
     fn columns_are_copied_from_their_tensor_positions() {
+        let columns =
+            [reference_column("a", "numbers"), reference_column("b", "numbers"), reference_column("c", "cells")];
         let mut values = vec![Values::Numbers(Vec::new()), Values::Numbers(Vec::new()), Values::Cells(Vec::new())];
+        let mut sink = WindowColumns(&mut values);
         let matrix = tensor(vec![2, 3], TensorData::Fp32(vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]));
-        push_columns(&mut values, &matrix, &[(0, Some(0)), (1, Some(2)), (2, Some(1))], 2);
+        copy_columns(&mut sink, &columns, &matrix, &[(0, Some(0)), (1, Some(2)), (2, Some(1))], 2);
         assert_eq!((numbers(&values[0]), numbers(&values[1])), (vec![1.0, 4.0], vec![3.0, 6.0]));
         let cells = match &values[2] {
             Values::Cells(c) => c.as_slice(),
             Values::Numbers(_) => panic!("numbers"),
         };
         assert!(matches!(cells, [Cell::Number(a), Cell::Number(b)] if *a == 2.0 && *b == 5.0));
-        // Other element types, a column past the tensor's width, a tensor of another shape, no rows.
-        push_columns(&mut values, &tensor(vec![2], TensorData::Int64(vec![7, 8])), &[(0, None), (1, Some(1))], 2);
-        push_columns(&mut values, &tensor(vec![3], TensorData::Fp64(vec![0.5; 3])), &[(0, None)], 2);
-        push_columns(&mut values, &tensor(vec![0, 3], TensorData::Fp32(Vec::new())), &[(0, Some(2))], 0);
-        push_columns(&mut values, &tensor(vec![1], TensorData::Bytes(vec![b"x".to_vec()])), &[(0, None)], 1);
+        // Other element types, a column past the tensor's width, a tensor of another shape, no rows, a column that
+        // does not exist.
+        let mut sink = WindowColumns(&mut values);
+        let int64 = tensor(vec![2], TensorData::Int64(vec![7, 8]));
+        copy_columns(&mut sink, &columns, &int64, &[(0, None), (1, Some(1)), (7, None)], 2);
+        copy_columns(&mut sink, &columns, &tensor(vec![3], TensorData::Fp64(vec![0.5; 3])), &[(0, None)], 2);
+        copy_columns(&mut sink, &columns, &tensor(vec![0, 3], TensorData::Fp32(Vec::new())), &[(0, Some(2))], 0);
+        let text = tensor(vec![1], TensorData::Bytes(vec![b"x".to_vec()]));
+        copy_columns(&mut sink, &columns, &text, &[(0, None), (2, None)], 1);
         let first = numbers(&values[0]);
         assert_eq!(first[..4], [1.0, 4.0, 7.0, 8.0]);
         assert!(first[4].is_nan() && first.len() == 5, "text in a numerical column is NaN: {first:?}");
         assert_eq!(numbers(&values[1]), vec![3.0, 6.0]);
+        assert!(matches!(&values[2], Values::Cells(c) if matches!(&c[2], Cell::Text(t) if t == "x")));
+    }
+
+    #[test]
+    fn captured_inputs_and_the_outputs_fill_the_window_in_column_order() {
+        let spec = |name: &str, datatype, shape| ferry_types::TensorSpec { name: name.into(), datatype, shape };
+        let signature = ModelSignature {
+            inputs: vec![spec("x", ferry_types::DataType::Fp32, vec![-1, 2])],
+            outputs: vec![spec("label", ferry_types::DataType::Int64, vec![-1])],
+        };
+        let column = |name: &str, kind, sample: Vec<f64>, category_sample: Vec<String>| ferry_package::ColumnProfile {
+            name: name.into(),
+            kind,
+            count: 3,
+            missing: 0,
+            mean: None,
+            std: None,
+            min: None,
+            max: None,
+            quantiles: Vec::new(),
+            histogram: None,
+            categories: None,
+            categories_truncated: false,
+            sample,
+            category_sample,
+        };
+        let profile = Profile {
+            rows: 3,
+            features: vec![
+                column("f0", ColumnKind::Numerical, vec![1.0, 2.0, 3.0], Vec::new()),
+                column("f1", ColumnKind::Numerical, vec![1.0, 2.0, 3.0], Vec::new()),
+            ],
+            outputs: vec![column("label", ColumnKind::Categorical, Vec::new(), vec!["0".into(), "1".into()])],
+        };
+        let reference = Arc::new(Reference::from_profile(7, &signature, &["f0".into(), "f1".into()], profile));
+        let watch = DriftWatch::start(DriftWatchConfig { window_rows: 4, ..DriftWatchConfig::default() });
+        let inputs =
+            [NamedTensor::new("x", Tensor::new(vec![2, 2], TensorData::Fp32(vec![1.5, 2.5, 3.5, 4.5])).expect("x"))];
+        let captured = DriftWatch::capture(&reference, &inputs);
+        assert_eq!(captured.rows, Some(2));
+        let outputs = [NamedTensor::new("label", Tensor::new(vec![2], TensorData::Int64(vec![1, 0])).expect("label"))];
+        watch.observe("m", &reference, &captured, &outputs, 10);
+        {
+            let window = reference.window.lock();
+            assert_eq!((window.rows, window.samples, window.started_at), (2, 1, 10));
+            assert_eq!((numbers(&window.values[0]), numbers(&window.values[1])), (vec![1.5, 3.5], vec![2.5, 4.5]));
+            assert!(
+                matches!(&window.values[2], Values::Cells(c) if matches!(c.as_slice(), [Cell::Number(a), Cell::Number(b)] if *a == 1.0 && *b == 0.0))
+            );
+        }
+        // A request without inputs adds nothing; the second full request closes the window, which starts again.
+        watch.observe("m", &reference, &DriftWatch::capture(&reference, &[]), &outputs, 11);
+        assert_eq!(reference.window.lock().rows, 2);
+        watch.observe("m", &reference, &captured, &outputs, 12);
+        assert_eq!(reference.window.lock().rows, 0);
     }
 }

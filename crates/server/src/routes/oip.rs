@@ -211,16 +211,28 @@ async fn run_infer(
         .registry_context()
         .and_then(|c| c.drift_watch.clone())
         .and_then(|w| w.watching(model.name(), model.version()).map(|r| (w, r)));
-    let watched_inputs = watch.as_ref().map(|_| request.inputs.clone());
+    let watched_inputs =
+        watch.as_ref().map(|(_, reference)| crate::watch::DriftWatch::capture(reference, &request.inputs));
     // A request drawn for the deployment's shadow keeps a copy of its inputs, when there is room for the copy.
     let shadow = shadow.and_then(|m| state.metrics().shadows.admit(m)).map(|a| (a, request.inputs.clone()));
-    let response = model
-        .infer(InferRequest {
-            inputs: request.inputs,
-            outputs: wanted.iter().map(|(n, _)| n.clone()).collect(),
-            timeout: request.timeout,
-        })
-        .await?;
+    // A monitored model's predictions are kept for feedback under the request's id; without one, ferry makes one and
+    // returns it, so that the client can send the ground truth later. The id, the model's target and its arm are
+    // settled while the model computes.
+    let mut request_id = request.id;
+    let inference = model.infer(InferRequest {
+        inputs: request.inputs,
+        outputs: wanted.iter().map(|(n, _)| n.clone()).collect(),
+        timeout: request.timeout,
+    });
+    let (response, feedback) = crate::meanwhile(inference, || {
+        let quality = state.registry_context()?.quality_watch.as_ref()?;
+        let target = quality.target(model.name())?;
+        crate::quality::settle_request_id(&mut request_id);
+        let arm = routed.then(|| state.metrics().performance.arm_recorder(model.name(), model.version()));
+        Some((quality, target, arm))
+    })
+    .await;
+    let response = response?;
     if let (Some(log), Some(inputs)) = (&log, &logged_inputs) {
         let subject = headers.get(log.subject_header.as_str()).and_then(|v| v.to_str().ok()).map(str::to_owned);
         log.record(model.name(), model.version(), subject, inputs, &response.outputs);
@@ -228,24 +240,18 @@ async fn run_infer(
     if let Some((admitted, inputs)) = shadow {
         state.metrics().shadows.run(admitted, inputs, response.outputs.clone());
     }
-    // One clock read for the drift window, the kept prediction and a fresh id.
+    // One clock read for the drift window and the kept prediction.
     let answered_at = crate::quality::now_ms();
     if let (Some((watch, reference)), Some(inputs)) = (&watch, &watched_inputs) {
         watch.observe(model.name(), reference, inputs, &response.outputs, answered_at);
     }
-    // A monitored model's predictions are kept for feedback under the request's id; without one, ferry makes one
-    // and returns it, so that the client can send the ground truth later.
-    let mut request_id = request.id;
-    if let Some((quality, target)) =
-        state.registry_context().and_then(|c| c.quality_watch.as_ref()).and_then(|q| Some((q, q.target(model.name())?)))
-    {
-        let arm = routed.then(|| state.metrics().performance.arm_recorder(model.name(), model.version()));
+    if let Some((quality, target, arm)) = &feedback {
         crate::quality::keep_for_feedback(
             quality,
-            &target,
+            target,
             model.name(),
             model.version(),
-            &mut request_id,
+            request_id.as_deref(),
             &response.outputs,
             arm.as_deref(),
             answered_at,
