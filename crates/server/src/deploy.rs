@@ -296,6 +296,16 @@ impl RegistryContext {
         self.watched.lock().remove(name);
     }
 
+    /// Stops keeping `name`'s predictions for feedback and throws away those not yet written, before the registry
+    /// deletes the model with the rest of them: none lands after the delete. [`Self::sync_model`] watches the model
+    /// again if it still exists.
+    pub(crate) async fn stop_keeping_predictions(&self, name: &str) {
+        if let Some(quality) = &self.quality_watch {
+            quality.forget(name).await;
+        }
+        self.watched.lock().remove(name);
+    }
+
     /// Points the drift and quality watchers at `version` of `name`.
     fn watch(&self, name: &str, version: u64, record: &VersionRecord, profile: Option<ferry_package::Profile>) {
         if let Some(watch) = &self.drift_watch {
@@ -321,6 +331,7 @@ impl RegistryContext {
                         version,
                         outputs,
                         baseline: record.manifest.validation.as_ref().map(|v| v.metrics.clone()).unwrap_or_default(),
+                        retired: Arc::default(),
                     },
                 ),
                 Err(why) => {

@@ -10,7 +10,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use ferry_monitor::concept::{Adwin, Ddm, DriftDetector, DriftState, PageHinkley};
@@ -60,6 +60,9 @@ pub struct QualityTarget {
     pub outputs: PredictionOutputs,
     /// The package's validation metrics, if it has them.
     pub baseline: BTreeMap<String, f64>,
+    /// Set when the model's predictions stop being kept for good (it is being deleted): a request that looked this
+    /// target up before keeps nothing.
+    pub(crate) retired: Arc<AtomicBool>,
 }
 
 /// One item of a feedback batch.
@@ -299,6 +302,13 @@ impl Captures {
         })
     }
 
+    /// Drops `model`'s requests (their values stay in the columns, unread, until the writer clears them).
+    fn forget(&mut self, model: &str) {
+        if let Some(i) = self.models.iter().position(|m| m == model) {
+            self.requests.retain(|r| r.model != i);
+        }
+    }
+
     fn clear(&mut self) {
         self.requests.clear();
         self.models.clear();
@@ -322,6 +332,9 @@ struct Pending {
     closed: std::sync::atomic::AtomicBool,
     /// Rows the writer dropped (the spool at its size limit).
     dropped: AtomicU64,
+    /// Held by the writer from taking the buffer until its rows are written, so that [`QualityWatch::forget`] finds
+    /// every row either still in the buffer or already in the registry.
+    writing: tokio::sync::Mutex<()>,
 }
 
 #[derive(Default)]
@@ -450,6 +463,7 @@ impl QualityWatch {
             loop {
                 std::thread::sleep(crate::watch::DRAIN_EVERY * 5);
                 let closed = pending.closed.load(Ordering::Acquire);
+                let writing = pending.writing.blocking_lock();
                 // Until the buffer is found empty: writing one take may last while requests fill the next.
                 loop {
                     std::mem::swap(&mut *pending.captures.lock(), &mut taken);
@@ -469,6 +483,7 @@ impl QualityWatch {
                     drop(rows);
                     taken.clear();
                 }
+                drop(writing);
                 if closed {
                     spooler.close_spool();
                     return;
@@ -534,6 +549,7 @@ impl QualityWatch {
                 loop {
                     tick.tick().await;
                     let closed = shared.closed.load(Ordering::Acquire);
+                    let _writing = shared.writing.lock().await;
                     loop {
                         let taken = std::mem::take(&mut *shared.captures.lock());
                         if taken.requests.is_empty() {
@@ -592,6 +608,19 @@ impl QualityWatch {
         self.latest.write().remove(model);
         self.detectors.lock().retain(|(m, _), _| m != model);
         self.counts.write().remove(model);
+    }
+
+    /// Stops keeping `model`'s predictions for good and throws away those not yet written (for a model being
+    /// deleted): once this returns, every kept prediction of it is in the registry, where deleting the model reaches
+    /// it, and no request still being answered adds one.
+    pub async fn forget(&self, model: &str) {
+        if let Some(target) = self.targets.read().get(model) {
+            target.retired.store(true, Ordering::Relaxed);
+        }
+        self.unregister(model);
+        // The writer may hold rows it took from the buffer: they are in the registry once it lets go.
+        let _writing = self.pending.writing.lock().await;
+        self.pending.captures.lock().forget(model);
     }
 
     /// What predictions of `model` are kept by, when they are (a map lookup): every version a monitored model serves,
@@ -724,6 +753,11 @@ impl QualityWatch {
         }
         // The rows in the buffer are bounded, not the requests: one request may carry thousands of rows.
         let mut captures = self.pending.captures.lock();
+        // Checked under the buffer's lock, which `forget` takes after setting it: a retired target's row is either
+        // in the buffer before `forget` clears it or not added.
+        if target.retired.load(Ordering::Relaxed) {
+            return;
+        }
         if captures.rows() + rows > self.config.buffer {
             drop(captures);
             self.dropped.fetch_add(rows as u64, Ordering::Relaxed);
@@ -1135,7 +1169,7 @@ mod tests {
         let config = QualityConfig { buffer: 3, ..QualityConfig::default() };
         let watch = QualityWatch::start(config, registry.clone());
         let outputs = PredictionOutputs { predicted: "label".into(), probabilities: None, task: Task::Regression };
-        watch.register("m", QualityTarget { version: 1, outputs, baseline: BTreeMap::new() });
+        watch.register("m", QualityTarget { version: 1, outputs, baseline: BTreeMap::new(), retired: Arc::default() });
         let tensor = |rows: usize| {
             let tensor = ferry_types::Tensor::new(vec![rows], TensorData::Fp32(vec![1.5; rows])).expect("tensor");
             vec![NamedTensor::new("label", tensor)]
@@ -1167,6 +1201,50 @@ mod tests {
         watch.close().await;
         let truth = Truth { request_id: "last".into(), row: 0, truth: 1.0, at: 0 };
         assert!(registry.join_truth("m", &[truth]).await.expect("join")[0].is_some(), "the last rows were written");
+    }
+
+    #[tokio::test]
+    async fn a_forgotten_model_keeps_nothing_more_not_even_what_waited_in_the_buffer() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let artifacts =
+            ferry_registry::ArtifactStore::local(&dir.path().join("a"), &dir.path().join("s")).expect("store");
+        let registry =
+            Registry::open(&Registry::sqlite_url(&dir.path().join("r.db")), artifacts).await.expect("registry");
+        let watch = QualityWatch::start(QualityConfig::default(), registry.clone());
+        let target = || QualityTarget {
+            version: 1,
+            outputs: PredictionOutputs { predicted: "label".into(), probabilities: None, task: Task::Regression },
+            baseline: BTreeMap::new(),
+            retired: Arc::default(),
+        };
+        watch.register("m", target());
+        watch.register("n", target());
+        let label = || {
+            vec![NamedTensor::new(
+                "label",
+                ferry_types::Tensor::new(vec![1], TensorData::Fp32(vec![2.0])).expect("tensor"),
+            )]
+        };
+        let held = watch.target("m").expect("m is kept");
+        watch.observe("m", 1, "a", &label(), None);
+        watch.observe("n", 1, "b", &label(), None);
+        watch.forget("m").await;
+        // Whatever the writer had not taken of m is gone from the buffer (what it had taken was written before
+        // `forget` returned, where deleting the model reaches it); n's stays.
+        {
+            let captures = watch.pending.captures.lock();
+            assert!(captures.requests.iter().all(|r| captures.models[r.model] == "n"), "m's rows were thrown away");
+        }
+        // m is no longer kept, not even by a request that looked its target up before.
+        watch.observe_target(&held, "m", 1, "late", &label(), None, now_ms());
+        watch.observe("m", 1, "later", &label(), None);
+        assert!(watch.target("m").is_none() && !watch.wants_model("m"));
+        watch.close().await;
+        let truth = |id: &str| Truth { request_id: id.into(), row: 0, truth: 1.0, at: 0 };
+        let m = registry.join_truth("m", &[truth("late"), truth("later")]).await.expect("join m");
+        let n = registry.join_truth("n", &[truth("b")]).await.expect("join n");
+        assert!(m.iter().all(Option::is_none), "nothing of m was kept after it was forgotten");
+        assert!(n[0].is_some(), "the other model's prediction is kept");
     }
 
     #[cfg(target_os = "linux")]

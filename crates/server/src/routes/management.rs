@@ -224,10 +224,14 @@ async fn delete_model(
     let name = model_name(&name)?;
     auth.on(name.as_str()).await?;
     let ctx = registry(&state)?;
+    // Predictions still on their way to the registry would land after the delete and outlive the model.
+    ctx.stop_keeping_predictions(name.as_str()).await;
     let result = ctx.registry.delete_model(name.as_str(), &auth.access.actor).await.map_err(ApiError::from);
     state.audit(&auth.access, "delete_model", &format!("model/{name}"), &result).await;
+    // Unloads a deleted model; watches one that is still there (the delete failed) again.
+    let synced = ctx.sync_model(&state, name.as_str()).await;
     result?;
-    ctx.sync_model(&state, name.as_str()).await?;
+    synced?;
     Ok(StatusCode::NO_CONTENT)
 }
 
