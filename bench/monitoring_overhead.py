@@ -5,13 +5,15 @@ machine state. The target is throughput with monitoring on >= 95% of off.
 
 Usage (from the repository root, after `cargo build --release`):
     python3 bench/monitoring_overhead.py [--seconds 10] [--rounds 3] [--concurrency 8 32]
-    python3 bench/monitoring_overhead.py --paired 20 --seconds 3   # both servers at once, loaded in turn
+    python3 bench/monitoring_overhead.py --paired 40 --seconds 2   # both servers at once, loaded in turn; the median
+                                                                   # of the pairs' ratios with a 95% bootstrap interval
 Needs: wrk (Debian package). Every load loop is bounded in time; every server is stopped at the end.
 """
 
 import argparse
 import json
 import os
+import random
 import re
 import shutil
 import statistics
@@ -42,10 +44,10 @@ MODES = {
 }
 
 
-def server(label, data_dir, mode, cpus=None):
+def server(label, data_dir, mode):
     port = free_port()
     env = {"FERRY_ADMIN_KEY": ADMIN_KEY, "FERRY_DATA_DIR": str(data_dir), "FERRY_LOG_FORMAT": "json", **MODES[mode]}
-    cmd = (["taskset", "-c", cpus] if cpus else []) + [str(TARGET / "ferry"), "serve", "--allow-anonymous-inference", "--host", "127.0.0.1",
+    cmd = [str(TARGET / "ferry"), "serve", "--allow-anonymous-inference", "--host", "127.0.0.1",
            "--http-port", str(port), "--grpc-port", "0"]
     return Server(label, cmd, f"http://127.0.0.1:{port}/v2/models/iris/infer", env=env,
                   ready=f"http://127.0.0.1:{port}/v2/health/ready")
@@ -57,14 +59,10 @@ def main():
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[8, 32])
     parser.add_argument("--parts", action="store_true", help="also measure drift capture and feedback capture alone")
-    parser.add_argument("--pin", action="store_true",
-                        help="the server on core 0 only, wrk on core 1: neither takes the other's core, so a slice "
-                             "measures the server's own cost per request")
     parser.add_argument("--paired", type=int, default=0, metavar="N",
                         help="instead: both servers up at once, loaded in turn, N slices of --seconds each per mode "
                              "and concurrency")
     args = parser.parse_args()
-    args.server_cpus, args.wrk_cpus = ("0", "1") if args.pin else (None, None)
     if not shutil.which("wrk"):
         sys.exit("wrk is needed: apt-get install wrk")
     if not (TARGET / "ferry").exists():
@@ -93,11 +91,11 @@ def main():
         dropped = {mode: [] for mode in modes}
         for r in range(args.rounds):
             for mode in (modes if r % 2 == 0 else modes[::-1]):
-                with server(f"monitoring {mode}", data, mode, args.server_cpus) as s:
-                    wrk(s.url, body, None, 8, 2, args.wrk_cpus)  # warm-up
+                with server(f"monitoring {mode}", data, mode) as s:
+                    wrk(s.url, body, None, 8, 2)  # warm-up
                     for c in args.concurrency:
                         before = cpu_by_thread(s.proc.pid)
-                        out = wrk(s.url, body, None, c, args.seconds, args.wrk_cpus)
+                        out = wrk(s.url, body, None, c, args.seconds)
                         out["cpu"] = {k: (v - before.get(k, 0)) / out["total"] * 1e6
                                       for k, v in cpu_by_thread(s.proc.pid).items()}
                         if out["errors"]:
@@ -133,25 +131,35 @@ def paired(args, data, body):
     The ratio is the median of each pair's on ÷ off."""
     off_data = data.parent / "data-off"
     shutil.copytree(data, off_data)
-    with (server("monitoring on", data, "on", args.server_cpus) as on,
-          server("monitoring off", off_data, "off", args.server_cpus) as off):
+    with server("monitoring on", data, "on") as on, server("monitoring off", off_data, "off") as off:
         for s in (on, off):
-            wrk(s.url, body, None, 8, 2, args.wrk_cpus)  # warm-up
-        print("| concurrency | on req/s (median) | off req/s (median) | on ÷ off (median of pairs) | pairs' range |")
-        print("|---|---|---|---|---|")
+            wrk(s.url, body, None, 8, 2)  # warm-up
+        print("| concurrency | on req/s (median) | off req/s (median) | on ÷ off (median of pairs) | 95% interval "
+              "of that median | pairs' range |")
+        print("|---|---|---|---|---|---|")
         for c in args.concurrency:
             ratios, rps = [], {"on": [], "off": []}
             for i in range(args.paired):
                 for mode, s in ([("on", on), ("off", off)] if i % 2 == 0 else [("off", off), ("on", on)]):
-                    out = wrk(s.url, body, None, c, args.seconds, args.wrk_cpus)
+                    out = wrk(s.url, body, None, c, args.seconds)
                     if out["errors"]:
                         raise RuntimeError(f"monitoring {mode}: {out['errors']} errors at c={c}")
                     rps[mode].append(out["rps"])
                 ratios.append(rps["on"][-1] / rps["off"][-1])
+            low, high = median_interval(ratios)
             print(f"| {c} | {statistics.median(rps['on']):.0f} | {statistics.median(rps['off']):.0f} | "
-                  f"**{statistics.median(ratios):.3f}** | {min(ratios):.3f}–{max(ratios):.3f} |", flush=True)
+                  f"**{statistics.median(ratios):.3f}** | {low:.3f}–{high:.3f} | {min(ratios):.3f}–{max(ratios):.3f} |",
+                  flush=True)
         print()
         check_watched(on.url, "on", on.proc.pid)
+
+
+def median_interval(values, resamples=10_000, seed=7):
+    """A 95% bootstrap interval of the median of `values` (percentiles of the medians of resamples with replacement):
+    how far the run's median could move on this host's noise alone."""
+    rng = random.Random(seed)
+    medians = sorted(statistics.median(rng.choices(values, k=len(values))) for _ in range(resamples))
+    return medians[int(0.025 * resamples)], medians[int(0.975 * resamples) - 1]
 
 
 def cpu_by_thread(pid):

@@ -163,10 +163,9 @@ def venv_python(name):
     return _venv_pythons[name]
 
 
-def wrk(url, body_file, header_len, conc, seconds, cpus=None):
-    """`cpus`: the cores wrk may run on (taskset's list), when the server is pinned to the others."""
+def wrk(url, body_file, header_len, conc, seconds):
     env = dict(os.environ, BODY_FILE=str(body_file), HEADER_LEN=str(header_len or ""))
-    cmd = (["taskset", "-c", cpus] if cpus else []) + ["wrk", "-t1", f"-c{conc}", f"-d{seconds}s", "--latency", "-s", str(ROOT / "bench/wrk_post.lua"), url]
+    cmd = ["wrk", "-t1", f"-c{conc}", f"-d{seconds}s", "--latency", "-s", str(ROOT / "bench/wrk_post.lua"), url]
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=seconds + 30).stdout
     if not (m := re.search(r"Requests/sec:\s+([\d.]+)", out)):
         raise RuntimeError(f"wrk printed no result: {out.strip()[-300:]}")
