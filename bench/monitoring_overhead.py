@@ -94,16 +94,18 @@ def main():
                 with server(f"monitoring {mode}", data, mode) as s:
                     wrk(s.url, body, None, 8, 2)  # warm-up
                     for c in args.concurrency:
-                        before = cpu_by_thread(s.proc.pid)
+                        before, batches = cpu_by_thread(s.proc.pid), batch_counts(s.url)
                         out = wrk(s.url, body, None, c, args.seconds)
                         out["cpu"] = {k: (v - before.get(k, 0)) / out["total"] * 1e6
                                       for k, v in cpu_by_thread(s.proc.pid).items()}
+                        runs, rows = (now - then for now, then in zip(batch_counts(s.url), batches))
                         if out["errors"]:
                             raise RuntimeError(f"monitoring {mode}: {out['errors']} errors at c={c}")
                         results[(mode, c)].append(out)
                         cpu = ", ".join(f"{k} {v:.1f}" for k, v in sorted(out["cpu"].items()) if v >= 0.05)
                         print(f"  round {r + 1} monitoring {mode:<13} c={c:<3} {out['rps']:>9.0f} req/s "
-                              f"p50 {out['p50']:.3f} ms p99 {out['p99']:.3f} ms; CPU µs/request: {cpu}", flush=True)
+                              f"p50 {out['p50']:.3f} ms p99 {out['p99']:.3f} ms; mean batch {rows / max(runs, 1):.2f}; "
+                              f"CPU µs/request: {cpu}", flush=True)
                     dropped[mode].append(check_watched(s.url, mode, s.proc.pid))
         print()
         print("| monitoring | concurrency | req/s (median) | ÷ off | p99 ms (median) | server CPU µs/request (median) |")
@@ -160,6 +162,20 @@ def median_interval(values, resamples=10_000, seed=7):
     rng = random.Random(seed)
     medians = sorted(statistics.median(rng.choices(values, k=len(values))) for _ in range(resamples))
     return medians[int(0.025 * resamples)], medians[int(0.975 * resamples) - 1]
+
+
+def batch_counts(infer_url):
+    """The model's engine runs and the requests they carried so far (`ferry_batch_size`): with greedy dynamic
+    batching, work added on the serving threads can change how many requests share a run."""
+    base = infer_url.rsplit("/v2/", 1)[0]
+    request = urllib.request.Request(f"{base}/metrics", headers={"Authorization": f"Bearer {ADMIN_KEY}"})
+    with urllib.request.urlopen(request, timeout=10) as r:
+        text = r.read().decode()
+
+    def total(name):
+        return sum(float(x) for x in re.findall(rf"^{name}(?:{{[^}}]*}})? (\S+)$", text, re.M))
+
+    return total("ferry_batch_size_count"), total("ferry_batch_size_sum")
 
 
 def cpu_by_thread(pid):
