@@ -95,9 +95,11 @@ def main():
                     wrk(s.url, body, None, 8, 2)  # warm-up
                     for c in args.concurrency:
                         before, batches = cpu_by_thread(s.proc.pid), batch_counts(s.url)
+                        machine = machine_cpu()
                         out = wrk(s.url, body, None, c, args.seconds)
                         out["cpu"] = {k: (v - before.get(k, 0)) / out["total"] * 1e6
                                       for k, v in cpu_by_thread(s.proc.pid).items()}
+                        busy, steal = (now - then for now, then in zip(machine_cpu(), machine))
                         runs, rows = (now - then for now, then in zip(batch_counts(s.url), batches))
                         if out["errors"]:
                             raise RuntimeError(f"monitoring {mode}: {out['errors']} errors at c={c}")
@@ -105,7 +107,8 @@ def main():
                         cpu = ", ".join(f"{k} {v:.1f}" for k, v in sorted(out["cpu"].items()) if v >= 0.05)
                         print(f"  round {r + 1} monitoring {mode:<13} c={c:<3} {out['rps']:>9.0f} req/s "
                               f"p50 {out['p50']:.3f} ms p99 {out['p99']:.3f} ms; mean batch {rows / max(runs, 1):.2f}; "
-                              f"CPU µs/request: {cpu}", flush=True)
+                              f"CPU µs/request: {cpu}; machine busy {busy / out['total'] * 1e6:.1f}, "
+                              f"steal {steal / out['total'] * 1e6:.1f}", flush=True)
                     dropped[mode].append(check_watched(s.url, mode, s.proc.pid))
         print()
         print("| monitoring | concurrency | req/s (median) | ÷ off | p99 ms (median) | server CPU µs/request (median) |")
@@ -141,17 +144,29 @@ def paired(args, data, body):
         print("|---|---|---|---|---|---|")
         for c in args.concurrency:
             ratios, rps = [], {"on": [], "off": []}
+            # Per mode: CPU seconds by kind of thread, stolen seconds, requests (over all its slices).
+            cpu, steal, requests = {"on": {}, "off": {}}, {"on": 0.0, "off": 0.0}, {"on": 0, "off": 0}
             for i in range(args.paired):
                 for mode, s in ([("on", on), ("off", off)] if i % 2 == 0 else [("off", off), ("on", on)]):
+                    before, machine = cpu_by_thread(s.proc.pid), machine_cpu()
                     out = wrk(s.url, body, None, c, args.seconds)
                     if out["errors"]:
                         raise RuntimeError(f"monitoring {mode}: {out['errors']} errors at c={c}")
                     rps[mode].append(out["rps"])
+                    for k, v in cpu_by_thread(s.proc.pid).items():
+                        cpu[mode][k] = cpu[mode].get(k, 0) + v - before.get(k, 0)
+                    steal[mode] += machine_cpu()[1] - machine[1]
+                    requests[mode] += out["total"]
                 ratios.append(rps["on"][-1] / rps["off"][-1])
             low, high = median_interval(ratios)
             print(f"| {c} | {statistics.median(rps['on']):.0f} | {statistics.median(rps['off']):.0f} | "
                   f"**{statistics.median(ratios):.3f}** | {low:.3f}–{high:.3f} | {min(ratios):.3f}–{max(ratios):.3f} |",
                   flush=True)
+            for mode in ("on", "off"):
+                per = ", ".join(f"{k} {v / requests[mode] * 1e6:.1f}" for k, v in sorted(cpu[mode].items())
+                                if v / requests[mode] * 1e6 >= 0.05)
+                print(f"  c={c} monitoring {mode}: server CPU µs/request {per}; "
+                      f"stolen {steal[mode] / requests[mode] * 1e6:.1f}", flush=True)
         print()
         check_watched(on.url, "on", on.proc.pid)
 
@@ -176,6 +191,16 @@ def batch_counts(infer_url):
         return sum(float(x) for x in re.findall(rf"^{name}(?:{{[^}}]*}})? (\S+)$", text, re.M))
 
     return total("ferry_batch_size_count"), total("ferry_batch_size_sum")
+
+
+def machine_cpu():
+    """CPU seconds the whole machine has been busy (all processes, kernel threads and interrupts) and has had stolen
+    by the host so far, from /proc/stat: work that monitoring causes outside the server (writeback of the files it
+    writes, say) shows in the first beside the server's own."""
+    tick = os.sysconf("SC_CLK_TCK")
+    # cpu  user nice system idle iowait irq softirq steal
+    fields = [int(f) for f in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    return (sum(fields[:3]) + fields[5] + fields[6]) / tick, fields[7] / tick
 
 
 def cpu_by_thread(pid):
