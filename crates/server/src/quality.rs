@@ -476,8 +476,8 @@ impl QualityWatch {
     /// CPU per row), and one at the lowest priority that indexes the spool into the database (about 3 µs per row)
     /// while the machine's CPUs, the indexer's own work included, are less than 80% busy or half the spool's limit
     /// waits, so that a saturated server spends its CPU on requests and indexes once it has some to spare. Feedback
-    /// indexes the predictions it names first; expiry and deletes index whatever is left first, at their own
-    /// priority.
+    /// indexes the predictions it names first; deletes index whatever is left first, and expiry what was made before
+    /// its cutoff, at their own priority.
     fn start_spool(config: &QualityConfig, registry: &Registry, shared: &Arc<Pending>) -> Option<Writer> {
         let limit = config.spool_bytes;
         let (spooler, pending) = (registry.clone(), shared.clone());
@@ -522,7 +522,7 @@ impl QualityWatch {
                 // 5 million rows: 80 s of a saturated 2-core server): even at nice 19 it ran in every moment a core
                 // idled between requests and cost the serving threads 3-4 us per request (caches, switches;
                 // measured 2026-12-06). Feedback finds its predictions in the spool, so a backlog does not delay it;
-                // expiry and deletes index regardless. Half, not all: the rest is room to index into while the
+                // deletes and expiry index what they need regardless. Half, not all: the rest is room to index into while the
                 // load lasts before rows are dropped.
                 let busy = cpu.busy_share().is_some_and(|share| share >= INDEX_WHILE_BUSY_BELOW);
                 let more = if busy && indexer.spool_backlog_bytes() < limit / 2 {
