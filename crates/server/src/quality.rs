@@ -522,8 +522,8 @@ impl QualityWatch {
                 // 5 million rows: 80 s of a saturated 2-core server): even at nice 19 it ran in every moment a core
                 // idled between requests and cost the serving threads 3-4 us per request (caches, switches;
                 // measured 2026-12-06). Feedback finds its predictions in the spool, so a backlog does not delay it;
-                // deletes and expiry index what they need regardless. Half, not all: the rest is room to index into while the
-                // load lasts before rows are dropped.
+                // deletes and expiry index what they need regardless. Half, not all: the rest is room to index into
+                // while the load lasts before rows are dropped.
                 let busy = cpu.busy_share().is_some_and(|share| share >= INDEX_WHILE_BUSY_BELOW);
                 let more = if busy && indexer.spool_backlog_bytes() < limit / 2 {
                     false
@@ -1301,7 +1301,7 @@ mod tests {
     fn cpu_use_is_busy_as_soon_as_a_load_begins_and_until_a_quiet_spell_fills_its_second() {
         let t0 = std::time::Instant::now();
         let at = |ms: u64| t0 + Duration::from_millis(ms);
-        // 100 ticks per 50 ms over two CPUs: readings every 50 ms, (busy, total) ticks so far.
+        // A reading every 50 ms (10 ticks: two CPUs at 100 ticks a second), (busy, total) ticks so far.
         let mut cpu = CpuUse::default();
         let (mut busy, mut total) = (0, 0);
         let mut step = |cpu: &mut CpuUse, ms: u64, busy_ticks: u64| {
