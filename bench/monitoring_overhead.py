@@ -7,6 +7,8 @@ Usage (from the repository root, after `cargo build --release`):
     python3 bench/monitoring_overhead.py [--seconds 10] [--rounds 3] [--concurrency 8 32]
     python3 bench/monitoring_overhead.py --paired 40 --seconds 2   # both servers at once, loaded in turn; the median
                                                                    # of the pairs' ratios with a 95% bootstrap interval
+    python3 bench/monitoring_overhead.py --processes 12 --slices 4 --seconds 2   # as --paired, but every pair of
+                                                                   # ratios from a fresh pair of server processes
 Needs: wrk (Debian package). Every load loop is bounded in time; every server is stopped at the end.
 """
 
@@ -15,6 +17,7 @@ import json
 import os
 import random
 import re
+import resource
 import shutil
 import statistics
 import subprocess
@@ -62,6 +65,13 @@ def main():
     parser.add_argument("--paired", type=int, default=0, metavar="N",
                         help="instead: both servers up at once, loaded in turn, N slices of --seconds each per mode "
                              "and concurrency")
+    parser.add_argument("--processes", type=int, default=0, metavar="N",
+                        help="instead: N pairs of fresh server processes (on and off, each on a fresh copy of the "
+                             "registry), up at once and loaded in turn, --slices slices of --seconds each per mode and "
+                             "concurrency; one ratio per pair of processes")
+    parser.add_argument("--slices", type=int, default=4)
+    parser.add_argument("--watching", default="on", choices=[m for m in MODES if m != "off"],
+                        help="with --processes: the mode compared with off (\"on\" is everything)")
     args = parser.parse_args()
     if not shutil.which("wrk"):
         sys.exit("wrk is needed: apt-get install wrk")
@@ -85,6 +95,9 @@ def main():
                                                 "data": [5.1, 3.5, 1.4, 0.2]}]}))
         if args.paired:
             paired(args, data, body)
+            return
+        if args.processes:
+            processes(args, data, body)
             return
         modes = list(MODES) if args.parts else ["on", "off"]
         results = {(mode, c): [] for mode in modes for c in args.concurrency}
@@ -171,6 +184,82 @@ def paired(args, data, body):
         check_watched(on.url, "on", on.proc.pid)
 
 
+def processes(args, data, body):
+    """What `paired` cannot see: a server process keeps a state for its life (where the scheduler puts its threads,
+    how its memory is laid out) that moves its cost per request by more than monitoring does (the async workers at
+    16.2-18.4 us per request off and 16.8-19.7 on, between processes of one build). `paired` loads one process per
+    mode for the whole run, so its interval covers the host's noise but not this. Here every pair of ratios comes from
+    a fresh pair of processes, each on a fresh copy of the registry, both up at once and loaded in turn in slices (the
+    order swapped every slice); a pair's ratio is its on requests over its off requests, and the run reports the
+    median over the pairs of processes with a 95% bootstrap interval."""
+    ratios = {c: [] for c in args.concurrency}
+    rps = {(mode, c): [] for mode in ("on", "off") for c in args.concurrency}
+    cpu = {(mode, c): {} for mode in ("on", "off") for c in args.concurrency}
+    steal = {(mode, c): 0.0 for mode in ("on", "off") for c in args.concurrency}
+    # The whole machine's busy CPU and the load generator's (wrk, a child of this script), to find work monitoring
+    # causes outside the server: writeback of the files it writes, say.
+    busy = {(mode, c): 0.0 for mode in ("on", "off") for c in args.concurrency}
+    client = {(mode, c): 0.0 for mode in ("on", "off") for c in args.concurrency}
+    requests = {(mode, c): 0 for mode in ("on", "off") for c in args.concurrency}
+    for p in range(args.processes):
+        dirs = {mode: data.parent / f"data-{mode}-{p}" for mode in ("on", "off")}
+        for d in dirs.values():
+            shutil.copytree(data, d)
+        try:
+            with server(f"monitoring {args.watching}", dirs["on"], args.watching) as on, \
+                    server("monitoring off", dirs["off"], "off") as off:
+                servers = {"on": on, "off": off}
+                for s in (on, off) if p % 2 == 0 else (off, on):
+                    wrk(s.url, body, None, 8, 1)  # warm-up
+                line = []
+                for c in args.concurrency:
+                    done = {"on": 0, "off": 0}
+                    for i in range(args.slices):
+                        for mode in ("on", "off") if (p + i) % 2 == 0 else ("off", "on"):
+                            s = servers[mode]
+                            before, machine, children = cpu_by_thread(s.proc.pid), machine_cpu(), children_cpu()
+                            out = wrk(s.url, body, None, c, args.seconds)
+                            if out["errors"]:
+                                raise RuntimeError(f"monitoring {mode}: {out['errors']} errors at c={c}")
+                            for k, v in cpu_by_thread(s.proc.pid).items():
+                                cpu[(mode, c)][k] = cpu[(mode, c)].get(k, 0) + v - before.get(k, 0)
+                            now = machine_cpu()
+                            busy[(mode, c)] += now[0] - machine[0]
+                            steal[(mode, c)] += now[1] - machine[1]
+                            client[(mode, c)] += children_cpu() - children
+                            requests[(mode, c)] += out["total"]
+                            done[mode] += out["total"]
+                    for mode in ("on", "off"):
+                        rps[(mode, c)].append(done[mode] / (args.slices * args.seconds))
+                    ratios[c].append(done["on"] / done["off"])
+                    line.append(f"c={c}: {done['on'] / (args.slices * args.seconds):.0f} vs "
+                                f"{done['off'] / (args.slices * args.seconds):.0f} req/s, {ratios[c][-1]:.3f}")
+                print(f"  processes {p + 1}: " + "; ".join(line), flush=True)
+                check_watched(on.url, args.watching, on.proc.pid)
+        finally:
+            for d in dirs.values():
+                shutil.rmtree(d, ignore_errors=True)
+    print()
+    print(f"| concurrency | {args.watching} req/s (median) | off req/s (median) | {args.watching} ÷ off (median over "
+          "pairs of processes) | 95% interval of that median | pairs' range |")
+    print("|---|---|---|---|---|---|")
+    for c in args.concurrency:
+        low, high = median_interval(ratios[c])
+        print(f"| {c} | {statistics.median(rps[('on', c)]):.0f} | {statistics.median(rps[('off', c)]):.0f} | "
+              f"**{statistics.median(ratios[c]):.3f}** | {low:.3f}–{high:.3f} | "
+              f"{min(ratios[c]):.3f}–{max(ratios[c]):.3f} |")
+    for c in args.concurrency:
+        for mode in ("on", "off"):
+            n = requests[(mode, c)]
+            per = ", ".join(f"{k} {v / n * 1e6:.1f}" for k, v in sorted(cpu[(mode, c)].items()) if v / n * 1e6 >= 0.05)
+            server_cpu = sum(cpu[(mode, c)].values())
+            rest = busy[(mode, c)] - server_cpu - client[(mode, c)]
+            label = args.watching if mode == "on" else mode
+            print(f"  c={c} monitoring {label}: machine busy {busy[(mode, c)] / n * 1e6:.1f} µs/request: server "
+                  f"{server_cpu / n * 1e6:.1f} ({per}), wrk {client[(mode, c)] / n * 1e6:.1f}, the rest "
+                  f"{rest / n * 1e6:.1f}; stolen {steal[(mode, c)] / n * 1e6:.1f}")
+
+
 def median_interval(values, resamples=10_000, seed=7):
     """A 95% bootstrap interval of the median of `values` (percentiles of the medians of resamples with replacement):
     how far the run's median could move on this host's noise alone."""
@@ -201,6 +290,12 @@ def machine_cpu():
     # cpu  user nice system idle iowait irq softirq steal
     fields = [int(f) for f in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
     return (sum(fields[:3]) + fields[5] + fields[6]) / tick, fields[7] / tick
+
+
+def children_cpu():
+    """CPU seconds this script's ended children (the wrk runs) have used so far."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def cpu_by_thread(pid):
