@@ -208,7 +208,7 @@ impl GrpcInferenceService for GrpcService {
         let watch = self
             .state
             .registry_context()
-            .and_then(|c| c.drift_watch.clone())
+            .and_then(|c| c.drift_watch.as_deref())
             .and_then(|w| w.watching(model.name(), model.version()).map(|r| (w, r)));
         let watched_inputs =
             watch.as_ref().map(|(_, reference)| crate::watch::DriftWatch::capture(reference, &decoded.inputs));

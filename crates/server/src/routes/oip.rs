@@ -209,7 +209,7 @@ async fn run_infer(
     let logged_inputs = log.as_ref().map(|_| request.inputs.clone());
     let watch = state
         .registry_context()
-        .and_then(|c| c.drift_watch.clone())
+        .and_then(|c| c.drift_watch.as_deref())
         .and_then(|w| w.watching(model.name(), model.version()).map(|r| (w, r)));
     let watched_inputs =
         watch.as_ref().map(|(_, reference)| crate::watch::DriftWatch::capture(reference, &request.inputs));
