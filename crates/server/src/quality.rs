@@ -30,8 +30,7 @@ pub struct QualityConfig {
     pub window: Duration,
     /// Predictions older than this are deleted (feedback for them is then unmatched).
     pub retention: Duration,
-    /// Prediction rows waiting to be written (besides up to 256 in each serving thread's own buffer); past this
-    /// they are dropped and counted.
+    /// Prediction rows waiting to be written; past this they are dropped and counted.
     pub buffer: usize,
     /// Live quality counts (for alerts) only over at least this many feedback pairs.
     pub min_rows: u64,
@@ -212,7 +211,7 @@ pub struct ModelQuality {
 /// once the columns have grown, without allocating: the writer swaps them for the ones it has just written, emptied
 /// with their capacity kept. (Values per request and row, allocated on a serving thread and freed on the writer's,
 /// cost the allocator on both sides, and a channel's slots as much again.)
-#[derive(Default, Clone)]
+#[derive(Default)]
 struct Captures {
     requests: Vec<CapturedRequest>,
     /// Model names (`CapturedRequest::model` indexes them): a few per server.
@@ -225,7 +224,6 @@ struct Captures {
     proba: Vec<f64>,
 }
 
-#[derive(Clone)]
 struct CapturedRequest {
     model: usize,
     id: std::ops::Range<usize>,
@@ -238,7 +236,7 @@ struct CapturedRequest {
 }
 
 impl Captures {
-    /// Rows of values held, a forgotten request's included until the buffer is cleared.
+    /// Rows waiting (bounded by the config's `buffer`).
     fn rows(&self) -> usize {
         self.predicted.len()
     }
@@ -304,42 +302,6 @@ impl Captures {
         })
     }
 
-    /// Rows of the requests held (a forgotten request's values stay in the columns but are not counted).
-    fn live_rows(&self) -> usize {
-        self.requests.iter().map(|r| r.predicted.len()).sum()
-    }
-
-    /// Moves `other`'s requests after this buffer's, in bulk copies of its columns, and leaves `other` empty with its
-    /// capacity.
-    fn append(&mut self, other: &mut Self) {
-        let models: Vec<usize> = other
-            .models
-            .iter()
-            .map(|m| match self.models.iter().position(|n| n == m) {
-                Some(i) => i,
-                None => {
-                    self.models.push(m.clone());
-                    self.models.len() - 1
-                }
-            })
-            .collect();
-        let (ids, predicted, proba) = (self.ids.len(), self.predicted.len(), self.proba.len());
-        self.ids.push_str(&other.ids);
-        self.predicted.extend_from_slice(&other.predicted);
-        self.proba.extend_from_slice(&other.proba);
-        self.requests.extend(other.requests.iter().filter_map(|r| {
-            Some(CapturedRequest {
-                model: *models.get(r.model)?,
-                id: r.id.start + ids..r.id.end + ids,
-                version: r.version,
-                at: r.at,
-                predicted: r.predicted.start + predicted..r.predicted.end + predicted,
-                proba: if r.proba.1 > 0 { (r.proba.0 + proba, r.proba.1) } else { (0, 0) },
-            })
-        }));
-        other.clear();
-    }
-
     /// Drops `model`'s requests (their values stay in the columns, unread, until the writer clears them).
     fn forget(&mut self, model: &str) {
         if let Some(i) = self.models.iter().position(|m| m == model) {
@@ -362,20 +324,10 @@ enum Writer {
     Task(tokio::task::JoinHandle<()>),
 }
 
-/// The capture buffers the serving path fills and the writer empties.
-///
-/// Each serving thread appends to a small buffer of its own (its slot, at most [`SLOT_ROWS`] rows), which it hands
-/// to the shared buffer in one bulk copy when full; the writer empties both. One buffer for all threads had every
-/// request write its id and values into memory last written by the other core, or not in any cache at all (the
-/// buffer grows to thousands of rows between the writer's takes): that cost 3-8% of the throughput of a saturated
-/// 2-core server at 32 connections, measured with fresh server processes, where a thread's own small buffer, reused
-/// in place, cost 0-1% (BENCHMARKS.md, 2026-12-07).
+/// The capture buffer the serving path fills and the writer empties.
 #[derive(Default)]
 struct Pending {
-    /// Slots handed over, waiting for the writer (at most the config's `buffer` rows; beyond, a slot is dropped).
     captures: Mutex<Captures>,
-    /// Every serving thread's slot (the thread holds it too, in [`SLOTS`]).
-    slots: Mutex<Vec<Slot>>,
     /// Set when the watch is dropped: the writer writes what is left and ends.
     closed: std::sync::atomic::AtomicBool,
     /// Rows the writer dropped (the spool at its size limit).
@@ -383,96 +335,6 @@ struct Pending {
     /// Held by the writer from taking the buffer until its rows are written, so that [`QualityWatch::forget`] finds
     /// every row either still in the buffer or already in the registry.
     writing: tokio::sync::Mutex<()>,
-}
-
-/// Rows a serving thread's slot holds before it is handed to the shared buffer: small enough to stay in the core's
-/// cache (about 40 KiB with three class probabilities), large enough that handing over is rare.
-const SLOT_ROWS: usize = 256;
-
-/// A serving thread's own capture buffer.
-type Slot = Arc<Mutex<Captures>>;
-
-thread_local! {
-    /// This thread's slot in each watch it has kept predictions for (one, but for tests), by the watch's buffers.
-    static SLOTS: std::cell::RefCell<Vec<(std::sync::Weak<Pending>, Slot)>> =
-        const { std::cell::RefCell::new(Vec::new()) };
-}
-
-impl Pending {
-    /// Runs `keep` on the calling thread's slot (made and registered on its first use).
-    fn with_slot(self: &Arc<Self>, keep: impl FnOnce(&Mutex<Captures>)) {
-        let mut keep = Some(keep);
-        let found = SLOTS.try_with(|slots| {
-            let mut slots = slots.borrow_mut();
-            let slot = match slots.iter().find(|(owner, _)| std::ptr::eq(owner.as_ptr(), Arc::as_ptr(self))) {
-                Some((_, slot)) => slot.clone(),
-                None => {
-                    // The slots of watches that are gone go with the first new one.
-                    slots.retain(|(owner, _)| owner.strong_count() > 0);
-                    let slot = Arc::new(Mutex::new(Captures::default()));
-                    self.slots.lock().push(slot.clone());
-                    slots.push((Arc::downgrade(self), slot.clone()));
-                    slot
-                }
-            };
-            drop(slots);
-            if let Some(keep) = keep.take() {
-                keep(&slot);
-            }
-        });
-        // A thread being torn down has no thread-locals left: its request uses a slot of its own for once, which
-        // is registered for the writer like any other.
-        if let (Err(_), Some(keep)) = (found, keep) {
-            let slot = Arc::new(Mutex::new(Captures::default()));
-            self.slots.lock().push(slot.clone());
-            keep(&slot);
-        }
-    }
-
-    /// Moves every kept prediction waiting (the shared buffer's, then each slot's) into `into`, which keeps its
-    /// capacity for the next take when it was empty.
-    fn take_all(&self, into: &mut Captures) {
-        {
-            let mut shared = self.captures.lock();
-            if into.requests.is_empty() {
-                into.clear();
-                std::mem::swap(&mut *shared, into);
-            } else {
-                into.append(&mut shared);
-            }
-        }
-        let slots = self.slots.lock().clone();
-        for slot in &slots {
-            let mut slot = slot.lock();
-            if !slot.requests.is_empty() {
-                into.append(&mut slot);
-            }
-        }
-        drop(slots);
-        // The slots of threads that ended (only this list holds them) go once they are empty.
-        self.slots.lock().retain(|slot| Arc::strong_count(slot) > 1 || !slot.lock().requests.is_empty());
-    }
-
-    /// The model of each waiting prediction.
-    #[cfg(test)]
-    fn waiting(&self) -> Vec<String> {
-        let mut all = Captures::default();
-        all.append(&mut self.captures.lock().clone());
-        for slot in self.slots.lock().iter() {
-            all.append(&mut slot.lock().clone());
-        }
-        all.requests.iter().map(|r| all.models[r.model].clone()).collect()
-    }
-
-    /// Drops `model`'s waiting predictions: each slot's, then the shared buffer's (a serving thread hands its slot
-    /// over holding the slot's lock, so none passes from a slot to the shared buffer unseen).
-    fn forget(&self, model: &str) {
-        let slots = self.slots.lock().clone();
-        for slot in &slots {
-            slot.lock().forget(model);
-        }
-        self.captures.lock().forget(model);
-    }
 }
 
 #[derive(Default)]
@@ -627,7 +489,7 @@ impl QualityWatch {
                 let writing = pending.writing.blocking_lock();
                 // Until the buffer is found empty: writing one take may last while requests fill the next.
                 loop {
-                    pending.take_all(&mut taken);
+                    std::mem::swap(&mut *pending.captures.lock(), &mut taken);
                     if taken.requests.is_empty() {
                         break;
                     }
@@ -712,8 +574,7 @@ impl QualityWatch {
                     let closed = shared.closed.load(Ordering::Acquire);
                     let _writing = shared.writing.lock().await;
                     loop {
-                        let mut taken = Captures::default();
-                        shared.take_all(&mut taken);
+                        let taken = std::mem::take(&mut *shared.captures.lock());
                         if taken.requests.is_empty() {
                             break;
                         }
@@ -782,7 +643,7 @@ impl QualityWatch {
         self.unregister(model);
         // The writer may hold rows it took from the buffer: they are in the registry once it lets go.
         let _writing = self.pending.writing.lock().await;
-        self.pending.forget(model);
+        self.pending.captures.lock().forget(model);
     }
 
     /// What predictions of `model` are kept by, when they are (a map lookup): every version a monitored model serves,
@@ -913,36 +774,19 @@ impl QualityWatch {
         if rows == 0 {
             return;
         }
-        // The rows waiting are bounded, not the requests: one request may carry thousands of rows.
-        let limit = self.config.buffer;
-        if rows > limit {
+        // The rows in the buffer are bounded, not the requests: one request may carry thousands of rows.
+        let mut captures = self.pending.captures.lock();
+        // Checked under the buffer's lock, which `forget` takes after setting it: a retired target's row is either
+        // in the buffer before `forget` clears it or not added.
+        if target.retired.load(Ordering::Relaxed) {
+            return;
+        }
+        if captures.rows() + rows > self.config.buffer {
+            drop(captures);
             self.dropped.fetch_add(rows as u64, Ordering::Relaxed);
             return;
         }
-        self.pending.with_slot(|slot| {
-            let mut mine = slot.lock();
-            // Checked under the slot's lock, which `forget` takes after setting it: a retired target's row is either
-            // in the slot before `forget` clears it or not added.
-            if target.retired.load(Ordering::Relaxed) {
-                return;
-            }
-            // (`rows` counts a forgotten request's values until the buffer is cleared: an upper bound, in O(1).)
-            let held = mine.rows();
-            if held > 0 && held + rows > SLOT_ROWS.min(limit) {
-                // Handed over with the slot still locked (see `Pending::forget`); dropped whole when the writer is
-                // so far behind that the shared buffer has no room for it.
-                let mut shared = self.pending.captures.lock();
-                if shared.rows() + held > limit {
-                    drop(shared);
-                    let lost = mine.live_rows();
-                    mine.clear();
-                    self.dropped.fetch_add(lost as u64, Ordering::Relaxed);
-                } else {
-                    shared.append(&mut mine);
-                }
-            }
-            mine.push(model, request_id, version, at, values, proba);
-        });
+        captures.push(model, request_id, version, at, values, proba);
     }
 
     /// Joins a feedback batch to `model`'s kept predictions and feeds the joined errors to the concept detectors.
@@ -1362,61 +1206,33 @@ mod tests {
             let tensor = ferry_types::Tensor::new(vec![rows], TensorData::Fp32(vec![1.5; rows])).expect("tensor");
             vec![NamedTensor::new("label", tensor)]
         };
-        // The thread's own buffer holds up to 3 rows here: a request that does not fit hands what it holds to the
-        // shared buffer first, or drops it when the shared buffer has no room for it; a request of more rows than
-        // the whole buffer is dropped at once.
         watch.observe("m", 1, "a", &tensor(2), None);
-        watch.observe("m", 1, "b", &tensor(2), None); // a handed over
+        watch.observe("m", 1, "b", &tensor(2), None); // 4 rows > 3: dropped whole
         watch.observe("m", 1, "c", &tensor(1), None);
-        watch.observe("m", 1, "d", &tensor(2), None); // b and c (3 rows) do not fit beside a: dropped
-        watch.observe("m", 1, "e", &tensor(4), None); // 4 rows > 3: dropped whole
-        assert_eq!(watch.dropped(), 7);
+        assert_eq!(watch.dropped(), 2);
         // The writer takes the buffer within a tick or two.
         let mut joined = Vec::new();
         for _ in 0..100 {
             tokio::time::sleep(Duration::from_millis(20)).await;
             let truth = |id: &str, row| Truth { request_id: id.into(), row, truth: 1.0, at: 0 };
-            let wanted = [truth("a", 0), truth("a", 1), truth("b", 0), truth("c", 0), truth("d", 0), truth("d", 1)];
-            joined = registry.join_truth("m", &[wanted.as_slice(), &[truth("e", 0)]].concat()).await.expect("join");
-            if joined.iter().filter(|j| j.is_some()).count() == 4 {
+            joined = registry
+                .join_truth("m", &[truth("a", 0), truth("a", 1), truth("b", 0), truth("c", 0)])
+                .await
+                .expect("join");
+            if joined.iter().filter(|j| j.is_some()).count() == 3 {
                 break;
             }
         }
         let found: Vec<bool> = joined.iter().map(Option::is_some).collect();
-        assert_eq!(found, [true, true, false, false, true, true, false]);
-        // A request of no rows adds nothing, not even to the buffers' bookkeeping.
+        assert_eq!(found, [true, true, false, true]);
+        // A request of no rows adds nothing, not even to the buffer's bookkeeping.
         watch.observe("m", 1, "empty", &tensor(0), None);
-        assert_eq!((watch.pending.waiting(), watch.dropped()), (Vec::<String>::new(), 7));
+        assert_eq!((watch.pending.captures.lock().requests.len(), watch.dropped()), (0, 2));
         // Closing writes what the buffer holds before it returns.
         watch.observe("m", 1, "last", &tensor(1), None);
         watch.close().await;
         let truth = Truth { request_id: "last".into(), row: 0, truth: 1.0, at: 0 };
         assert!(registry.join_truth("m", &[truth]).await.expect("join")[0].is_some(), "the last rows were written");
-    }
-
-    #[test]
-    fn appending_a_buffer_keeps_each_request_with_its_own_model_id_and_values() {
-        let numbers = |v: Vec<f32>| TensorData::Fp32(v);
-        let (mut mine, mut other) = (Captures::default(), Captures::default());
-        mine.push("m", "one", 1, 10, &numbers(vec![1.0]), None);
-        other.push("n", "two", 2, 20, &numbers(vec![2.0, 3.0]), Some((&numbers(vec![0.25, 0.75, 0.5, 0.5]), 2)));
-        other.push("m", "three", 1, 30, &numbers(vec![4.0]), None);
-        mine.append(&mut other);
-        assert!(other.requests.is_empty() && other.rows() == 0, "the appended buffer is left empty");
-        let rows: Vec<_> = mine
-            .outcome_rows()
-            .map(|r| (r.model, r.request_id, r.row, r.version, r.at, r.predicted, r.proba.map(<[f64]>::to_vec)))
-            .collect();
-        assert_eq!(
-            rows,
-            [
-                ("m", "one", 0, 1, 10, 1.0, None),
-                ("n", "two", 0, 2, 20, 2.0, Some(vec![0.25, 0.75])),
-                ("n", "two", 1, 2, 20, 3.0, Some(vec![0.5, 0.5])),
-                ("m", "three", 0, 1, 30, 4.0, None),
-            ]
-        );
-        assert_eq!(mine.models, ["m", "n"], "a model named in both buffers is one entry");
     }
 
     #[tokio::test]
@@ -1426,8 +1242,6 @@ mod tests {
             ferry_registry::ArtifactStore::local(&dir.path().join("a"), &dir.path().join("s")).expect("store");
         let registry =
             Registry::open(&Registry::sqlite_url(&dir.path().join("r.db")), artifacts).await.expect("registry");
-        // 300 requests per thread: each thread's own buffer (256 rows) is handed to the shared one once, and the
-        // rest waits in it for the writer.
         let watch = QualityWatch::start(QualityConfig::default(), registry.clone());
         let outputs = PredictionOutputs { predicted: "label".into(), probabilities: None, task: Task::Regression };
         watch.register("m", QualityTarget { version: 1, outputs, baseline: BTreeMap::new(), retired: Arc::default() });
@@ -1486,7 +1300,10 @@ mod tests {
         watch.forget("m").await;
         // Whatever the writer had not taken of m is gone from the buffer (what it had taken was written before
         // `forget` returned, where deleting the model reaches it); n's stays.
-        assert!(watch.pending.waiting().iter().all(|m| m == "n"), "m's rows were thrown away");
+        {
+            let captures = watch.pending.captures.lock();
+            assert!(captures.requests.iter().all(|r| captures.models[r.model] == "n"), "m's rows were thrown away");
+        }
         // m is no longer kept, not even by a request that looked its target up before.
         watch.observe_target(&held, "m", 1, "late", &label(), None, now_ms());
         watch.observe("m", 1, "later", &label(), None);
