@@ -210,8 +210,9 @@ pub struct ModelDrift {
 ///
 /// Its values are (reference column, value) pairs in arrival order, not a vector per column: a request appends all of
 /// its values in one place (a cache line or two, where a vector per column had it write one line per column, each
-/// last written by whichever core served the previous request: 0.28 us per request in `perf` at 32 connections), and
-/// the evaluator sorts them into columns. A column's values keep their order.
+/// last written by whichever core served the previous request), and the evaluator sorts them into columns. A
+/// column's values keep their order. `DriftWatch::observe` in `perf` at 32 connections: 0.28 us per request before,
+/// 0.24 after.
 #[derive(Default, Clone)]
 struct Filling {
     /// Values of numerical columns.
@@ -675,8 +676,8 @@ mod tests {
             Values::Numbers(_) => panic!("numbers"),
         };
         assert!(matches!(cells, [Cell::Number(a), Cell::Number(b)] if *a == 2.0 && *b == 5.0));
-        // Other element types, a column past the tensor's width, a tensor of another shape, no rows, a column that
-        // does not exist; the values of each column after those already there.
+        // Into the emptied window again, then other element types, a column past the tensor's width, a tensor of
+        // another shape, no rows, a column that does not exist.
         copy_columns(&mut sink, &columns, &matrix, &[(0, Some(0)), (1, Some(2)), (2, Some(1))], 2);
         let int64 = tensor(vec![2], TensorData::Int64(vec![7, 8]));
         copy_columns(&mut sink, &columns, &int64, &[(0, None), (1, Some(1)), (7, None)], 2);
