@@ -309,6 +309,11 @@ impl Captures {
         }
     }
 
+    /// Whether any of `model`'s requests waits here.
+    fn holds(&self, model: &str) -> bool {
+        self.models.iter().position(|m| m == model).is_some_and(|i| self.requests.iter().any(|r| r.model == i))
+    }
+
     fn clear(&mut self) {
         self.requests.clear();
         self.models.clear();
@@ -633,17 +638,33 @@ impl QualityWatch {
         self.counts.write().remove(model);
     }
 
-    /// Stops keeping `model`'s predictions for good and throws away those not yet written (for a model being
-    /// deleted): once this returns, every kept prediction of it is in the registry, where deleting the model reaches
-    /// it, and no request still being answered adds one.
+    /// Stops keeping `model`'s predictions for good (for a model being deleted): once this returns, every kept
+    /// prediction of it is in the registry, where deleting the model reaches it, and no request still being answered
+    /// adds one. Those still in the buffer are written first (the writer's next take, within about 100 ms), so that
+    /// a delete that then fails loses none; when the writer does not take them within [`FORGET_WAIT`] (it ended, or
+    /// its database is down), they are thrown away.
     pub async fn forget(&self, model: &str) {
         if let Some(target) = self.targets.read().get(model) {
             target.retired.store(true, Ordering::Relaxed);
         }
         self.unregister(model);
-        // The writer may hold rows it took from the buffer: they are in the registry once it lets go.
-        let _writing = self.pending.writing.lock().await;
-        self.pending.captures.lock().forget(model);
+        let started = std::time::Instant::now();
+        loop {
+            {
+                // The writer may hold rows it took from the buffer: they are in the registry once it lets go.
+                let _writing = self.pending.writing.lock().await;
+                let mut captures = self.pending.captures.lock();
+                if !captures.holds(model) {
+                    return;
+                }
+                if started.elapsed() >= FORGET_WAIT {
+                    captures.forget(model);
+                    tracing::warn!(model, "predictions kept for feedback were not written in time; thrown away");
+                    return;
+                }
+            }
+            tokio::time::sleep(crate::watch::DRAIN_EVERY).await;
+        }
     }
 
     /// What predictions of `model` are kept by, when they are (a map lookup): every version a monitored model serves,
@@ -1084,6 +1105,9 @@ pub(crate) fn keep_for_feedback(
     }
 }
 
+/// How long [`QualityWatch::forget`] waits for the writer to take a forgotten model's predictions.
+const FORGET_WAIT: Duration = Duration::from_secs(2);
+
 /// Longest request id kept for feedback.
 const MAX_REQUEST_ID: usize = 256;
 
@@ -1273,7 +1297,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_forgotten_model_keeps_nothing_more_not_even_what_waited_in_the_buffer() {
+    async fn a_forgotten_model_has_what_waited_written_first_and_keeps_nothing_more() {
         let dir = tempfile::tempdir().expect("tempdir");
         let artifacts =
             ferry_registry::ArtifactStore::local(&dir.path().join("a"), &dir.path().join("s")).expect("store");
@@ -1298,22 +1322,26 @@ mod tests {
         watch.observe("m", 1, "a", &label(), None);
         watch.observe("n", 1, "b", &label(), None);
         watch.forget("m").await;
-        // Whatever the writer had not taken of m is gone from the buffer (what it had taken was written before
-        // `forget` returned, where deleting the model reaches it); n's stays.
-        {
-            let captures = watch.pending.captures.lock();
-            assert!(captures.requests.iter().all(|r| captures.models[r.model] == "n"), "m's rows were thrown away");
-        }
+        // What waited of m was written before `forget` returned, where deleting the model reaches it (and a delete
+        // that fails loses nothing).
+        let truth = |id: &str| Truth { request_id: id.into(), row: 0, truth: 1.0, at: 0 };
+        assert!(registry.join_truth("m", &[truth("a")]).await.expect("join a")[0].is_some(), "m's row was written");
+        assert!(!watch.pending.captures.lock().holds("m"));
         // m is no longer kept, not even by a request that looked its target up before.
         watch.observe_target(&held, "m", 1, "late", &label(), None, now_ms());
         watch.observe("m", 1, "later", &label(), None);
         assert!(watch.target("m").is_none() && !watch.wants_model("m"));
         watch.close().await;
-        let truth = |id: &str| Truth { request_id: id.into(), row: 0, truth: 1.0, at: 0 };
         let m = registry.join_truth("m", &[truth("late"), truth("later")]).await.expect("join m");
         let n = registry.join_truth("n", &[truth("b")]).await.expect("join n");
         assert!(m.iter().all(Option::is_none), "nothing of m was kept after it was forgotten");
         assert!(n[0].is_some(), "the other model's prediction is kept");
+        // With no writer left to take them, a forgotten model's waiting predictions are thrown away after a while.
+        watch.register("m", target());
+        watch.observe("m", 1, "orphan", &label(), None);
+        assert!(watch.pending.captures.lock().holds("m"));
+        watch.forget("m").await;
+        assert!(!watch.pending.captures.lock().holds("m"), "thrown away");
     }
 
     #[cfg(target_os = "linux")]
