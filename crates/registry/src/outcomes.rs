@@ -329,9 +329,15 @@ impl Registry {
             })
             .collect();
         let rows = serde_json::to_string(&rows).map_err(|e| RegistryError::Invalid(format!("outcome rows: {e}")))?;
+        // Only rows of a version the registry holds: replicas sharing the database learn of a delete late, and keep
+        // predictions of a deleted model meanwhile. The version's row is locked for the statement (`FOR KEY SHARE`),
+        // so that a delete under way makes it wait and then find the version gone: otherwise an insert that saw the
+        // version before the delete committed could land after the delete's `DELETE FROM outcomes` and outlive it.
+        // (SQLite registries have one writing process, which stops keeping a model's predictions before deleting it.)
         let sql = "INSERT INTO outcomes (model, request_id, row_index, version, at, predicted, proba) \
              SELECT x.m, x.r, x.i, x.v, x.t, x.p, x.q FROM jsonb_to_recordset($1::jsonb) \
              AS x(m TEXT, r TEXT, i BIGINT, v BIGINT, t BIGINT, p DOUBLE PRECISION, q TEXT) \
+             WHERE EXISTS (SELECT 1 FROM versions WHERE model = x.m AND version = x.v FOR KEY SHARE) \
              ON CONFLICT (model, request_id, row_index) DO NOTHING";
         Ok(sqlx::query(sql).bind(rows).execute(&self.db).await?.rows_affected())
     }

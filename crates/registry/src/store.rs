@@ -514,7 +514,9 @@ impl Registry {
         sqlx::query("DELETE FROM arm_counts WHERE model = $1").bind(name).execute(&mut *tx).await?;
         sqlx::query("DELETE FROM versions WHERE model = $1").bind(name).execute(&mut *tx).await?;
         sqlx::query("DELETE FROM models WHERE name = $1").bind(name).execute(&mut *tx).await?;
-        // A model created later under the same name must not inherit old predictions' feedback.
+        // A model created later under the same name must not inherit old predictions' feedback. After the versions:
+        // another replica's insert of kept predictions locks its version's row, so from here on it either committed
+        // (and this sees its rows) or waits for this delete and then keeps nothing (see `insert_outcomes`).
         sqlx::query("DELETE FROM outcomes WHERE model = $1").bind(name).execute(&mut *tx).await?;
         let detail = format!("{} version(s)", versions.len());
         event(&mut tx, name, None, "delete_model", &detail, actor, now_ms()).await?;

@@ -189,6 +189,10 @@ async fn feedback_joins_kept_predictions_and_expires_them(env: Env) {
         proba: Some(vec![0.25, 0.75]),
     };
     let r = &env.registry;
+    // Kept predictions name a version the registry holds.
+    for tag in ["one", "two"] {
+        publish(&env, "m", package(&env, "m", tag)).await.expect("publish");
+    }
     r.insert_outcomes(&[outcome("a", 0, 1_000, 1.0), outcome("a", 1, 1_000, 0.0), outcome("b", 0, 5_000, 1.0)])
         .await
         .expect("insert");
@@ -324,6 +328,49 @@ on_both!(
     deployments_are_revised_recorded_and_removed_with_their_model,
     replicas_publish_arm_counts_per_revision,
 );
+
+/// Replicas sharing PostgreSQL learn of a model's delete late and keep its predictions meanwhile: none of them may
+/// outlive the delete, whether they arrive after it or while it runs.
+#[tokio::test]
+async fn on_postgres_kept_predictions_do_not_outlive_their_model() {
+    use ferry_registry::{Outcome, Truth};
+    use sqlx::Connection;
+    let env = postgres().await;
+    let r = &env.registry;
+    publish(&env, "m", package(&env, "m", "one")).await.expect("publish");
+    let outcome = |id: &str, version| Outcome {
+        model: "m".into(),
+        request_id: id.into(),
+        row: 0,
+        version,
+        at: 1_000,
+        predicted: 1.0,
+        proba: None,
+    };
+    assert_eq!(r.insert_outcomes(&[outcome("a", 1), outcome("b", 9)]).await.expect("insert"), 1, "version 9 is none");
+    // A delete under way, as `delete_model` runs it, up to its commit; another replica's insert meanwhile.
+    let url = env._pg.as_ref().map(|pg| pg.url.clone()).expect("postgres");
+    let mut deleting = sqlx::PgConnection::connect(&url).await.expect("connect");
+    let mut tx = deleting.begin().await.expect("begin");
+    for sql in [
+        "DELETE FROM versions WHERE model = 'm'",
+        "DELETE FROM models WHERE name = 'm'",
+        "DELETE FROM outcomes WHERE model = 'm'",
+    ] {
+        sqlx::query(sql).execute(&mut *tx).await.expect(sql);
+    }
+    let other = r.clone();
+    let insert = tokio::spawn(async move { other.insert_outcomes(&[outcome("c", 1)]).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!insert.is_finished(), "the insert waits for the delete");
+    tx.commit().await.expect("commit");
+    assert_eq!(insert.await.expect("join").expect("insert"), 0, "the version is gone once the insert may go on");
+    let truth = |id: &str| Truth { request_id: id.into(), row: 0, truth: 1.0, at: 2_000 };
+    let joined = r.join_truth("m", &[truth("a"), truth("c")]).await.expect("join");
+    assert!(joined.iter().all(Option::is_none), "nothing of the deleted model is kept: {joined:?}");
+    // And after the delete, nothing is kept either.
+    assert_eq!(r.insert_outcomes(&[outcome("d", 1)]).await.expect("insert"), 0);
+}
 
 #[tokio::test]
 async fn a_first_rotation_encrypts_plaintext_packages_and_deletion_removes_their_keys() {
