@@ -749,8 +749,11 @@ pub(crate) async fn event(
     actor: &str,
     at: i64,
 ) -> Result<(), RegistryError> {
-    // Ids sort by time first, then a random part to keep them unique across replicas.
-    let id = format!("{at:016}-{:016x}", crate::artifacts::random_id());
+    // Ids sort by time first, then by a counter of this process, so that one process's events within a millisecond
+    // (a publish and a delete, say) keep their order, then a random part to keep them unique across replicas.
+    static SEQUENCE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let sequence = SEQUENCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let id = format!("{at:016}-{sequence:016x}-{:016x}", crate::artifacts::random_id());
     sqlx::query(
         "INSERT INTO events (id, model, version, action, detail, actor, at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
     )
