@@ -117,7 +117,7 @@ async fn serve(files: Vec<PathBuf>, settings: Settings) -> anyhow::Result<()> {
         let config = ferry_server::QualityConfig {
             window: m.feedback_window,
             retention: std::time::Duration::from_secs(m.feedback_retention_days.saturating_mul(86_400)),
-            buffer: m.buffer,
+            buffer: m.feedback_buffer,
             min_rows: m.min_feedback_rows,
             spool_bytes: m.feedback_spool_mb.saturating_mul(1 << 20),
         };

@@ -156,8 +156,8 @@ pub struct MonitoringSettings {
     pub sample_rate: f64,
     /// Rows per drift window.
     pub window_rows: usize,
-    /// Rows of full drift windows waiting for the evaluator (at least one window), and prediction rows waiting for
-    /// the feedback writer; past this they are dropped (and counted), never waited for.
+    /// Rows of full drift windows waiting for the evaluator (at least one window); past this they are dropped (and
+    /// counted), never waited for.
     pub buffer: usize,
     /// Share of drifted columns at which a window counts as drifted.
     pub drift_share: f64,
@@ -168,6 +168,9 @@ pub struct MonitoringSettings {
     /// Live quality covers the predictions made within this window (`"1day"`, `"6h"`).
     #[serde(with = "duration_text")]
     pub feedback_window: std::time::Duration,
+    /// Prediction rows waiting for the feedback writer, which takes them every 100 ms (a saturated 2-core server
+    /// makes about 10,000 in that time); past this they are dropped (and counted), never waited for.
+    pub feedback_buffer: usize,
     /// Predictions kept for feedback are deleted after this many days.
     pub feedback_retention_days: u64,
     /// SQLite registries: MiB the spool of kept predictions may hold on disk (rows appended and not yet indexed into
@@ -197,6 +200,7 @@ impl Default for MonitoringSettings {
             feedback: true,
             min_feedback_rows: 100,
             feedback_window: Duration::from_secs(86_400),
+            feedback_buffer: 100_000,
             feedback_retention_days: 30,
             feedback_spool_mb: 1024,
             performance_window: Duration::from_secs(60),
@@ -334,8 +338,8 @@ impl Settings {
         if !(0.0..=1.0).contains(&m.sample_rate) || !(0.0..=1.0).contains(&m.drift_share) {
             bail!("monitoring.sample_rate and monitoring.drift_share must be between 0 and 1");
         }
-        if m.window_rows == 0 || m.buffer == 0 {
-            bail!("monitoring.window_rows and monitoring.buffer must be at least 1");
+        if m.window_rows == 0 || m.buffer == 0 || m.feedback_buffer == 0 {
+            bail!("monitoring.window_rows, monitoring.buffer and monitoring.feedback_buffer must be at least 1");
         }
         if m.feedback_retention_days == 0 || m.feedback_spool_mb == 0 {
             bail!("monitoring.feedback_retention_days and monitoring.feedback_spool_mb must be at least 1");
@@ -595,16 +599,21 @@ mod tests {
         let s = Settings::default();
         s.validate().expect("defaults are valid");
         assert_eq!((s.host.as_str(), s.http_port), ("127.0.0.1", 8000));
+        let mut unbuffered = Settings::default();
+        unbuffered.monitoring.feedback_buffer = 0;
+        let err = unbuffered.validate().expect_err("no room for kept predictions").to_string();
+        assert!(err.contains("monitoring.feedback_buffer"), "{err}");
     }
 
     #[test]
     fn nested_settings_come_from_double_underscore_variables() {
         figment::Jail::expect_with(|jail| {
             jail.set_env("FERRY_MONITORING__WINDOW_ROWS", "200");
+            jail.set_env("FERRY_MONITORING__FEEDBACK_BUFFER", "500");
             jail.set_env("FERRY_PREDICTION_LOG__RETENTION_DAYS", "5");
             jail.set_env("FERRY_MODELS__INSTANCES", "3");
             let s = SettingsArgs::default().load().map_err(|e| e.to_string())?;
-            assert_eq!(s.monitoring.window_rows, 200);
+            assert_eq!((s.monitoring.window_rows, s.monitoring.feedback_buffer), (200, 500));
             assert_eq!(s.prediction_log.retention_days, 5);
             assert_eq!(s.models.instances, Some(3));
             Ok(())

@@ -282,6 +282,15 @@ impl RegistryContext {
         let loaded = tokio::task::spawn_blocking(move || LoadedModel::load(&source, &defaults, &engines))
             .await
             .map_err(|e| ApiError::new(ErrorKind::Internal, format!("model loading panicked: {e}")))??;
+        // Its runs feed the watchers, which take what they watch of each (the version they watch, the model kept).
+        if self.drift_watch.is_some() || self.quality_watch.is_some() {
+            loaded.set_observer(Some(Arc::new(crate::observed::ModelObserver {
+                name: name.to_owned(),
+                version,
+                drift: self.drift_watch.clone(),
+                quality: self.quality_watch.clone(),
+            })));
+        }
         Ok((loaded, record, profile))
     }
 

@@ -205,25 +205,16 @@ impl GrpcInferenceService for GrpcService {
         let started = std::time::Instant::now();
         let log = log.filter(|l| l.wants(model.name()));
         let logged_inputs = log.as_ref().map(|_| decoded.inputs.clone());
-        let watch = self
-            .state
-            .registry_context()
-            .and_then(|c| c.drift_watch.as_deref())
-            .and_then(|w| w.watching(model.name(), model.version()).map(|r| (w, r)));
-        let watched_inputs =
-            watch.as_ref().map(|(_, reference)| crate::watch::DriftWatch::capture(reference, &decoded.inputs));
         // As over HTTP: a request drawn for the deployment's shadow keeps a copy of its inputs, when there is room.
         let shadow = shadow.and_then(|m| self.state.metrics().shadows.admit(m)).map(|a| (a, decoded.inputs.clone()));
-        // As over HTTP: a monitored model's predictions are kept for feedback under the request's (or a fresh) id,
-        // settled while the model computes.
-        let mut request_id = decoded.id;
-        let inference = model.infer(InferRequest { inputs: decoded.inputs, outputs, timeout });
-        let (result, feedback) = crate::meanwhile(inference, || {
+        // As over HTTP: a monitored model's instance keeps its predictions under the request's (or a fresh) id, and a
+        // routed request counts them in its version's arm.
+        let inference =
+            model.infer(InferRequest { inputs: decoded.inputs, outputs, timeout, id: decoded.id, observed: true });
+        let (result, arm) = crate::meanwhile(inference, || {
             let quality = self.state.registry_context()?.quality_watch.as_ref()?;
-            let target = quality.target(model.name())?;
-            crate::quality::settle_request_id(&mut request_id);
-            let arm = routed.then(|| self.state.metrics().performance.arm_recorder(model.name(), model.version()));
-            Some((quality, target, arm))
+            let target = routed.then(|| quality.target(model.name()))??;
+            Some((target, self.state.metrics().performance.arm_recorder(model.name(), model.version())))
         })
         .await;
         let (metrics, elapsed) = (self.state.metrics(), started.elapsed());
@@ -244,30 +235,17 @@ impl GrpcInferenceService for GrpcService {
                 metrics.observe(model.name(), model.version(), "grpc", routed, &code, None, elapsed);
             }
         }
-        let response = result.map_err(status)?;
+        let mut response = result.map_err(status)?;
         if let (Some(log), Some(inputs)) = (&log, &logged_inputs) {
             log.record(model.name(), model.version(), subject, inputs, &response.outputs);
         }
         if let Some((admitted, inputs)) = shadow {
             self.state.metrics().shadows.run(admitted, inputs, response.outputs.clone());
         }
-        // One clock read for the drift window and the kept prediction.
-        let answered_at = crate::quality::now_ms();
-        if let (Some((watch, reference)), Some(inputs)) = (&watch, &watched_inputs) {
-            watch.observe(model.name(), reference, inputs, &response.outputs, answered_at);
+        if let Some((target, arm)) = &arm {
+            crate::quality::tally_arm(target, &response.outputs, arm);
         }
-        if let Some((quality, target, arm)) = &feedback {
-            crate::quality::keep_for_feedback(
-                quality,
-                target,
-                model.name(),
-                model.version(),
-                request_id.as_deref(),
-                &response.outputs,
-                arm.as_deref(),
-                answered_at,
-            );
-        }
+        let request_id = response.id.take();
         let mut answer =
             Response::new(encode_model_infer(model.name(), &model.version().to_string(), request_id, response.outputs));
         // The variant that answered, as the HTTP response header says it.

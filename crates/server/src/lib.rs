@@ -12,6 +12,7 @@ mod error;
 mod grpc;
 mod limits;
 pub mod metrics;
+mod observed;
 mod performance;
 mod predlog;
 mod quality;

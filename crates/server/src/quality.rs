@@ -5,8 +5,9 @@
 //! beside the package's validation metrics (the baseline) and the relative change; each joined pair also feeds the
 //! concept-drift detectors (DDM, ADWIN, Page-Hinkley with river's defaults) on the per-prediction error stream.
 //!
-//! Capture is off the hot path like drift's: the handler appends a few numbers per row to a bounded buffer (a full
-//! buffer drops and counts), and a background writer takes the buffer on a timer and writes it in batches.
+//! Capture is off the hot path like drift's: the model's instance thread appends a few numbers per row of each engine
+//! run to a bounded buffer (one lock per run; a full buffer drops and counts), and a background writer takes the
+//! buffer on a timer and writes it in batches. The handler only gives a request without an id a fresh one.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -17,6 +18,7 @@ use ferry_monitor::concept::{Adwin, Ddm, DriftDetector, DriftState, PageHinkley}
 use ferry_monitor::{Probabilities, classification_metrics, regression_metrics};
 use ferry_package::{PredictionOutputs, Task};
 use ferry_registry::{Labelled, Outcome, OutcomeRow, Registry, Truth};
+use ferry_serving::{ObservedRequest, ObservedRun};
 use ferry_types::{NamedTensor, TensorData};
 use parking_lot::{Mutex, RwLock};
 use serde::Serialize;
@@ -241,8 +243,9 @@ impl Captures {
         self.predicted.len()
     }
 
-    /// Appends one request's predictions (and probabilities, `[rows, k]` row-major), converted to `f64` straight into
-    /// the columns: no copy per request on the way.
+    /// Appends one request's predictions, `rows` of a run's `predicted` (and of its probabilities, `[rows, k]`
+    /// row-major), converted to `f64` straight into the columns: no copy per request on the way.
+    #[allow(clippy::too_many_arguments)]
     fn push(
         &mut self,
         model: &str,
@@ -250,6 +253,7 @@ impl Captures {
         version: u64,
         at: i64,
         predicted: &TensorData,
+        rows: std::ops::Range<usize>,
         proba: Option<(&TensorData, usize)>,
     ) {
         let model = match self.models.iter().position(|m| m == model) {
@@ -262,11 +266,11 @@ impl Captures {
         let ids = self.ids.len();
         self.ids.push_str(id);
         let first = self.predicted.len();
-        extend_numbers(&mut self.predicted, predicted);
+        extend_numbers(&mut self.predicted, predicted, rows.clone());
         let proba = match proba {
             Some((values, classes)) => {
                 let start = self.proba.len();
-                extend_numbers(&mut self.proba, values);
+                extend_numbers(&mut self.proba, values, rows.start * classes..rows.end * classes);
                 (start, classes)
             }
             None => (0, 0),
@@ -741,58 +745,43 @@ impl QualityWatch {
         self.registry.spool_backlog_bytes()
     }
 
-    /// Copies the prediction rows of one answered request (never blocks; a full buffer drops them and counts).
-    /// Looks `model` up; the serving path, which has looked it up already, calls [`Self::observe_target`].
-    pub fn observe(
-        &self,
-        model: &str,
-        version: u64,
-        request_id: &str,
-        outputs: &[NamedTensor],
-        arm: Option<&crate::performance::Recorder>,
-    ) {
+    /// Keeps the predictions of one engine run of `model` at `version` (every version a monitored model serves, so
+    /// that a canary's candidate is judged on its own), answered at `at` (Unix ms): the rows of each request that has
+    /// an id, under that id. Called on the model's instance thread; one lock per run, never blocks (a full buffer
+    /// drops the run's rows and counts them).
+    pub fn observe_run(&self, model: &str, version: u64, run: &ObservedRun<'_>, at: i64) {
         if let Some(target) = self.target(model) {
-            self.observe_target(&target, model, version, request_id, outputs, arm, now_ms());
+            self.keep_run(&target, model, version, run, at);
         }
     }
 
-    /// [`Self::observe`] with `model`'s target at hand, for a request answered at `at` (Unix ms).
-    ///
-    /// A request the deployment routed (`arm`: its version's arm) also counts its predictions in the arm, for a
-    /// canary's prediction-drift comparison; counted before the buffer can drop anything.
-    #[allow(clippy::too_many_arguments)]
-    pub fn observe_target(
-        &self,
-        target: &QualityTarget,
-        model: &str,
-        version: u64,
-        request_id: &str,
-        outputs: &[NamedTensor],
-        arm: Option<&crate::performance::Recorder>,
-        at: i64,
-    ) {
-        // Every version's predictions (a canary's candidate is judged on its own); the served version's outputs name
-        // the prediction. A client that asked for other outputs only gives nothing to join to.
-        let Some(predicted) = outputs.iter().find(|t| t.name == target.outputs.predicted) else { return };
+    /// [`Self::observe_run`] with `model`'s target at hand.
+    fn keep_run(&self, target: &QualityTarget, model: &str, version: u64, run: &ObservedRun<'_>, at: i64) {
+        // The served version's outputs name the prediction; a client that asked for other outputs only gives nothing
+        // to join to.
+        let Some(predicted) = run.outputs.iter().find(|t| t.name == target.outputs.predicted) else { return };
         let values = predicted.tensor.data();
-        let rows = predicted.tensor.shape().first().copied().unwrap_or(0);
-        if values.len() != rows || matches!(values, TensorData::Bytes(_)) {
+        let rows: usize = run.requests.iter().map(|r| r.rows).sum();
+        if values.len() != rows
+            || predicted.tensor.shape().first() != Some(&rows)
+            || matches!(values, TensorData::Bytes(_))
+        {
             return;
         }
-        if let Some(arm) = arm
-            && let Some(values) = numbers(values)
-        {
-            arm.tally(&values, target.outputs.task == Task::Classification);
-        }
-        let proba =
-            target.outputs.probabilities.as_ref().and_then(|name| outputs.iter().find(|t| t.name == *name)).and_then(
-                |t| match (t.tensor.shape(), t.tensor.data()) {
-                    (_, TensorData::Bytes(_)) => None,
-                    ([n, k], data) if *n == rows && *k >= 2 && data.len() == rows * *k => Some((data, *k)),
-                    _ => None,
-                },
-            );
-        if rows == 0 {
+        let proba = target
+            .outputs
+            .probabilities
+            .as_ref()
+            .and_then(|name| run.outputs.iter().find(|t| t.name == *name))
+            .and_then(|t| match (t.tensor.shape(), t.tensor.data()) {
+                (_, TensorData::Bytes(_)) => None,
+                ([n, k], data) if *n == rows && *k >= 2 && data.len() == rows * *k => Some((data, *k)),
+                _ => None,
+            });
+        // Requests without an id (or with one longer than feedback accepts, answered as is) keep nothing.
+        let kept = |r: &&ObservedRequest<'_>| r.id.is_some_and(|id| !id.is_empty() && id.len() <= MAX_REQUEST_ID);
+        let keeping: usize = run.requests.iter().filter(kept).map(|r| r.rows).sum();
+        if keeping == 0 {
             return;
         }
         // The rows in the buffer are bounded, not the requests: one request may carry thousands of rows.
@@ -802,12 +791,19 @@ impl QualityWatch {
         if target.retired.load(Ordering::Relaxed) {
             return;
         }
-        if captures.rows() + rows > self.config.buffer {
+        if captures.rows() + keeping > self.config.buffer {
             drop(captures);
-            self.dropped.fetch_add(rows as u64, Ordering::Relaxed);
+            self.dropped.fetch_add(keeping as u64, Ordering::Relaxed);
             return;
         }
-        captures.push(model, request_id, version, at, values, proba);
+        let mut first = 0;
+        for r in run.requests {
+            let range = first..first + r.rows;
+            first += r.rows;
+            if let Some(id) = r.id.filter(|_| kept(&r)) {
+                captures.push(model, id, version, at, values, range, proba);
+            }
+        }
     }
 
     /// Joins a feedback batch to `model`'s kept predictions and feeds the joined errors to the concept detectors.
@@ -1054,54 +1050,41 @@ pub(crate) fn relative_change(live: &BTreeMap<String, f64>, baseline: &BTreeMap<
 /// A tensor's values as numbers (none for strings).
 pub(crate) fn numbers(data: &TensorData) -> Option<Vec<f64>> {
     let mut out = Vec::with_capacity(data.len());
-    extend_numbers(&mut out, data).then_some(out)
+    extend_numbers(&mut out, data, 0..data.len()).then_some(out)
 }
 
-/// Appends a tensor's values as numbers; false (nothing appended) for strings.
-fn extend_numbers(out: &mut Vec<f64>, data: &TensorData) -> bool {
+/// Appends the values at `range` of a tensor's (within its length) as numbers; false (nothing appended) for strings.
+fn extend_numbers(out: &mut Vec<f64>, data: &TensorData, range: std::ops::Range<usize>) -> bool {
+    let end = range.end.min(data.len());
+    let range = range.start.min(end)..end;
     #[allow(clippy::cast_precision_loss)]
     match data {
-        TensorData::Bool(v) => out.extend(v.iter().map(|&b| f64::from(u8::from(b)))),
-        TensorData::Uint8(v) => out.extend(v.iter().map(|&x| f64::from(x))),
-        TensorData::Uint16(v) => out.extend(v.iter().map(|&x| f64::from(x))),
-        TensorData::Uint32(v) => out.extend(v.iter().map(|&x| f64::from(x))),
-        TensorData::Uint64(v) => out.extend(v.iter().map(|&x| x as f64)),
-        TensorData::Int8(v) => out.extend(v.iter().map(|&x| f64::from(x))),
-        TensorData::Int16(v) => out.extend(v.iter().map(|&x| f64::from(x))),
-        TensorData::Int32(v) => out.extend(v.iter().map(|&x| f64::from(x))),
-        TensorData::Int64(v) => out.extend(v.iter().map(|&x| x as f64)),
-        TensorData::Fp16(v) => out.extend(v.iter().map(|x| f64::from(x.to_f32()))),
-        TensorData::Bf16(v) => out.extend(v.iter().map(|x| f64::from(x.to_f32()))),
-        TensorData::Fp32(v) => out.extend(v.iter().map(|&x| f64::from(x))),
-        TensorData::Fp64(v) => out.extend_from_slice(v),
+        TensorData::Bool(v) => out.extend(v[range.clone()].iter().map(|&b| f64::from(u8::from(b)))),
+        TensorData::Uint8(v) => out.extend(v[range.clone()].iter().map(|&x| f64::from(x))),
+        TensorData::Uint16(v) => out.extend(v[range.clone()].iter().map(|&x| f64::from(x))),
+        TensorData::Uint32(v) => out.extend(v[range.clone()].iter().map(|&x| f64::from(x))),
+        TensorData::Uint64(v) => out.extend(v[range.clone()].iter().map(|&x| x as f64)),
+        TensorData::Int8(v) => out.extend(v[range.clone()].iter().map(|&x| f64::from(x))),
+        TensorData::Int16(v) => out.extend(v[range.clone()].iter().map(|&x| f64::from(x))),
+        TensorData::Int32(v) => out.extend(v[range.clone()].iter().map(|&x| f64::from(x))),
+        TensorData::Int64(v) => out.extend(v[range.clone()].iter().map(|&x| x as f64)),
+        TensorData::Fp16(v) => out.extend(v[range.clone()].iter().map(|x| f64::from(x.to_f32()))),
+        TensorData::Bf16(v) => out.extend(v[range.clone()].iter().map(|x| f64::from(x.to_f32()))),
+        TensorData::Fp32(v) => out.extend(v[range.clone()].iter().map(|&x| f64::from(x))),
+        TensorData::Fp64(v) => out.extend_from_slice(&v[range]),
         TensorData::Bytes(_) => return false,
     }
     true
 }
 
-/// Gives a request that came without an id (or with an empty one) a fresh one, which the response returns, so that a
-/// monitored model's prediction can be kept under it and the client can send the ground truth later.
-pub(crate) fn settle_request_id(request_id: &mut Option<String>) {
-    if request_id.as_ref().is_none_or(String::is_empty) {
-        *request_id = Some(fresh_request_id());
-    }
-}
-
-/// Keeps a monitored model's prediction, answered at `at` (Unix ms), under the request's id (settled by
-/// [`settle_request_id`]). An id longer than feedback accepts is answered as is but not kept.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn keep_for_feedback(
-    quality: &QualityWatch,
-    target: &QualityTarget,
-    model: &str,
-    version: u64,
-    request_id: Option<&str>,
-    outputs: &[NamedTensor],
-    arm: Option<&crate::performance::Recorder>,
-    at: i64,
-) {
-    if let Some(id) = request_id.filter(|id| !id.is_empty() && id.len() <= MAX_REQUEST_ID) {
-        quality.observe_target(target, model, version, id, outputs, arm, at);
+/// Counts a routed request's predictions in its version's arm, for a canary's prediction-drift comparison.
+pub(crate) fn tally_arm(target: &QualityTarget, outputs: &[NamedTensor], arm: &crate::performance::Recorder) {
+    let Some(predicted) = outputs.iter().find(|t| t.name == target.outputs.predicted) else { return };
+    let rows = predicted.tensor.shape().first().copied().unwrap_or(0);
+    if predicted.tensor.data().len() == rows
+        && let Some(values) = numbers(predicted.tensor.data())
+    {
+        arm.tally(&values, target.outputs.task == Task::Classification);
     }
 }
 
@@ -1173,6 +1156,52 @@ pub(crate) fn now_ms() -> i64 {
 mod tests {
     use super::*;
 
+    /// One request's outputs, run alone, as its model's instance shows them.
+    fn observe(watch: &QualityWatch, model: &str, id: &str, outputs: &[NamedTensor]) {
+        let rows = outputs[0].tensor.shape().first().copied().unwrap_or(0);
+        let requests = [ObservedRequest { rows, id: Some(id) }];
+        watch.observe_run(model, 1, &ObservedRun { inputs: &[], outputs, requests: &requests }, now_ms());
+    }
+
+    async fn sqlite_registry(dir: &std::path::Path) -> Registry {
+        let artifacts = ferry_registry::ArtifactStore::local(&dir.join("a"), &dir.join("s")).expect("store");
+        Registry::open(&Registry::sqlite_url(&dir.join("r.db")), artifacts).await.expect("registry")
+    }
+
+    #[tokio::test]
+    async fn a_stacked_run_keeps_each_identified_requests_rows_under_its_id() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let registry = sqlite_registry(dir.path()).await;
+        let watch = QualityWatch::start(QualityConfig::default(), registry.clone());
+        let outputs = PredictionOutputs {
+            predicted: "label".into(),
+            probabilities: Some("proba".into()),
+            task: Task::Classification,
+        };
+        watch.register("m", QualityTarget { version: 3, outputs, baseline: BTreeMap::new(), retired: Arc::default() });
+        let tensor = |shape, data| ferry_types::Tensor::new(shape, data).expect("tensor");
+        let proba: Vec<f32> = vec![0.9, 0.1, 0.2, 0.8, 0.3, 0.7, 0.6, 0.4];
+        let outputs = [
+            NamedTensor::new("label", tensor(vec![4], TensorData::Int64(vec![0, 1, 1, 0]))),
+            NamedTensor::new("proba", tensor(vec![4, 2], TensorData::Fp32(proba.clone()))),
+        ];
+        // Three requests stacked: one row with an id, two rows without, one row with an id.
+        let requests = [
+            ObservedRequest { rows: 1, id: Some("a") },
+            ObservedRequest { rows: 2, id: None },
+            ObservedRequest { rows: 1, id: Some("b") },
+        ];
+        watch.observe_run("m", 3, &ObservedRun { inputs: &[], outputs: &outputs, requests: &requests }, 50);
+        watch.close().await;
+        let truth = |id: &str, row| Truth { request_id: id.into(), row, truth: 1.0, at: 60 };
+        let joined = registry.join_truth("m", &[truth("a", 0), truth("a", 1), truth("b", 0)]).await.expect("join");
+        let kept = |j: &Option<Labelled>| j.as_ref().map(|l| (l.version, l.at, l.predicted, l.proba.clone()));
+        let p = |i: usize| Some(vec![f64::from(proba[2 * i]), f64::from(proba[2 * i + 1])]);
+        assert_eq!(kept(&joined[0]), Some((3, 50, 0.0, p(0))), "a's one row");
+        assert_eq!(kept(&joined[1]), None, "a had one row");
+        assert_eq!(kept(&joined[2]), Some((3, 50, 0.0, p(3))), "b's row is the run's fourth");
+    }
+
     fn pair(predicted: f64, truth: f64, proba: Option<Vec<f64>>) -> Labelled {
         Labelled { first: true, request_id: String::new(), version: 1, at: 0, predicted, proba, truth }
     }
@@ -1187,10 +1216,11 @@ mod tests {
             2,
             10,
             &fp64(vec![1.0, f64::NAN, 0.0]),
+            0..3,
             Some((&fp32(vec![0.1, 0.9, 0.5, 0.5, 0.8, 0.2]), 2)),
         );
-        c.push("fraud", "r2", 7, 20, &TensorData::Int64(vec![3]), None);
-        c.push("iris", "r3", 2, 30, &fp64(vec![f64::INFINITY]), Some((&fp64(vec![1.0, 0.0]), 2)));
+        c.push("fraud", "r2", 7, 20, &TensorData::Int64(vec![5, 3]), 1..2, None);
+        c.push("iris", "r3", 2, 30, &fp64(vec![f64::INFINITY]), 0..1, Some((&fp64(vec![1.0, 0.0]), 2)));
         assert_eq!(c.rows(), 5);
         let rows: Vec<Outcome> = c.outcome_rows().map(|r| r.to_outcome()).collect();
         let expected = |model: &str, id: &str, row, version, at, predicted, proba: Option<Vec<f64>>| Outcome {
@@ -1230,9 +1260,9 @@ mod tests {
             let tensor = ferry_types::Tensor::new(vec![rows], TensorData::Fp32(vec![1.5; rows])).expect("tensor");
             vec![NamedTensor::new("label", tensor)]
         };
-        watch.observe("m", 1, "a", &tensor(2), None);
-        watch.observe("m", 1, "b", &tensor(2), None); // 4 rows > 3: dropped whole
-        watch.observe("m", 1, "c", &tensor(1), None);
+        observe(&watch, "m", "a", &tensor(2));
+        observe(&watch, "m", "b", &tensor(2)); // 4 rows > 3: dropped whole
+        observe(&watch, "m", "c", &tensor(1));
         assert_eq!(watch.dropped(), 2);
         // The writer takes the buffer within a tick or two.
         let mut joined = Vec::new();
@@ -1250,10 +1280,10 @@ mod tests {
         let found: Vec<bool> = joined.iter().map(Option::is_some).collect();
         assert_eq!(found, [true, true, false, true]);
         // A request of no rows adds nothing, not even to the buffer's bookkeeping.
-        watch.observe("m", 1, "empty", &tensor(0), None);
+        observe(&watch, "m", "empty", &tensor(0));
         assert_eq!((watch.pending.captures.lock().requests.len(), watch.dropped()), (0, 2));
         // Closing writes what the buffer holds before it returns.
-        watch.observe("m", 1, "last", &tensor(1), None);
+        observe(&watch, "m", "last", &tensor(1));
         watch.close().await;
         let truth = Truth { request_id: "last".into(), row: 0, truth: 1.0, at: 0 };
         assert!(registry.join_truth("m", &[truth]).await.expect("join")[0].is_some(), "the last rows were written");
@@ -1278,7 +1308,7 @@ mod tests {
                 let (watch, label) = (&watch, &label);
                 threads.spawn(move || {
                     for i in 0..300 {
-                        watch.observe("m", 1, &format!("t{t}-{i}"), label, None);
+                        observe(watch, "m", &format!("t{t}-{i}"), label);
                     }
                 });
             }
@@ -1319,8 +1349,8 @@ mod tests {
             )]
         };
         let held = watch.target("m").expect("m is kept");
-        watch.observe("m", 1, "a", &label(), None);
-        watch.observe("n", 1, "b", &label(), None);
+        observe(&watch, "m", "a", &label());
+        observe(&watch, "n", "b", &label());
         watch.forget("m").await;
         // What waited of m was written before `forget` returned, where deleting the model reaches it (and a delete
         // that fails loses nothing).
@@ -1328,8 +1358,9 @@ mod tests {
         assert!(registry.join_truth("m", &[truth("a")]).await.expect("join a")[0].is_some(), "m's row was written");
         assert!(!watch.pending.captures.lock().holds("m"));
         // m is no longer kept, not even by a request that looked its target up before.
-        watch.observe_target(&held, "m", 1, "late", &label(), None, now_ms());
-        watch.observe("m", 1, "later", &label(), None);
+        let late = [ObservedRequest { rows: 1, id: Some("late") }];
+        watch.keep_run(&held, "m", 1, &ObservedRun { inputs: &[], outputs: &label(), requests: &late }, now_ms());
+        observe(&watch, "m", "later", &label());
         assert!(watch.target("m").is_none() && !watch.wants_model("m"));
         watch.close().await;
         let m = registry.join_truth("m", &[truth("late"), truth("later")]).await.expect("join m");
@@ -1338,7 +1369,7 @@ mod tests {
         assert!(n[0].is_some(), "the other model's prediction is kept");
         // With no writer left to take them, a forgotten model's waiting predictions are thrown away after a while.
         watch.register("m", target());
-        watch.observe("m", 1, "orphan", &label(), None);
+        observe(&watch, "m", "orphan", &label());
         assert!(watch.pending.captures.lock().holds("m"));
         watch.forget("m").await;
         assert!(!watch.pending.captures.lock().holds("m"), "thrown away");

@@ -99,7 +99,7 @@ impl Shadows {
             let Admitted { model, _room } = admitted;
             let started = Instant::now();
             let outputs = answered.iter().map(|t| t.name.clone()).collect();
-            let result = model.infer(InferRequest { inputs, outputs, timeout: None }).await;
+            let result = model.infer(InferRequest { inputs, outputs, timeout: None, id: None, observed: false }).await;
             let elapsed = started.elapsed();
             shadows.record(&model, elapsed, result.map(|r| r.outputs), &answered);
         });

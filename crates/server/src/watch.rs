@@ -1,9 +1,9 @@
-//! Live drift of served models. For every registry model whose package carries a reference profile, a sampled
-//! request copies the watched columns of its inputs (before the model takes them, into a small buffer on the stack)
-//! and of its outputs into its version's tumbling window (a short lock, one append of (column, value) pairs: the copy
-//! is the only cost a request pays); a full window goes to an evaluator thread of its own, which sorts the pairs into
-//! columns and tests every feature and
-//! output against the reference with `ferry_monitor::drift` (Evidently's tests and verdicts). When the evaluator is
+//! Live drift of served models. For every registry model whose package carries a reference profile, the model's
+//! instance thread copies the watched columns of each engine run's inputs and outputs (the sampled requests' rows,
+//! stacked) into the version's tumbling window (a short lock and one append of (column, value) pairs per run, not per
+//! request: the copy is the only cost serving pays); a full window goes to an evaluator thread of its own, which
+//! sorts the pairs into columns and tests every feature and output against the reference with
+//! `ferry_monitor::drift` (Evidently's tests and verdicts). When the evaluator is
 //! behind, a bounded number of full windows wait and further ones are dropped and their samples counted: a request
 //! never waits for the tests. The latest window of each model is served at `/api/v1/models/{name}/monitoring` and as
 //! `ferry_drift_score` / `ferry_drift_detected` on `/metrics`.
@@ -14,10 +14,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use ferry_monitor::drift::{Column, ColumnDrift, Histograms, PreparedReference, column_report_against, dataset_drift};
 use ferry_package::{ColumnKind, Profile};
+use ferry_serving::ObservedRun;
 use ferry_types::{ModelSignature, NamedTensor, TensorData};
 use parking_lot::{Mutex, RwLock};
 use serde::Serialize;
-use smallvec::SmallVec;
 
 /// How often background writers (the feedback writer) drain their buffers: a wake-up per request (a cross-thread
 /// futex call) cost more than the copy itself.
@@ -208,11 +208,9 @@ pub struct ModelDrift {
 
 /// A window filling up, inside its version's [`Reference`].
 ///
-/// Its values are (reference column, value) pairs in arrival order, not a vector per column: a request appends all of
-/// its values in one place (a cache line or two, where a vector per column had it write one line per column, each
-/// last written by whichever core served the previous request), and the evaluator sorts them into columns. A
-/// column's values keep their order. `DriftWatch::observe` in `perf` at 32 connections: 0.28 us per request before,
-/// 0.24 after.
+/// Its values are (reference column, value) pairs in arrival order, not a vector per column: a run appends all of its
+/// values in one place (where a vector per column had it write one cache line per column), and the evaluator sorts
+/// them into columns. A column's values keep their order.
 #[derive(Default, Clone)]
 struct Filling {
     /// Values of numerical columns.
@@ -253,9 +251,7 @@ impl Filling {
         }
         values
     }
-}
 
-impl ColumnSink for Filling {
     fn number(&mut self, column: usize, x: f64) {
         self.numbers.push((column, x));
     }
@@ -357,65 +353,52 @@ impl DriftWatch {
         self.status.write().remove(model);
     }
 
-    /// What a request to `model` at `version` is compared with, when it is watched and sampled (cheap: a map
-    /// lookup).
+    /// What `model` at `version` is compared with, when it is watched (a map lookup).
     #[must_use]
     pub fn watching(&self, model: &str, version: u64) -> Option<Arc<Reference>> {
-        let reference = self.references.read().get(model).filter(|r| r.version == version).cloned()?;
-        if self.config.sample_rate >= 1.0 {
-            return Some(reference);
-        }
-        // Deterministic sampling per model: take a request whenever its count crosses a multiple of 1/rate.
-        let n = reference.seen.fetch_add(1, Ordering::Relaxed);
-        #[allow(clippy::cast_precision_loss)]
-        let (now, before) = ((n + 1) as f64 * self.config.sample_rate, n as f64 * self.config.sample_rate);
-        (now.floor() > before.floor()).then_some(reference)
+        self.references.read().get(model).filter(|r| r.version == version).cloned()
     }
 
-    /// Copies a sampled request's input columns for its window, before the inputs go to the model (which takes them):
-    /// only the watched columns' values, on the stack for the usual few features, where a copy of the tensors cost
-    /// four allocations.
-    #[must_use]
-    pub fn capture(reference: &Reference, inputs: &[NamedTensor]) -> CapturedInputs {
-        let rows = inputs.first().and_then(|t| t.tensor.shape().first().copied());
-        let mut captured = CapturedInputs { rows, numbers: SmallVec::new(), cells: Vec::new() };
-        if let Some(rows) = rows {
-            for group in reference.tensors.iter().filter(|g| !g.output) {
-                if let Some(t) = inputs.iter().find(|t| t.name == group.tensor) {
-                    copy_columns(&mut captured, &reference.columns, t, &group.columns, rows);
-                }
-            }
+    /// Adds one engine run of `model` at `version` (its requests' inputs and outputs, stacked), answered at `at`
+    /// (Unix ms), to the version's window when the version is watched: a lock and a copy per run, on the model's
+    /// instance thread. Never waits for the tests: a full window goes to the evaluator, or is dropped and counted when
+    /// the evaluator is behind.
+    ///
+    /// Sampling is deterministic per model: a request is taken whenever the model's request count crosses a multiple
+    /// of 1/rate, so a run gives the rows of its first few requests, as many as its count crossed.
+    pub fn observe_run(&self, model: &str, version: u64, run: &ObservedRun<'_>, at: i64) {
+        let Some(reference) = self.watching(model, version) else { return };
+        let taken = if self.config.sample_rate >= 1.0 {
+            run.requests.len()
+        } else {
+            let n = run.requests.len() as u64;
+            let seen = reference.seen.fetch_add(n, Ordering::Relaxed);
+            #[allow(clippy::cast_precision_loss, clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+            let crossed =
+                ((seen + n) as f64 * self.config.sample_rate).floor() - (seen as f64 * self.config.sample_rate).floor();
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+            let crossed = crossed.max(0.0) as usize;
+            crossed.min(run.requests.len())
+        };
+        if taken == 0 {
+            return;
         }
-        captured
-    }
-
-    /// Adds one request's rows (its inputs [captured](Self::capture) before inference, and its outputs), answered at
-    /// `at` (Unix ms), to its version's window (never waits for the tests: a full window goes to the evaluator, or is
-    /// dropped and counted when the evaluator is behind).
-    pub fn observe(
-        &self,
-        model: &str,
-        reference: &Arc<Reference>,
-        inputs: &CapturedInputs,
-        outputs: &[NamedTensor],
-        at: i64,
-    ) {
-        let Some(rows) = inputs.rows else { return };
+        let total: usize = run.requests.iter().map(|r| r.rows).sum();
+        let rows: usize = run.requests[..taken].iter().map(|r| r.rows).sum();
         let full = {
             let mut window = reference.window.lock();
             if window.rows == 0 {
                 window.started_at = at;
             }
-            window.numbers.extend_from_slice(&inputs.numbers);
-            window.cells.extend(inputs.cells.iter().cloned());
             // Each tensor on its own: an output the client did not ask for leaves only its columns short.
-            for group in reference.tensors.iter().filter(|g| g.output) {
-                if let Some(t) = outputs.iter().find(|t| t.name == group.tensor) {
-                    copy_columns(&mut *window, &reference.columns, t, &group.columns, rows);
+            for group in &reference.tensors {
+                let tensors = if group.output { run.outputs } else { run.inputs };
+                if let Some(t) = tensors.iter().find(|t| t.name == group.tensor) {
+                    copy_columns(&mut window, &reference.columns, t, &group.columns, total, rows);
                 }
             }
             window.rows += rows;
-            window.samples += 1;
+            window.samples += taken as u64;
             window.ended_at = at;
             if window.rows < self.config.window_rows {
                 return;
@@ -423,7 +406,7 @@ impl DriftWatch {
             std::mem::take(&mut *window)
         };
         let samples = full.samples;
-        let closed = Closed { model: model.to_owned(), reference: reference.clone(), window: full };
+        let closed = Closed { model: model.to_owned(), reference, window: full };
         if self.evaluator.try_send(closed).is_err() {
             self.dropped.fetch_add(samples, Ordering::Relaxed);
         }
@@ -525,47 +508,20 @@ fn label_of(x: f64) -> String {
     if x.fract() == 0.0 && x.abs() < 1e15 { format!("{x:.0}") } else { x.to_string() }
 }
 
-/// Where copied column values go: a window, or a request's capture.
-trait ColumnSink {
-    fn number(&mut self, column: usize, x: f64);
-    fn cell(&mut self, column: usize, c: Cell);
-}
-
-/// A sampled request's input columns, copied by [`DriftWatch::capture`] while the request's tensors go to the model.
-#[derive(Debug)]
-pub struct CapturedInputs {
-    /// Rows of the request (of its first input); `None` for a request without inputs.
-    rows: Option<usize>,
-    /// (reference column, value) of the numerical columns, in the order they are added to the window (a column and a
-    /// value each, measured cheaper for the usual one row than runs of values per column).
-    numbers: SmallVec<[(usize, f64); 16]>,
-    /// (reference column, value) of the categorical columns (rare: a model's inputs are mostly numbers).
-    cells: Vec<(usize, Cell)>,
-}
-
-impl ColumnSink for CapturedInputs {
-    fn number(&mut self, column: usize, x: f64) {
-        self.numbers.push((column, x));
-    }
-
-    fn cell(&mut self, column: usize, c: Cell) {
-        self.cells.push((column, c));
-    }
-}
-
-/// Copies, for each `(column, index)`, column `index` of the first `rows` rows of `t` (or the whole tensor when it is
-/// one column) into `sink`, as numbers for a numerical reference column and as cells for a categorical one; a tensor
-/// of another shape adds nothing.
+/// Copies, for each `(column, index)`, column `index` of the first `rows` rows of `t`, a tensor of `total` rows (or
+/// the whole tensor when it is one column), into `sink`, as numbers for a numerical reference column and as cells for
+/// a categorical one; a tensor of another shape adds nothing.
 fn copy_columns(
-    sink: &mut impl ColumnSink,
+    sink: &mut Filling,
     reference: &[ReferenceColumn],
     t: &NamedTensor,
     columns: &[(usize, Option<usize>)],
+    total: usize,
     rows: usize,
 ) {
     let width = match t.tensor.shape() {
-        [n] if *n == rows => 1,
-        [n, k] if *n == rows => *k,
+        [n] if *n == total => 1,
+        [n, k] if *n == total => *k,
         _ => return,
     };
     let data = t.tensor.data();
@@ -637,6 +593,7 @@ fn number_at(data: &TensorData, i: usize) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ferry_serving::ObservedRequest;
     use ferry_types::Tensor;
 
     fn tensor(shape: Vec<usize>, data: TensorData) -> NamedTensor {
@@ -668,7 +625,7 @@ mod tests {
             [reference_column("a", "numbers"), reference_column("b", "numbers"), reference_column("c", "cells")];
         let mut sink = Filling::default();
         let matrix = tensor(vec![2, 3], TensorData::Fp32(vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]));
-        copy_columns(&mut sink, &columns, &matrix, &[(0, Some(0)), (1, Some(2)), (2, Some(1))], 2);
+        copy_columns(&mut sink, &columns, &matrix, &[(0, Some(0)), (1, Some(2)), (2, Some(1))], 2, 2);
         let values = std::mem::take(&mut sink).into_columns(&columns);
         assert_eq!((numbers(&values[0]), numbers(&values[1])), (vec![1.0, 4.0], vec![3.0, 6.0]));
         let cells = match &values[2] {
@@ -678,13 +635,13 @@ mod tests {
         assert!(matches!(cells, [Cell::Number(a), Cell::Number(b)] if *a == 2.0 && *b == 5.0));
         // Into the emptied window again, then other element types, a column past the tensor's width, a tensor of
         // another shape, no rows, a column that does not exist.
-        copy_columns(&mut sink, &columns, &matrix, &[(0, Some(0)), (1, Some(2)), (2, Some(1))], 2);
+        copy_columns(&mut sink, &columns, &matrix, &[(0, Some(0)), (1, Some(2)), (2, Some(1))], 2, 2);
         let int64 = tensor(vec![2], TensorData::Int64(vec![7, 8]));
-        copy_columns(&mut sink, &columns, &int64, &[(0, None), (1, Some(1)), (7, None)], 2);
-        copy_columns(&mut sink, &columns, &tensor(vec![3], TensorData::Fp64(vec![0.5; 3])), &[(0, None)], 2);
-        copy_columns(&mut sink, &columns, &tensor(vec![0, 3], TensorData::Fp32(Vec::new())), &[(0, Some(2))], 0);
+        copy_columns(&mut sink, &columns, &int64, &[(0, None), (1, Some(1)), (7, None)], 2, 2);
+        copy_columns(&mut sink, &columns, &tensor(vec![3], TensorData::Fp64(vec![0.5; 3])), &[(0, None)], 2, 2);
+        copy_columns(&mut sink, &columns, &tensor(vec![0, 3], TensorData::Fp32(Vec::new())), &[(0, Some(2))], 0, 0);
         let text = tensor(vec![1], TensorData::Bytes(vec![b"x".to_vec()]));
-        copy_columns(&mut sink, &columns, &text, &[(0, None), (2, None)], 1);
+        copy_columns(&mut sink, &columns, &text, &[(0, None), (2, None)], 1, 1);
         let values = sink.into_columns(&columns);
         let first = numbers(&values[0]);
         assert_eq!(first[..4], [1.0, 4.0, 7.0, 8.0]);
@@ -724,27 +681,77 @@ mod tests {
             ],
             outputs: vec![column("label", ColumnKind::Categorical, Vec::new(), vec!["0".into(), "1".into()])],
         };
-        let reference = Arc::new(Reference::from_profile(7, &signature, &["f0".into(), "f1".into()], profile));
         let watch = DriftWatch::start(DriftWatchConfig { window_rows: 4, ..DriftWatchConfig::default() });
+        watch.register("m", Reference::from_profile(7, &signature, &["f0".into(), "f1".into()], profile));
+        let reference = watch.watching("m", 7).expect("watched");
+        assert!(watch.watching("m", 6).is_none(), "another version is not");
+        // Two requests of one row each, stacked in one run.
         let inputs =
             [NamedTensor::new("x", Tensor::new(vec![2, 2], TensorData::Fp32(vec![1.5, 2.5, 3.5, 4.5])).expect("x"))];
-        let captured = DriftWatch::capture(&reference, &inputs);
-        assert_eq!(captured.rows, Some(2));
         let outputs = [NamedTensor::new("label", Tensor::new(vec![2], TensorData::Int64(vec![1, 0])).expect("label"))];
-        watch.observe("m", &reference, &captured, &outputs, 10);
+        let requests = [ObservedRequest { rows: 1, id: None }, ObservedRequest { rows: 1, id: Some("b") }];
+        let run = ObservedRun { inputs: &inputs, outputs: &outputs, requests: &requests };
+        watch.observe_run("m", 7, &run, 10);
         {
             let window = reference.window.lock();
-            assert_eq!((window.rows, window.samples, window.started_at), (2, 1, 10));
+            assert_eq!((window.rows, window.samples, window.started_at), (2, 2, 10));
             let values = window.clone().into_columns(&reference.columns);
             assert_eq!((numbers(&values[0]), numbers(&values[1])), (vec![1.5, 3.5], vec![2.5, 4.5]));
             assert!(
                 matches!(&values[2], Values::Cells(c) if matches!(c.as_slice(), [Cell::Number(a), Cell::Number(b)] if *a == 1.0 && *b == 0.0))
             );
         }
-        // A request without inputs adds nothing; the second full request closes the window, which starts again.
-        watch.observe("m", &reference, &DriftWatch::capture(&reference, &[]), &outputs, 11);
+        // A run of another version adds nothing; the second full run closes the window, which starts again.
+        watch.observe_run("m", 6, &run, 11);
         assert_eq!(reference.window.lock().rows, 2);
-        watch.observe("m", &reference, &captured, &outputs, 12);
+        watch.observe_run("m", 7, &run, 12);
         assert_eq!(reference.window.lock().rows, 0);
+    }
+
+    #[test]
+    fn a_sampled_run_gives_the_rows_of_as_many_requests_as_its_count_crossed() {
+        let spec = |name: &str| ferry_types::TensorSpec {
+            name: name.into(),
+            datatype: ferry_types::DataType::Fp32,
+            shape: vec![-1],
+        };
+        let signature = ModelSignature { inputs: vec![spec("x")], outputs: vec![spec("y")] };
+        let column = ferry_package::ColumnProfile {
+            name: "x".into(),
+            kind: ColumnKind::Numerical,
+            count: 3,
+            missing: 0,
+            mean: None,
+            std: None,
+            min: None,
+            max: None,
+            quantiles: Vec::new(),
+            histogram: None,
+            categories: None,
+            categories_truncated: false,
+            sample: vec![1.0, 2.0, 3.0],
+            category_sample: Vec::new(),
+        };
+        let profile = Profile { rows: 3, features: vec![column], outputs: Vec::new() };
+        let watch =
+            DriftWatch::start(DriftWatchConfig { sample_rate: 0.5, window_rows: 100, ..DriftWatchConfig::default() });
+        watch.register("m", Reference::from_profile(1, &signature, &["x".into()], profile));
+        let reference = watch.watching("m", 1).expect("watched");
+        // Requests of 1, 2 and 3 rows in one run; every second request is taken: the second (count 2) only, at first.
+        let inputs = [NamedTensor::new(
+            "x",
+            Tensor::new(vec![6], TensorData::Fp32(vec![1.0, 2.0, 2.0, 3.0, 3.0, 3.0])).expect("x"),
+        )];
+        let requests = [1, 2, 3].map(|rows| ObservedRequest { rows, id: None });
+        let run = ObservedRun { inputs: &inputs, outputs: &[], requests: &requests };
+        watch.observe_run("m", 1, &run, 1);
+        // One request taken: the run's first (its rows lead the stack).
+        let taken = |w: &Filling| (w.rows, w.samples);
+        assert_eq!(taken(&reference.window.lock()), (1, 1));
+        watch.observe_run("m", 1, &run, 2);
+        // Counts 4, 5, 6: two more crossings (4 and 6), so the first two requests' three rows.
+        let window = reference.window.lock();
+        assert_eq!(taken(&window), (4, 3));
+        assert_eq!(numbers(&window.clone().into_columns(&reference.columns)[0]), vec![1.0, 1.0, 2.0, 2.0]);
     }
 }

@@ -20,5 +20,6 @@ pub use loader::{EngineKind, EngineSettings, open_engine, signature_mismatch};
 pub use model::{InferRequest, InferResponse, LoadedModel};
 pub use pool::{MemoryBudget, resident_bytes, set_allocator_release};
 pub use repository::{IndexEntry, ModelRepository, ModelSummary, Routed};
+pub use scheduler::{ObservedRequest, ObservedRun, RunObserver};
 pub use sources::{ModelSource, sources_from_files, sources_from_repository};
 pub use stats::{BatchStats, CountDuration, ScalingStats, StatsSnapshot};

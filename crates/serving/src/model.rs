@@ -10,7 +10,7 @@ use tokio::sync::oneshot;
 
 use crate::loader::{EngineKind, EngineSettings, choose_engine};
 use crate::pool::{Blueprint, Pool};
-use crate::scheduler::{Batching, Job};
+use crate::scheduler::{Batching, Job, RunObserver};
 use crate::stats::StatsSnapshot;
 use crate::{ModelConfig, ModelSource, ResolvedModelConfig, ServingError};
 
@@ -23,6 +23,12 @@ pub struct InferRequest {
     pub outputs: Vec<String>,
     /// Give up if no instance has started the request within this time.
     pub timeout: Option<Duration>,
+    /// The request's id: shown to the model's [`RunObserver`] with the request's rows (monitoring keeps predictions
+    /// under it) and handed back in [`InferResponse::id`].
+    pub id: Option<String>,
+    /// Whether the observer sees it: false for a copy of another version's traffic (a shadow), which would only
+    /// skew what monitoring keeps of this version.
+    pub observed: bool,
 }
 
 /// The outputs of one request, and where its time went.
@@ -34,6 +40,8 @@ pub struct InferResponse {
     pub queue: Duration,
     /// Time in the instance (stacking, engine run, splitting), shared by the requests of one batch.
     pub compute: Duration,
+    /// The request's id, as given.
+    pub id: Option<String>,
 }
 
 /// One version of one model, loaded, warmed up and ready.
@@ -179,6 +187,11 @@ impl LoadedModel {
         &self.config
     }
 
+    /// Shows every later engine run of this version to `observer` (replacing any), or to none.
+    pub fn set_observer(&self, observer: Option<Arc<dyn RunObserver>>) {
+        *self.pool.observer.write() = observer;
+    }
+
     /// Requests waiting for an instance.
     #[must_use]
     pub fn queue_depth(&self) -> usize {
@@ -241,7 +254,8 @@ impl LoadedModel {
         let _in_flight = self.pool.enter()?;
         let (reply, result) = oneshot::channel();
         let enqueued = Instant::now();
-        let job = Job { inputs, outputs, enqueued, deadline: request.timeout.map(|t| enqueued + t), reply };
+        let deadline = request.timeout.map(|t| enqueued + t);
+        let job = Job { inputs, outputs, enqueued, deadline, id: request.id, observed: request.observed, reply };
         let sender = self.sender.as_ref().ok_or_else(|| ServingError::Unloading { name: self.name.clone() })?;
         sender.try_send(job).map_err(|e| match e {
             TrySendError::Full(_) => {
@@ -250,8 +264,8 @@ impl LoadedModel {
             TrySendError::Disconnected(_) => ServingError::Unloading { name: self.name.clone() },
         })?;
         self.pool.queued();
-        let (outputs, timing) = result.await.map_err(|_| ServingError::Unloading { name: self.name.clone() })??;
-        Ok(InferResponse { outputs, queue: timing.queue, compute: timing.compute })
+        let (outputs, timing, id) = result.await.map_err(|_| ServingError::Unloading { name: self.name.clone() })??;
+        Ok(InferResponse { outputs, queue: timing.queue, compute: timing.compute, id })
     }
 
     /// Checks names, datatypes, shapes and batch size; returns the inputs in model order and the output names.
@@ -478,7 +492,13 @@ mod tests {
 
     fn rows(values: &[f32]) -> InferRequest {
         let t = Tensor::new(vec![values.len()], TensorData::Fp32(values.to_vec())).expect("tensor");
-        InferRequest { inputs: vec![NamedTensor::new("x", t)], outputs: Vec::new(), timeout: None }
+        InferRequest {
+            inputs: vec![NamedTensor::new("x", t)],
+            outputs: Vec::new(),
+            timeout: None,
+            id: None,
+            observed: true,
+        }
     }
 
     fn spawn_infer(
@@ -489,15 +509,42 @@ mod tests {
         tokio::spawn(async move { m.infer(request).await })
     }
 
+    /// What one run showed: stacked input values, stacked output values, each request's rows and id.
+    type Shown = (TensorData, TensorData, Vec<(usize, Option<String>)>);
+
+    /// Records every run shown to it.
+    #[derive(Default)]
+    struct Recorder(parking_lot::Mutex<Vec<Shown>>);
+
+    impl RunObserver for Recorder {
+        fn observe(&self, run: &crate::ObservedRun<'_>) {
+            let requests = run.requests.iter().map(|r| (r.rows, r.id.map(str::to_owned))).collect();
+            let (input, output) = (run.inputs[0].tensor.data().clone(), run.outputs[0].tensor.data().clone());
+            self.0.lock().push((input, output, requests));
+        }
+
+        fn wants_ids(&self) -> bool {
+            true
+        }
+
+        fn fresh_id(&self) -> String {
+            "fresh".into()
+        }
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn queued_requests_are_stacked_up_to_the_cap_and_split_back() {
         let g = gated_with(ModelConfig { max_batch_size: Some(4), ..ModelConfig::default() });
+        let recorder = Arc::new(Recorder::default());
+        g.model.set_observer(Some(recorder.clone()));
         let first = spawn_infer(&g.model, rows(&[0.0]));
         wait_started(&g.started).await;
         // While the instance is busy, queue requests of 1, 2, 1 and 3 rows: 1+2+1 fill the cap of 4, 3 waits.
         let mut queued = Vec::new();
         for (i, r) in [vec![1.0], vec![2.0, 2.5], vec![3.0], vec![4.0, 4.5, 4.75]].into_iter().enumerate() {
-            queued.push((r.clone(), spawn_infer(&g.model, rows(&r))));
+            let request = InferRequest { id: (i != 2).then(|| format!("r{i}")), ..rows(&r) };
+            let id = request.id.clone().unwrap_or_else(|| "fresh".into());
+            queued.push((r.clone(), Some(id), spawn_infer(&g.model, request)));
             while g.model.queue_depth() < i + 1 {
                 tokio::task::yield_now().await;
             }
@@ -506,12 +553,28 @@ mod tests {
             g.open.send(()).expect("open");
         }
         assert!(first.await.expect("task").is_ok());
-        for (sent, task) in queued {
+        for (sent, id, task) in queued {
             let out = task.await.expect("task").expect("infer");
-            // Each request gets back exactly its own rows.
+            // Each request gets back exactly its own rows, and its id (a fresh one when it had none).
             assert_eq!(out.outputs[0].tensor.data(), &TensorData::Fp32(sent));
+            assert_eq!(out.id, id);
         }
         assert_eq!(*g.runs.lock(), vec![1, 4, 3]);
+        // The observer saw each run once, stacked, with every request's share of the rows and its id.
+        let id = |s: &str| Some(s.to_owned());
+        let fp32 = |v: &[f32]| TensorData::Fp32(v.to_vec());
+        assert_eq!(
+            *recorder.0.lock(),
+            vec![
+                (fp32(&[0.0]), fp32(&[0.0]), vec![(1, id("fresh"))]),
+                (
+                    fp32(&[1.0, 2.0, 2.5, 3.0]),
+                    fp32(&[1.0, 2.0, 2.5, 3.0]),
+                    vec![(1, id("r0")), (2, id("r1")), (1, id("fresh"))]
+                ),
+                (fp32(&[4.0, 4.5, 4.75]), fp32(&[4.0, 4.5, 4.75]), vec![(3, id("r3"))]),
+            ]
+        );
         let stats = g.model.stats();
         assert_eq!((stats.inference_count, stats.execution_count), (8, 3));
         assert_eq!(stats.success.count, 5);
@@ -519,6 +582,14 @@ mod tests {
             stats.batches.iter().map(|b| (b.batch_size, b.compute_infer.count)).collect::<Vec<_>>(),
             vec![(1, 1), (3, 1), (4, 1)]
         );
+        // A request not to be observed runs unseen, without an id made for it.
+        assert!(g.open.send(()).is_ok());
+        let unseen = g.model.infer(InferRequest { observed: false, ..rows(&[5.0]) }).await.expect("infer");
+        assert_eq!((recorder.0.lock().len(), unseen.id), (3, None));
+        g.model.set_observer(None);
+        assert!(g.open.send(()).is_ok());
+        let alone = g.model.infer(rows(&[5.0])).await.expect("infer");
+        assert_eq!((recorder.0.lock().len(), alone.id), (3, None), "no observer: nothing shown, no id made");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -562,7 +633,7 @@ mod tests {
 
     fn request(x: f32, timeout: Option<Duration>) -> InferRequest {
         let t = Tensor::new(vec![1], TensorData::Fp32(vec![x])).expect("tensor");
-        InferRequest { inputs: vec![NamedTensor::new("x", t)], outputs: Vec::new(), timeout }
+        InferRequest { inputs: vec![NamedTensor::new("x", t)], outputs: Vec::new(), timeout, id: None, observed: true }
     }
 
     #[tokio::test]

@@ -20,7 +20,7 @@ use ferry_rollout::autoscale::{Autoscaler, Observation, ScalePolicy};
 use parking_lot::Mutex;
 
 use crate::loader::{EngineKind, EngineSettings, load_instance, signature_mismatch};
-use crate::scheduler::{Batching, Job, run_instance};
+use crate::scheduler::{Batching, Job, ObserverSlot, run_instance};
 use crate::stats::ModelStats;
 use crate::{ModelSource, ServingError};
 
@@ -225,6 +225,8 @@ pub(crate) struct Pool {
     last_request: AtomicU64,
     /// Bytes one instance holds: the most a load of it grew the resident set, at least the model's size.
     footprint: AtomicU64,
+    /// What the instances show their runs to (monitoring).
+    pub(crate) observer: ObserverSlot,
     state: Mutex<PoolState>,
 }
 
@@ -278,6 +280,7 @@ impl Pool {
             in_flight: AtomicUsize::new(0),
             last_request: AtomicU64::new(millis(now())),
             footprint: AtomicU64::new(model_bytes.max(1)),
+            observer: ObserverSlot::default(),
             state: Mutex::new(PoolState::default()),
         });
         budget.register(&pool);
@@ -398,7 +401,7 @@ impl Pool {
         let stop_now = || stop.load(Ordering::SeqCst) && (self.jobs.is_empty() || self.live.load(Ordering::SeqCst) > 0);
         let mut batching = self.blueprint.batching.clone();
         batching.enabled &= self.batchable.load(Ordering::Relaxed);
-        run_instance(&self.name, engine, &self.jobs, &batching, &self.stats, &stop_now);
+        run_instance(&self.name, engine, &self.jobs, &batching, &self.stats, &self.observer, &stop_now);
         Ok(())
     }
 

@@ -11,10 +11,73 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
 use ferry_engine::{Engine, EngineError};
 use ferry_types::{NamedTensor, Tensor};
+use parking_lot::RwLock;
 use tokio::sync::oneshot;
 
 use crate::ServingError;
 use crate::stats::ModelStats;
+
+/// What a model's runs are shown to (monitoring): called on the instance's thread right after each successful engine
+/// run, before its requests are answered, with the run's inputs and outputs and each request's share of the rows.
+/// Copying there costs one lock and one copy per run, where copying on the async threads cost them per request; the
+/// next run waits for it, so it must be quick and must never block.
+pub trait RunObserver: Send + Sync {
+    /// One engine run: `inputs` in model order, `outputs` as the requests asked for them, both stacked over
+    /// `requests` in order.
+    fn observe(&self, run: &ObservedRun<'_>);
+
+    /// Whether requests need ids (predictions kept under them): a request without one (or with an empty one) is then
+    /// given [`Self::fresh_id`] before its run, and its response returns it.
+    fn wants_ids(&self) -> bool;
+
+    /// A new unique request id.
+    fn fresh_id(&self) -> String;
+}
+
+/// One engine run, as a [`RunObserver`] sees it.
+#[derive(Debug)]
+pub struct ObservedRun<'a> {
+    /// Inputs in model order, the requests' rows stacked in order.
+    pub inputs: &'a [NamedTensor],
+    /// Outputs in the order asked for, stacked the same way.
+    pub outputs: &'a [NamedTensor],
+    /// The requests whose rows these are, in order.
+    pub requests: &'a [ObservedRequest<'a>],
+}
+
+/// One request's part of an [`ObservedRun`].
+#[derive(Debug, Clone, Copy)]
+pub struct ObservedRequest<'a> {
+    /// Its rows (along the first dimension).
+    pub rows: usize,
+    /// Its id, when it has one ([`crate::InferRequest::id`]).
+    pub id: Option<&'a str>,
+}
+
+/// Where an instance finds its model's observer: set and cleared while it serves.
+pub(crate) type ObserverSlot = RwLock<Option<std::sync::Arc<dyn RunObserver>>>;
+
+/// Gives the jobs without an id a fresh one, when the observer wants ids.
+fn settle_ids(observer: &ObserverSlot, jobs: &mut [Job]) {
+    let missing = |job: &Job| job.observed && job.id.as_ref().is_none_or(String::is_empty);
+    if !jobs.iter().any(missing) {
+        return;
+    }
+    if let Some(observer) = observer.read().as_deref().filter(|o| o.wants_ids()) {
+        for job in jobs.iter_mut().filter(|job| missing(job)) {
+            job.id = Some(observer.fresh_id());
+        }
+    }
+}
+
+/// Shows a run to the observer, if any; a panic in it is logged and the run's answers go out regardless.
+fn show(observer: &ObserverSlot, name: &str, run: &ObservedRun<'_>) {
+    if let Some(observer) = observer.read().as_deref()
+        && catch_unwind(AssertUnwindSafe(|| observer.observe(run))).is_err()
+    {
+        tracing::error!(model = name, "the run observer panicked; the run is not monitored");
+    }
+}
 
 /// One validated request waiting for an instance.
 pub(crate) struct Job {
@@ -26,9 +89,16 @@ pub(crate) struct Job {
     pub(crate) enqueued: Instant,
     /// When it stops being worth running.
     pub(crate) deadline: Option<Instant>,
+    /// The request's id, shown to the observer and handed back with the answer.
+    pub(crate) id: Option<String>,
+    /// Whether its run is shown to the observer ([`crate::InferRequest::observed`]).
+    pub(crate) observed: bool,
     /// Where the answer goes.
-    pub(crate) reply: oneshot::Sender<Result<(Vec<NamedTensor>, Timing), ServingError>>,
+    pub(crate) reply: oneshot::Sender<Result<Answer, ServingError>>,
 }
+
+/// A request's outputs, where its time went, and its id back.
+pub(crate) type Answer = (Vec<NamedTensor>, Timing, Option<String>);
 
 /// Where one request's time went in the instance thread.
 #[derive(Debug, Clone, Copy)]
@@ -45,9 +115,11 @@ impl Job {
         self.inputs.first().and_then(|t| t.tensor.shape().first().copied()).unwrap_or(0)
     }
 
-    /// Whether `other` can be stacked with this one: same outputs, same non-batch dimensions for every input.
+    /// Whether `other` can be stacked with this one: same outputs, same non-batch dimensions for every input, and both
+    /// shown to the observer or neither.
     fn stacks_with(&self, other: &Self) -> bool {
         self.outputs == other.outputs
+            && self.observed == other.observed
             && self.inputs.iter().zip(&other.inputs).all(|(a, b)| {
                 let (a, b) = (a.tensor.shape(), b.tensor.shape());
                 a.len() == b.len() && a.get(1..) == b.get(1..)
@@ -79,6 +151,7 @@ pub(crate) fn run_instance(
     jobs: &Receiver<Job>,
     batching: &Batching,
     stats: &ModelStats,
+    observer: &ObserverSlot,
     stop_now: &dyn Fn() -> bool,
 ) {
     let mut carried: Option<Job> = None;
@@ -112,7 +185,7 @@ pub(crate) fn run_instance(
                 }
             }
         }
-        execute(name, engine.as_mut(), batch, stats);
+        execute(name, engine.as_mut(), batch, stats, observer);
     }
 }
 
@@ -127,9 +200,9 @@ fn guarded_infer(
     })
 }
 
-fn execute(name: &str, engine: &mut dyn Engine, batch: Vec<Job>, stats: &ModelStats) {
+fn execute(name: &str, engine: &mut dyn Engine, batch: Vec<Job>, stats: &ModelStats, observer: &ObserverSlot) {
     let start = Instant::now();
-    let live: Vec<Job> = batch
+    let mut live: Vec<Job> = batch
         .into_iter()
         .filter_map(|job| {
             stats.queued(start.duration_since(job.enqueued));
@@ -142,28 +215,34 @@ fn execute(name: &str, engine: &mut dyn Engine, batch: Vec<Job>, stats: &ModelSt
             (!job.reply.is_closed()).then_some(job)
         })
         .collect();
+    settle_ids(observer, &mut live);
     match live.len() {
         0 => {}
-        1 => live.into_iter().for_each(|job| run_alone(name, engine, job, stats)),
-        _ => run_stacked(name, engine, live, stats),
+        1 => live.into_iter().for_each(|job| run_alone(name, engine, job, stats, observer)),
+        _ => run_stacked(name, engine, live, stats, observer),
     }
 }
 
-fn run_alone(name: &str, engine: &mut dyn Engine, job: Job, stats: &ModelStats) {
+fn run_alone(name: &str, engine: &mut dyn Engine, job: Job, stats: &ModelStats, observer: &ObserverSlot) {
     let started = Instant::now();
     let result = guarded_infer(engine, &job.inputs, &job.outputs);
-    if result.is_ok() {
+    if let Ok(outputs) = &result {
         stats.executed(1, job.rows() as u64, Duration::ZERO, started.elapsed(), Duration::ZERO);
+        if job.observed {
+            let requests = [ObservedRequest { rows: job.rows(), id: job.id.as_deref() }];
+            show(observer, name, &ObservedRun { inputs: &job.inputs, outputs, requests: &requests });
+        }
     }
     let timing = Timing { queue: started.duration_since(job.enqueued), compute: started.elapsed() };
+    let id = job.id;
     let _gone = job
         .reply
-        .send(result.map(|o| (o, timing)).map_err(|source| ServingError::Engine { name: name.to_owned(), source }));
+        .send(result.map(|o| (o, timing, id)).map_err(|source| ServingError::Engine { name: name.to_owned(), source }));
 }
 
 /// Stacks the jobs' inputs, runs once and splits the outputs back. Anything unexpected (an engine error, outputs
 /// without the stacked rows) falls back to running each job alone, so one bad request only fails itself.
-fn run_stacked(name: &str, engine: &mut dyn Engine, jobs: Vec<Job>, stats: &ModelStats) {
+fn run_stacked(name: &str, engine: &mut dyn Engine, jobs: Vec<Job>, stats: &ModelStats, observer: &ObserverSlot) {
     let t0 = Instant::now();
     let rows: Vec<usize> = jobs.iter().map(Job::rows).collect();
     let total: usize = rows.iter().sum();
@@ -179,14 +258,19 @@ fn run_stacked(name: &str, engine: &mut dyn Engine, jobs: Vec<Job>, stats: &Mode
         let t2 = Instant::now();
         let per_output: Vec<Vec<Tensor>> =
             outputs.iter().map(|o| o.tensor.split_rows(&rows)).collect::<Result<_, _>>().ok()?;
-        Some((outputs, per_output, t2))
+        Some((inputs, outputs, per_output, t2))
     });
-    let Some((outputs, mut per_output, t2)) = split else {
+    let Some((inputs, outputs, mut per_output, t2)) = split else {
         for job in jobs {
-            run_alone(name, engine, job, stats);
+            run_alone(name, engine, job, stats, observer);
         }
         return;
     };
+    if jobs[0].observed {
+        let requests: Vec<ObservedRequest<'_>> =
+            jobs.iter().zip(&rows).map(|(job, &rows)| ObservedRequest { rows, id: job.id.as_deref() }).collect();
+        show(observer, name, &ObservedRun { inputs: &inputs, outputs: &outputs, requests: &requests });
+    }
     for (k, job) in jobs.into_iter().enumerate().rev() {
         let mine = outputs
             .iter()
@@ -194,7 +278,7 @@ fn run_stacked(name: &str, engine: &mut dyn Engine, jobs: Vec<Job>, stats: &Mode
             .map(|(o, parts)| NamedTensor::new(&o.name, parts.swap_remove(k)))
             .collect();
         let timing = Timing { queue: t0.duration_since(job.enqueued), compute: t0.elapsed() };
-        let _gone = job.reply.send(Ok((mine, timing)));
+        let _gone = job.reply.send(Ok((mine, timing, job.id)));
     }
     stats.executed(rows.len() as u64, total as u64, t1 - t0, t2 - t1, t2.elapsed());
 }

@@ -207,32 +207,28 @@ async fn run_infer(
     // Logged models keep a copy of their inputs (only they pay for it).
     let log = state.registry_context().and_then(|c| c.prediction_log.clone()).filter(|l| l.wants(model.name()));
     let logged_inputs = log.as_ref().map(|_| request.inputs.clone());
-    let watch = state
-        .registry_context()
-        .and_then(|c| c.drift_watch.as_deref())
-        .and_then(|w| w.watching(model.name(), model.version()).map(|r| (w, r)));
-    let watched_inputs =
-        watch.as_ref().map(|(_, reference)| crate::watch::DriftWatch::capture(reference, &request.inputs));
     // A request drawn for the deployment's shadow keeps a copy of its inputs, when there is room for the copy.
     let shadow = shadow.and_then(|m| state.metrics().shadows.admit(m)).map(|a| (a, request.inputs.clone()));
-    // A monitored model's predictions are kept for feedback under the request's id; without one, ferry makes one and
-    // returns it, so that the client can send the ground truth later. The id, the model's target and its arm are
-    // settled while the model computes.
-    let mut request_id = request.id;
+    // A monitored model's instance keeps its predictions for feedback (and its drift window) under the request's id;
+    // without one, it makes one, which the response returns, so that the client can send the ground truth later.
     let inference = model.infer(InferRequest {
         inputs: request.inputs,
         outputs: wanted.iter().map(|(n, _)| n.clone()).collect(),
         timeout: request.timeout,
+        id: request.id,
+        observed: true,
     });
-    let (response, feedback) = crate::meanwhile(inference, || {
-        let quality = state.registry_context()?.quality_watch.as_ref()?;
-        let target = quality.target(model.name())?;
-        crate::quality::settle_request_id(&mut request_id);
-        let arm = routed.then(|| state.metrics().performance.arm_recorder(model.name(), model.version()));
-        Some((quality, target, arm))
+    // A request the deployment routed counts its predictions in its version's arm, for a canary's prediction-drift
+    // comparison; what that needs is looked up while the model computes.
+    let (response, arm) = crate::meanwhile(inference, || {
+        let target = routed.then(|| state.registry_context()?.quality_watch.as_ref()?.target(model.name()))??;
+        Some((target, state.metrics().performance.arm_recorder(model.name(), model.version())))
     })
     .await;
-    let response = response?;
+    let mut response = response?;
+    if let Some((target, arm)) = &arm {
+        crate::quality::tally_arm(target, &response.outputs, arm);
+    }
     if let (Some(log), Some(inputs)) = (&log, &logged_inputs) {
         let subject = headers.get(log.subject_header.as_str()).and_then(|v| v.to_str().ok()).map(str::to_owned);
         log.record(model.name(), model.version(), subject, inputs, &response.outputs);
@@ -240,23 +236,7 @@ async fn run_infer(
     if let Some((admitted, inputs)) = shadow {
         state.metrics().shadows.run(admitted, inputs, response.outputs.clone());
     }
-    // One clock read for the drift window and the kept prediction.
-    let answered_at = crate::quality::now_ms();
-    if let (Some((watch, reference)), Some(inputs)) = (&watch, &watched_inputs) {
-        watch.observe(model.name(), reference, inputs, &response.outputs, answered_at);
-    }
-    if let Some((quality, target, arm)) = &feedback {
-        crate::quality::keep_for_feedback(
-            quality,
-            target,
-            model.name(),
-            model.version(),
-            request_id.as_deref(),
-            &response.outputs,
-            arm.as_deref(),
-            answered_at,
-        );
-    }
+    let request_id = response.id.take();
     let timing = (response.queue, response.compute);
     let outputs: Vec<_> = response.outputs.into_iter().zip(wanted).map(|(t, (_, binary))| (t, binary)).collect();
     let version = model.version().to_string();
