@@ -7,7 +7,8 @@
 //!
 //! Capture is off the hot path like drift's: the model's instance thread appends a few numbers per row of each engine
 //! run to a bounded buffer (one lock per run; a full buffer drops and counts), and a background writer takes the
-//! buffer on a timer and writes it in batches. The handler only gives a request without an id a fresh one.
+//! buffer on a timer and writes it in batches. The instance thread also gives a request without an id a fresh one,
+//! which the response returns.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
